@@ -1,0 +1,1 @@
+"""Evaluation: decoding, the metric, distributed evaluation, submissions and leaderboards."""

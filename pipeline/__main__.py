@@ -1,0 +1,52 @@
+"""``python -m pipeline --src SRC --dst DST [--workers N] [--shard-mb M] [--stats URL]``."""
+
+import argparse
+import logging
+import os
+import sys
+
+from pipeline.build import PipelineError, Settings, TooManyRejects, build
+from pipeline.layout import LayoutError
+
+
+def parse_args(argv: list[str] | None = None) -> Settings:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline",
+        description="HW3P2 folder (local or s3://) → normalised, length-sorted WebDataset shards.",
+    )
+    parser.add_argument("--src", required=True, help="URL of the HW3P2 folder (<split>/mfcc/*.npy ...)")
+    parser.add_argument("--dst", required=True, help="URL to write the dataset to (local folder or s3://)")
+    parser.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 1, help="processes (default: all cores)"
+    )
+    parser.add_argument("--shard-mb", type=float, default=Settings.shard_mb, help="target shard size in MB")
+    parser.add_argument("--stats", help="URL of a stats.json to apply instead of computing one from train")
+    parser.add_argument(
+        "--max-rejects",
+        type=float,
+        default=Settings.max_reject_fraction,
+        help="fail if more than this fraction of any split is rejected (default 0.05)",
+    )
+    args = parser.parse_args(argv)
+    if args.workers < 1 or args.shard_mb <= 0:
+        parser.error("--workers must be ≥ 1 and --shard-mb > 0")
+    return Settings(args.src, args.dst, args.workers, args.shard_mb, args.stats, args.max_rejects)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    settings = parse_args(argv)
+    try:
+        summaries = build(settings)
+    except TooManyRejects as error:
+        print(f"error: too many rejects: {error}", file=sys.stderr)
+        return 1
+    except (PipelineError, LayoutError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print("done: " + " | ".join(s.line() for s in summaries) + f" → {settings.dst}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,400 @@
+"""The shard pipeline: HW3P2 folder in, normalised length-sorted shards out.
+
+1. Scan: read and check every utterance of every split (in worker processes), collecting
+   lengths, a digest of the raw bytes, and per-utterance statistics for the training split.
+   Refused utterances go to ``rejects.csv`` with file and reason.
+2. Statistics: merge the training split's partial statistics in id order (or load
+   ``--stats``) and publish ``stats.json``.
+3. Per split: sort by frame count, cut into shards of about ``--shard-mb``, write each
+   shard (re-reading and normalising its utterances), then ``manifest.parquet``, then
+   ``index.json`` last.
+
+Resuming: a shard is published atomically and then marked done in ``<split>/.parts/``
+with a fingerprint of exactly what it holds (inputs' digests, statistics, keys). A rerun
+redoes the scan, skips every shard whose mark matches, and writes the rest. All outputs
+are deterministic, so a resumed run is byte-identical to a clean one.
+"""
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import multiprocessing
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass
+
+import fsspec
+import numpy as np
+from tqdm import tqdm
+
+from pipeline.layout import SourceSplit, SourceUtterance, discover
+from pipeline.validate import CheckedUtterance, Rejected, check_utterance
+from shards import manifest
+from shards.manifest import ShardEntry, SplitIndex
+from shards.sample import Utterance, sample_key
+from shards.stats import FeatureStats
+from shards.store import Store
+from shards.writer import write_shard
+
+log = logging.getLogger("pipeline")
+
+FORMAT_VERSION = 1  # bump when the sample encoding changes, so old shards are not reused
+SCAN_CHUNK = 64  # utterances fetched together (concurrently, on object storage)
+PARTS = ".parts"
+
+
+class PipelineError(RuntimeError):
+    """A condition that stops the run, named precisely."""
+
+
+class TooManyRejects(PipelineError):
+    pass
+
+
+@dataclass(frozen=True)
+class Settings:
+    src: str  # fsspec URL of the HW3P2 folder
+    dst: str  # fsspec URL the dataset is written to
+    workers: int = 1  # processes for reading and writing
+    shard_mb: float = 64.0  # target shard size
+    stats: str | None = None  # URL of an existing stats.json to apply instead of computing one
+    max_reject_fraction: float = 0.05  # more rejected than this in any split fails the run
+
+
+@dataclass(frozen=True)
+class Scanned:
+    source: SourceUtterance
+    n_frames: int
+    dim: int
+    n_phonemes: int | None
+    digest: str
+    stats: FeatureStats | None  # only for the training split
+
+
+@dataclass(frozen=True)
+class Rejection:
+    split: str
+    id: str
+    file: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class SplitSummary:
+    split: str
+    kept: int
+    rejected: int
+
+    @property
+    def rejected_fraction(self) -> float:
+        return self.rejected / max(self.kept + self.rejected, 1)
+
+    def line(self) -> str:
+        return f"{self.split}: kept {self.kept}, rejected {self.rejected} ({self.rejected_fraction:.1%})"
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    split: str
+    name: str
+    fingerprint: str
+    stats_json: bytes
+    items: list[tuple[str, Scanned]]  # (sample key, utterance) in length order
+
+
+# --- worker side -------------------------------------------------------------------------
+
+_source_fs: fsspec.AbstractFileSystem | None = None
+_store: Store | None = None
+
+
+def _init_worker(src: str, dst: str) -> None:
+    global _source_fs, _store
+    _source_fs, _ = fsspec.core.url_to_fs(src)
+    _store = Store(dst)
+
+
+def _fetch(
+    utterances: list[SourceUtterance],
+) -> Iterator[tuple[SourceUtterance, CheckedUtterance | Rejected]]:
+    """Read the files of many utterances at once (concurrent requests on object storage)."""
+    paths = [u.features for u in utterances if u.has_features]
+    paths += [u.transcript for u in utterances if u.has_transcript]
+    contents = _source_fs.cat(paths, on_error="return") if paths else {}
+    for source in utterances:
+        features = contents.get(source.features) if source.has_features else None
+        transcript = contents.get(source.transcript) if source.has_transcript else None
+        try:
+            yield source, check_utterance(source, features, transcript)
+        except Rejected as rejected:
+            yield source, rejected
+
+
+def _scan_chunk(job: tuple[list[SourceUtterance], bool]) -> list[Scanned | Rejection]:
+    utterances, with_stats = job
+    results: list[Scanned | Rejection] = []
+    for source, checked in _fetch(utterances):
+        if isinstance(checked, Rejected):
+            results.append(Rejection(source.split, source.id, checked.file, checked.reason))
+            continue
+        features = checked.features
+        results.append(
+            Scanned(
+                source=source,
+                n_frames=len(features),
+                dim=features.shape[1],
+                n_phonemes=None if checked.labels is None else len(checked.labels),
+                digest=checked.digest,
+                stats=FeatureStats.of(features) if with_stats else None,
+            )
+        )
+    return results
+
+
+def _normalised_utterances(task: ShardTask) -> Iterator[tuple[str, Utterance]]:
+    stats = FeatureStats.from_json(task.stats_json, "statistics")
+    for start in range(0, len(task.items), SCAN_CHUNK):
+        chunk = task.items[start : start + SCAN_CHUNK]
+        for (key, scanned), (_, checked) in zip(chunk, _fetch([s.source for _, s in chunk]), strict=True):
+            if isinstance(checked, Rejected) or checked.digest != scanned.digest:
+                raise PipelineError(f"{scanned.source.features}: input changed while the pipeline ran")
+            labels = None if checked.labels is None else np.asarray(checked.labels, dtype=np.int16)
+            yield key, Utterance(scanned.source.id, stats.normalise(checked.features), labels)
+
+
+def _write_shard(task: ShardTask) -> ShardEntry:
+    mark = f"{task.split}/{PARTS}/{task.name}.json"
+    if _store.exists(mark):
+        done = json.loads(_store.read_bytes(mark))
+        if done["fingerprint"] == task.fingerprint:
+            return ShardEntry(**done["entry"])
+    staged = _store.staging_file(task.name)
+    written = write_shard(_normalised_utterances(task), staged)
+    _store.publish(staged, f"{task.split}/{task.name}")
+    frames = [scanned.n_frames for _, scanned in task.items]
+    entry = ShardEntry(
+        name=task.name,
+        utterances=written.utterances,
+        frames=written.frames,
+        phonemes=written.phonemes,
+        bytes=written.bytes,
+        sha256=written.sha256,
+        min_frames=min(frames),
+        max_frames=max(frames),
+    )
+    _store.publish_bytes(json.dumps({"fingerprint": task.fingerprint, "entry": asdict(entry)}).encode(), mark)
+    return entry
+
+
+# --- planning ----------------------------------------------------------------------------
+
+
+def _tar_member_bytes(size: int) -> int:
+    return 512 + -(-size // 512) * 512
+
+
+def estimated_sample_bytes(scanned: Scanned) -> int:
+    """Size of a sample in the tar: three members, each a header plus padded content."""
+    features = _tar_member_bytes(128 + scanned.n_frames * scanned.dim * 4)
+    labels = _tar_member_bytes(128 + 2 * (scanned.n_phonemes or 0))
+    return features + labels + _tar_member_bytes(len(scanned.source.id.encode()))
+
+
+def plan_shards(kept: list[Scanned], shard_bytes: float) -> list[list[Scanned]]:
+    """Length-sorted utterances (ties by id) cut into consecutive runs of about ``shard_bytes``."""
+    ordered = sorted(kept, key=lambda s: (s.n_frames, s.source.id))
+    shards: list[list[Scanned]] = []
+    size = 0.0
+    for scanned in ordered:
+        sample = estimated_sample_bytes(scanned)
+        if not shards or (size + sample > shard_bytes and shards[-1]):
+            shards.append([])
+            size = 0.0
+        shards[-1].append(scanned)
+        size += sample
+    return shards
+
+
+def _fingerprint(*parts: object) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def _shard_tasks(split: str, kept: list[Scanned], stats_json: bytes, shard_bytes: float) -> list[ShardTask]:
+    stats_digest = hashlib.sha256(stats_json).hexdigest()
+    tasks, position = [], 0
+    for number, members in enumerate(plan_shards(kept, shard_bytes)):
+        items = [(sample_key(position + i), scanned) for i, scanned in enumerate(members)]
+        position += len(members)
+        name = manifest.shard_name(number)
+        contents = [(key, s.source.id, s.digest) for key, s in items]
+        fingerprint = _fingerprint(FORMAT_VERSION, split, name, stats_digest, contents)
+        tasks.append(ShardTask(split, name, fingerprint, stats_json, items))
+    return tasks
+
+
+# --- driver ------------------------------------------------------------------------------
+
+
+class _Runner:
+    """Maps a function over jobs in worker processes, or in this process for one worker."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.pool = None
+        if settings.workers > 1:
+            # spawn, not fork: fsspec's async clients do not survive a fork
+            context = multiprocessing.get_context("spawn")
+            self.pool = context.Pool(settings.workers, _init_worker, (settings.src, settings.dst))
+        else:
+            _init_worker(settings.src, settings.dst)
+
+    def map(self, function: Callable, jobs: Iterable) -> Iterator:
+        if self.pool is None:
+            return map(function, jobs)
+        return self.pool.imap(function, jobs)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
+            self.pool.join()
+
+
+def _scan(runner: _Runner, split: SourceSplit) -> tuple[list[Scanned], list[Rejection]]:
+    with_stats = split.name == "train"
+    jobs = [
+        (split.utterances[i : i + SCAN_CHUNK], with_stats)
+        for i in range(0, len(split.utterances), SCAN_CHUNK)
+    ]
+    kept: list[Scanned] = []
+    rejected: list[Rejection] = []
+    with tqdm(total=len(split.utterances), desc=f"scan {split.name}", unit="utt", mininterval=1) as bar:
+        for results in runner.map(_scan_chunk, jobs):
+            for result in results:
+                (rejected if isinstance(result, Rejection) else kept).append(result)
+            bar.update(len(results))
+    return kept, rejected
+
+
+def _common_dim(scanned: list[Scanned]) -> int:
+    """The feature dimension most utterances have (ties to the smaller)."""
+    counts = Counter(s.dim for s in scanned)
+    return max(counts, key=lambda dim: (counts[dim], -dim))
+
+
+def _rejects_csv(rejections: list[Rejection], src_root: str) -> bytes:
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["split", "id", "file", "reason"])
+    for r in sorted(rejections, key=lambda r: (r.split, r.id)):
+        writer.writerow([r.split, r.id, r.file.removeprefix(src_root).lstrip("/"), r.reason])
+    return text.getvalue().encode()
+
+
+def _write_split(
+    runner: _Runner, store: Store, split: SourceSplit, kept: list[Scanned], stats_json: bytes, dim: int
+) -> SplitIndex:
+    tasks = _shard_tasks(split.name, kept, stats_json, runner.settings.shard_mb * 1e6)
+    fingerprint = _fingerprint(
+        FORMAT_VERSION, split.name, split.labelled, dim, [t.fingerprint for t in tasks]
+    )
+    index_path = f"{split.name}/{manifest.INDEX}"
+    if store.exists(index_path):
+        existing = SplitIndex.from_json(store.read_bytes(index_path), store.path(index_path))
+        if existing.fingerprint == fingerprint:
+            log.info("%s: up to date (%d shards)", split.name, len(existing.shards))
+            return existing
+        store.remove(index_path)  # the split is about to change: it is no longer complete
+    entries = []
+    with tqdm(total=len(kept), desc=f"write {split.name}", unit="utt", mininterval=1) as bar:
+        for task, entry in zip(tasks, runner.map(_write_shard, tasks), strict=True):
+            entries.append(entry)
+            bar.update(len(task.items))
+    planned = {t.name for t in tasks}
+    for stale in store.list(split.name):
+        if stale.startswith("shard-") and stale not in planned:
+            store.remove(f"{split.name}/{stale}")
+    if split.order is not None:
+        order_csv = "id\n" + "".join(f"{i}\n" for i in split.order)
+        store.publish_bytes(order_csv.encode(), f"{split.name}/{manifest.ORDER}")
+    rows = [
+        {"key": key, "id": s.source.id, "shard": t.name, "n_frames": s.n_frames, "n_phonemes": s.n_phonemes}
+        for t in tasks
+        for key, s in t.items
+    ]
+    store.publish_bytes(manifest.manifest_bytes(rows), f"{split.name}/{manifest.MANIFEST}")
+    index = SplitIndex(split.name, split.labelled, dim, fingerprint, entries)
+    store.publish_bytes(index.to_json(), index_path)
+    store.remove(f"{split.name}/{PARTS}")
+    return index
+
+
+def _load_stats(url: str) -> FeatureStats:
+    try:
+        with fsspec.open(url, "rb") as handle:
+            return FeatureStats.from_json(handle.read(), url)
+    except FileNotFoundError as error:
+        raise PipelineError(f"{url}: statistics file not found") from error
+
+
+def build(settings: Settings) -> list[SplitSummary]:
+    """Run the whole pipeline; returns per-split kept/rejected counts."""
+    given = _load_stats(settings.stats) if settings.stats else None
+    store = Store(settings.dst)
+    store.clear_staging()
+    source_fs, source_root = fsspec.core.url_to_fs(settings.src)
+    splits = discover(source_fs, source_root)
+    log.info("found splits %s under %s", ", ".join(s.name for s in splits), settings.src)
+    runner = _Runner(settings)
+    try:
+        scanned = {split.name: _scan(runner, split) for split in splits}
+        all_kept = [s for kept, _ in scanned.values() for s in kept]
+        if not all_kept:
+            raise PipelineError(f"{settings.src}: no usable utterance in any split")
+        dim = given.dim if given else _common_dim(all_kept)
+        kept_by_split: dict[str, list[Scanned]] = {}
+        rejections: list[Rejection] = []
+        for name, (kept, rejected) in scanned.items():
+            rejections += rejected
+            rejections += [
+                Rejection(
+                    name,
+                    s.source.id,
+                    s.source.features,
+                    f"{s.dim} coefficients per frame, the data has {dim}",
+                )
+                for s in kept
+                if s.dim != dim
+            ]
+            kept_by_split[name] = [s for s in kept if s.dim == dim]
+        store.publish_bytes(_rejects_csv(rejections, source_root), manifest.REJECTS)
+        summaries = [
+            SplitSummary(s.name, len(kept_by_split[s.name]), sum(r.split == s.name for r in rejections))
+            for s in splits
+        ]
+        too_many = [s for s in summaries if s.rejected_fraction > settings.max_reject_fraction]
+        if too_many:
+            raise TooManyRejects(
+                "; ".join(s.line() for s in too_many)
+                + f" — over the {settings.max_reject_fraction:.0%} limit; see {store.path(manifest.REJECTS)}"
+            )
+        stats = given or _training_stats(kept_by_split, dim, settings.src)
+        stats_json = stats.to_json()
+        store.publish_bytes(stats_json, manifest.STATS)
+        for split in splits:
+            _write_split(runner, store, split, kept_by_split[split.name], stats_json, dim)
+    finally:
+        runner.close()
+    store.clear_staging()
+    return summaries
+
+
+def _training_stats(kept_by_split: dict[str, list[Scanned]], dim: int, src: str) -> FeatureStats:
+    train = kept_by_split.get("train")
+    if not train:
+        raise PipelineError(f"{src}: no usable training split to compute statistics from; pass --stats")
+    total = FeatureStats.empty(dim)
+    for scanned in sorted(train, key=lambda s: s.source.id):
+        total = total.merge(scanned.stats)
+    return total

@@ -1,0 +1,1 @@
+"""The shard format both sides share: sample encoding, vocabulary, writer, manifest, statistics."""

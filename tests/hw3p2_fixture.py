@@ -1,0 +1,64 @@
+"""Writes a small random data set in the HW3P2 layout, for tests and benchmarks.
+
+Features are random (each coefficient with its own offset and scale, so normalisation
+has something to do); transcripts are random phoneme strings short enough for CTC.
+"""
+
+from pathlib import Path
+
+import numpy as np
+
+from shards.vocab import PHONEMES
+
+S22 = ("train", "dev", "test", "<sos>", "<eos>", "SIL")
+LATER = ("train-clean-100", "dev-clean", "test-clean", "[SOS]", "[EOS]", "[SIL]")
+
+
+def random_transcript(rng: np.random.Generator, n_frames: int, markers: tuple) -> np.ndarray:
+    *_, start, end, silence = markers
+    inner = [PHONEMES[i] for i in rng.integers(2, len(PHONEMES), size=max(1, n_frames // 10))]
+    return np.array([start, silence, *inner, silence, end])
+
+
+def write_hw3p2(
+    root: Path,
+    counts: tuple[int, int, int] = (40, 10, 10),
+    dim: int = 13,
+    seed: int = 0,
+    frames: tuple[int, int] = (60, 400),
+    variant: tuple = S22,
+) -> Path:
+    """Write train/dev/test splits under ``root``; returns ``root``."""
+    rng = np.random.default_rng(seed)
+    offsets = rng.normal(0, 5, size=dim)
+    scales = rng.uniform(0.5, 4, size=dim)
+    for folder, count, labelled in zip(variant[:3], counts, (True, True, False), strict=True):
+        (root / folder / "mfcc").mkdir(parents=True, exist_ok=True)
+        if labelled:
+            (root / folder / "transcript").mkdir(exist_ok=True)
+        ids = [f"{folder[:2]}{i:05d}" for i in range(count)]
+        for utterance_id in ids:
+            n_frames = int(rng.integers(*frames))
+            features = (rng.normal(size=(n_frames, dim)) * scales + offsets).astype(np.float32)
+            np.save(root / folder / "mfcc" / f"{utterance_id}.npy", features)
+            if labelled:
+                transcript = random_transcript(rng, n_frames, variant)
+                np.save(root / folder / "transcript" / f"{utterance_id}.npy", transcript)
+        if not labelled:
+            order = "file\n" + "".join(f"{i}.npy\n" for i in reversed(ids))
+            (root / folder / "test_order.csv").write_text(order)
+    return root
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Write a random HW3P2-layout data set.")
+    parser.add_argument("root", type=Path)
+    parser.add_argument(
+        "--counts", type=int, nargs=3, default=(600, 60, 60), metavar=("TRAIN", "DEV", "TEST")
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    write_hw3p2(args.root, tuple(args.counts), seed=args.seed)
+    print(f"wrote {sum(args.counts)} utterances under {args.root}")

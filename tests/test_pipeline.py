@@ -1,0 +1,177 @@
+"""The shard pipeline end to end on real files, locally and on the real S3 server."""
+
+import hashlib
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import fsspec
+import numpy as np
+import pytest
+
+from pipeline.build import Settings, build
+from shards import manifest
+from shards.stats import FeatureStats
+from shards.vocab import parse_transcript
+from tests.conftest import read_index, read_split, tree_bytes
+from tests.hw3p2_fixture import LATER, write_hw3p2
+
+
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory) -> Path:
+    return write_hw3p2(tmp_path_factory.mktemp("raw"), counts=(60, 12, 10), seed=1)
+
+
+def _read_raw(root: Path, folders=("train", "dev", "test")) -> dict[str, dict[str, tuple]]:
+    """split → id → (raw features, labels or None), read straight from the .npy files."""
+    found = {}
+    for split, folder in zip(("train", "dev", "test"), folders, strict=True):
+        found[split] = {}
+        for path in sorted((root / folder / "mfcc").glob("*.npy")):
+            transcript = root / folder / "transcript" / path.name
+            labels = parse_transcript(np.load(transcript), str(transcript)) if transcript.exists() else None
+            found[split][path.stem] = (np.load(path), labels)
+    return found
+
+
+def _fetch_stats(url: str) -> FeatureStats:
+    with fsspec.open(f"{url}/{manifest.STATS}", "rb") as handle:
+        return FeatureStats.from_json(handle.read(), url)
+
+
+def _assert_round_trip(raw_root: Path, dst: str, folders=("train", "dev", "test")) -> None:
+    expected = _read_raw(raw_root, folders)
+    stats = _fetch_stats(dst)
+    train_frames = np.concatenate([f for f, _ in expected["train"].values()]).astype(np.float64)
+    # Invariant: the statistics are numpy's over the whole training split
+    np.testing.assert_allclose(stats.mean, train_frames.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(stats.std, train_frames.std(axis=0), rtol=1e-12)
+    for split, utterances in expected.items():
+        stored = read_split(dst, split)
+        # Invariant: every utterance is stored exactly once
+        assert sorted(u.id for _, u in stored) == sorted(utterances)
+        for _, utterance in stored:
+            features, labels = utterances[utterance.id]
+            # Invariant: features come back exactly as the published statistics normalise them
+            assert utterance.features.dtype == np.float32
+            assert np.array_equal(utterance.features, stats.normalise(features))
+            if labels is None:
+                assert utterance.labels is None
+            else:
+                assert utterance.labels.tolist() == labels
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_round_trip_local(raw, tmp_path, workers):
+    dst = tmp_path / "shards"
+    build(Settings(str(raw), str(dst), workers=workers, shard_mb=0.2))
+    _assert_round_trip(raw, str(dst))
+    # Invariant: no staging leftovers in a finished dataset
+    assert not (dst / ".staging").exists() and not list(dst.rglob(".parts"))
+
+
+def test_round_trip_s3_to_s3(raw, s3_bucket):
+    fs = fsspec.filesystem("s3")
+    fs.put(str(raw), f"{s3_bucket}/raw", recursive=True)
+    dst = f"{s3_bucket}/shards"
+    build(Settings(f"{s3_bucket}/raw", dst, workers=2, shard_mb=0.2))
+    _assert_round_trip(raw, dst)
+    assert len(read_index(dst, "train").shards) > 1
+
+
+def test_worker_count_does_not_change_a_byte(raw, tmp_path):
+    build(Settings(str(raw), str(tmp_path / "one"), workers=1, shard_mb=0.2))
+    build(Settings(str(raw), str(tmp_path / "two"), workers=2, shard_mb=0.2))
+    assert tree_bytes(tmp_path / "one") == tree_bytes(tmp_path / "two")
+
+
+def test_shards_are_length_sorted_and_indexed(raw, tmp_path):
+    dst = tmp_path / "shards"
+    build(Settings(str(raw), str(dst), shard_mb=0.1))
+    for split in ("train", "dev", "test"):
+        index = read_index(str(dst), split)
+        stored = read_split(str(dst), split)
+        lengths = [len(u.features) for _, u in stored]
+        # Invariant: within and across shards, in key order, frame counts never decrease
+        assert [key for key, _ in stored] == sorted(key for key, _ in stored)
+        assert lengths == sorted(lengths)
+        rows = manifest.read_manifest((dst / split / manifest.MANIFEST).read_bytes()).to_pylist()
+        assert [r["id"] for r in rows] == [u.id for _, u in stored]
+        assert [r["n_frames"] for r in rows] == lengths
+        for entry in index.shards:
+            data = (dst / split / entry.name).read_bytes()
+            # Invariant: the index describes each shard's exact bytes and contents
+            assert (entry.bytes, entry.sha256) == (len(data), hashlib.sha256(data).hexdigest())
+            in_shard = [r for r in rows if r["shard"] == entry.name]
+            assert entry.utterances == len(in_shard)
+            assert entry.frames == sum(r["n_frames"] for r in in_shard)
+            assert (entry.min_frames, entry.max_frames) == (in_shard[0]["n_frames"], in_shard[-1]["n_frames"])
+        assert index.totals()["utterances"] == len(stored)
+        assert index.feature_dim == 13
+    assert len(read_index(str(dst), "train").shards) >= 3
+    # Invariant: the test split keeps its submission order
+    order = (dst / "test" / manifest.ORDER).read_text().split()
+    assert order == ["id"] + [f"te{i:05d}" for i in reversed(range(10))]
+
+
+def test_later_semester_layout(tmp_path):
+    raw = write_hw3p2(tmp_path / "raw", counts=(20, 5, 5), variant=LATER, seed=3)
+    build(Settings(str(raw), str(tmp_path / "shards"), shard_mb=1))
+    _assert_round_trip(raw, str(tmp_path / "shards"), folders=LATER[:3])
+
+
+def test_existing_statistics_are_applied_to_new_data(raw, tmp_path):
+    build(Settings(str(raw), str(tmp_path / "first"), shard_mb=1))
+    new = write_hw3p2(tmp_path / "new", counts=(0, 0, 6), seed=9)
+    for folder in ("train", "dev"):  # new test data alone, no training split to compute from
+        shutil.rmtree(new / folder)
+    stats_url = str(tmp_path / "first" / manifest.STATS)
+    build(Settings(str(new), str(tmp_path / "second"), stats=stats_url))
+    stats = _fetch_stats(str(tmp_path / "first"))
+    assert (tmp_path / "second" / manifest.STATS).read_bytes() == (
+        tmp_path / "first" / manifest.STATS
+    ).read_bytes()
+    for _, utterance in read_split(str(tmp_path / "second"), "test"):
+        raw_features = np.load(new / "test" / "mfcc" / f"{utterance.id}.npy")
+        assert np.array_equal(utterance.features, stats.normalise(raw_features))
+
+
+def test_command_line_prints_summary(raw, tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "--src",
+            str(raw),
+            "--dst",
+            str(tmp_path / "out"),
+            "--workers",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (
+        "train: kept 60, rejected 0 (0.0%) | dev: kept 12, rejected 0 (0.0%) | test: kept 10" in result.stdout
+    )
+
+
+def test_missing_source_is_a_clear_error(tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "--src",
+            str(tmp_path / "nowhere"),
+            "--dst",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert f"{tmp_path / 'nowhere'}: no HW3P2 split found" in result.stderr

@@ -1,0 +1,1 @@
+"""Training: `accelerate launch train/main.py` (model, augmentation, loop, checkpoints)."""
