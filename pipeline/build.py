@@ -304,6 +304,7 @@ def _write_split(
         existing = SplitIndex.from_json(store.read_bytes(index_path), store.path(index_path))
         if existing.fingerprint == fingerprint:
             log.info("%s: up to date (%d shards)", split.name, len(existing.shards))
+            store.remove(f"{split.name}/{PARTS}")  # a run killed just after publishing the index left them
             return existing
         store.remove(index_path)  # the split is about to change: it is no longer complete
     entries = []

@@ -13,6 +13,8 @@ import numpy as np
 from pipeline.layout import SourceUtterance
 from shards.vocab import TranscriptError, parse_transcript
 
+NPY_MAGIC = b"\x93NUMPY"
+
 
 class Rejected(Exception):
     def __init__(self, file: str, reason: str):
@@ -32,6 +34,11 @@ class CheckedUtterance:
 def _load_npy(data: bytes | Exception, path: str) -> np.ndarray:
     if isinstance(data, Exception):
         raise Rejected(path, f"unreadable: {data}")
+    if not data.startswith(NPY_MAGIC):
+        # np.load would hand anything without the magic to pickle
+        if data.startswith(b"\x80"):
+            raise Rejected(path, "pickled data, not a .npy array: refused")
+        raise Rejected(path, f"unreadable .npy: no NUMPY header ({len(data)} bytes)")
     try:
         return np.load(io.BytesIO(data), allow_pickle=False)
     except ValueError as error:

@@ -1,0 +1,96 @@
+"""Killed at any moment, a rerun finishes the job and gives exactly the bytes of a clean run."""
+
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from pipeline.build import Settings, build
+from tests.conftest import tree_bytes
+from tests.hw3p2_fixture import write_hw3p2
+
+
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory) -> Path:
+    return write_hw3p2(tmp_path_factory.mktemp("raw"), counts=(400, 150, 100), seed=4)
+
+
+def _command(raw: Path, dst: Path) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "pipeline",
+        "--src",
+        str(raw),
+        "--dst",
+        str(dst),
+        "--workers",
+        "2",
+        "--shard-mb",
+        "0.05",
+    ]
+
+
+def _kill_when(command: list[str], ready, timeout: float = 120) -> None:
+    """Start the pipeline and kill -9 its whole process group as soon as ``ready()`` holds."""
+    process = subprocess.Popen(
+        command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert process.poll() is None, "the pipeline finished before it could be interrupted"
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def _shards_done(split: str, at_least: int):
+    return lambda dst: len(list((dst / split).glob("shard-*.tar"))) >= at_least
+
+
+@pytest.mark.parametrize(
+    ("moment", "expect_finished_shards"),
+    [
+        pytest.param(lambda dst: (dst / "rejects.csv").exists(), False, id="after-scan"),
+        pytest.param(_shards_done("train", 3), True, id="mid-train"),
+        pytest.param(lambda dst: (dst / "dev" / "index.json").exists(), True, id="after-dev"),
+    ],
+)
+def test_kill_9_then_rerun_equals_a_clean_run(raw, tmp_path, moment, expect_finished_shards):
+    clean, resumed = tmp_path / "clean", tmp_path / "resumed"
+    subprocess.run(_command(raw, clean), check=True, capture_output=True)
+    _kill_when(_command(raw, resumed), lambda: moment(resumed))
+    # Invariant: whatever is under a final shard name is a whole, readable tar
+    for shard in resumed.rglob("shard-*.tar"):
+        with tarfile.open(shard) as archive:
+            kinds = Counter(member.name.split(".", 1)[1] for member in archive.getmembers())
+        assert kinds["feats.npy"] == kinds["id.txt"] > 0
+        assert kinds["labels.npy"] in (0, kinds["feats.npy"])
+    assert not (resumed / "test" / "index.json").exists()
+    finished = [mark.parent.parent / mark.stem for mark in resumed.glob("*/.parts/shard-*.tar.json")]
+    finished += [
+        shard for index in resumed.glob("*/index.json") for shard in index.parent.glob("shard-*.tar")
+    ]
+    assert bool(finished) == expect_finished_shards
+    inodes = {shard: shard.stat().st_ino for shard in finished}
+    subprocess.run(_command(raw, resumed), check=True, capture_output=True)
+    assert tree_bytes(resumed) == tree_bytes(clean)
+    # Invariant: shards finished before the kill are kept, not written again
+    assert {shard: shard.stat().st_ino for shard in finished} == inodes
+
+
+def test_rerun_with_other_settings_replaces_the_old_shards(raw, tmp_path):
+    then_large, large = tmp_path / "then_large", tmp_path / "large"
+    build(Settings(str(raw), str(then_large), shard_mb=0.05))
+    assert len(list((then_large / "train").glob("shard-*.tar"))) > 5
+    build(Settings(str(raw), str(then_large), shard_mb=2))
+    build(Settings(str(raw), str(large), shard_mb=2))
+    # Invariant: no shard of the earlier layout survives; the result is a clean run's
+    assert tree_bytes(then_large) == tree_bytes(large)
