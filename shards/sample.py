@@ -37,10 +37,9 @@ def _npy_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def encode(utterance: Utterance, key: str) -> dict[str, bytes | str]:
-    """The WebDataset sample dict (``__key__`` plus member name → bytes) for one utterance."""
-    sample: dict[str, bytes | str] = {
-        "__key__": key,
+def encode(utterance: Utterance) -> dict[str, bytes]:
+    """Member extension → bytes of one utterance's sample (the tar member is ``<key>.<extension>``)."""
+    sample = {
         ID: utterance.id.encode("utf-8"),
         FEATURES: _npy_bytes(np.ascontiguousarray(utterance.features, dtype=np.float32)),
     }
@@ -56,6 +55,5 @@ def decode(sample: dict[str, bytes], where: str = "") -> Utterance:
         labels = np.load(io.BytesIO(sample[LABELS]), allow_pickle=False) if LABELS in sample else None
         utterance_id = sample[ID].decode("utf-8")
     except (KeyError, ValueError, OSError) as error:
-        key = sample.get("__key__", "?")
-        raise ValueError(f"{where}: sample {key!r} is malformed: {error}") from error
+        raise ValueError(f"{where}: sample is malformed: {error}") from error
     return Utterance(utterance_id, features, labels)

@@ -2,14 +2,16 @@
 
 Tar headers carry no clock time, user or host: mtime is 0, owner is empty, mode 0444,
 so a rerun (or a resumed run) reproduces every shard exactly and its sha256 with it.
+The standard library's tarfile writes it: webdataset's TarWriter would do the same but
+imports torch, a second of start-up and hundreds of MB in every pipeline worker.
 """
 
 import hashlib
+import io
+import tarfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-
-import webdataset as wds
 
 from shards import sample as sample_format
 
@@ -23,17 +25,25 @@ class WrittenShard:
     sha256: str
 
 
+def _add_member(archive: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mtime = 0
+    info.mode = 0o444
+    archive.addfile(info, io.BytesIO(data))
+
+
 def write_shard(utterances: Iterable[tuple[str, sample_format.Utterance]], path: Path) -> WrittenShard:
     """Write ``(key, utterance)`` pairs, in order, as one tar at local ``path``."""
     count = frames = phonemes = 0
-    with open(path, "wb") as stream:
-        writer = wds.TarWriter(stream, user="", group="", mode=0o444, mtime=0, encoder=False)
+    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as archive:
         for key, utterance in utterances:
-            writer.write(sample_format.encode(utterance, key))
+            members = sample_format.encode(utterance)
+            for extension in sorted(members):
+                _add_member(archive, f"{key}.{extension}", members[extension])
             count += 1
             frames += len(utterance.features)
             phonemes += 0 if utterance.labels is None else len(utterance.labels)
-        writer.close()
     digest = hashlib.sha256()
     with open(path, "rb") as stream:
         for block in iter(lambda: stream.read(1 << 20), b""):

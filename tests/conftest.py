@@ -52,7 +52,7 @@ def read_split(url: str, split: str) -> list[tuple[str, sample.Utterance]]:
             for member in archive:
                 key, extension = member.name.split(".", 1)
                 members[key][extension] = archive.extractfile(member).read()
-        found += [(key, sample.decode(parts, entry.name)) for key, parts in members.items()]
+        found += [(key, sample.decode(parts, f"{entry.name} sample {key}")) for key, parts in members.items()]
     return found
 
 

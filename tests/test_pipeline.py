@@ -175,3 +175,16 @@ def test_missing_source_is_a_clear_error(tmp_path):
     )
     assert result.returncode == 2
     assert f"{tmp_path / 'nowhere'}: no HW3P2 split found" in result.stderr
+
+
+def test_shards_read_back_with_webdataset(raw, tmp_path):
+    import webdataset as wds
+
+    dst = tmp_path / "shards"
+    build(Settings(str(raw), str(dst), shard_mb=1))
+    urls = [str(dst / "train" / entry.name) for entry in read_index(str(dst), "train").shards]
+    samples = list(wds.WebDataset(urls, shardshuffle=False))
+    # Invariant: webdataset groups each sample's members under its key, with the id inside
+    assert [s["__key__"] for s in samples] == [key for key, _ in read_split(str(dst), "train")]
+    assert sorted(s["id.txt"].decode() for s in samples) == sorted(p.stem for p in (raw / "train/mfcc").glob("*.npy"))
+    assert all({"feats.npy", "labels.npy"} <= s.keys() for s in samples)
