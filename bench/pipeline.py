@@ -49,7 +49,9 @@ def _copy_s3(src: str, dst: str) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--train", type=int, default=3000)
     parser.add_argument("--frames", type=int, nargs=2, default=(200, 1600))
     args = parser.parse_args()
@@ -87,7 +89,9 @@ def main() -> None:
     print("\nratios")
     for where in ("local", "S3"):
         one, two = speed[f"pipeline {where}, 1 worker(s)"], speed[f"pipeline {where}, 2 worker(s)"]
-        print(f"  {where}: 2 workers / 1 worker = {two / one:.2f}x; 2 workers / plain copy = {two / speed[f'plain copy, {where}']:.2f}")
+        print(
+            f"  {where}: 2 workers / 1 worker = {two / one:.2f}x; 2 workers / plain copy = {two / speed[f'plain copy, {where}']:.2f}"
+        )
     print(
         f"  S3 / local (2 workers) = "
         f"{speed['pipeline S3, 2 worker(s)'] / speed['pipeline local, 2 worker(s)']:.2f}"

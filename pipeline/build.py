@@ -30,7 +30,8 @@ import numpy as np
 from tqdm import tqdm
 
 from pipeline.layout import SourceSplit, SourceUtterance, discover
-from pipeline.validate import CheckedUtterance, Rejected, check_utterance
+from pipeline.source import SourceReader
+from pipeline.validate import Rejected
 from shards import manifest
 from shards.manifest import ShardEntry, SplitIndex
 from shards.sample import Utterance, sample_key
@@ -106,36 +107,20 @@ class ShardTask:
 
 # --- worker side -------------------------------------------------------------------------
 
-_source_fs: fsspec.AbstractFileSystem | None = None
+_source: SourceReader | None = None
 _store: Store | None = None
 
 
 def _init_worker(src: str, dst: str) -> None:
-    global _source_fs, _store
-    _source_fs, _ = fsspec.core.url_to_fs(src)
+    global _source, _store
     _store = Store(dst)
-
-
-def _fetch(
-    utterances: list[SourceUtterance],
-) -> Iterator[tuple[SourceUtterance, CheckedUtterance | Rejected]]:
-    """Read the files of many utterances at once (concurrent requests on object storage)."""
-    paths = [u.features for u in utterances if u.has_features]
-    paths += [u.transcript for u in utterances if u.has_transcript]
-    contents = _source_fs.cat(paths, on_error="return") if paths else {}
-    for source in utterances:
-        features = contents.get(source.features) if source.has_features else None
-        transcript = contents.get(source.transcript) if source.has_transcript else None
-        try:
-            yield source, check_utterance(source, features, transcript)
-        except Rejected as rejected:
-            yield source, rejected
+    _source = SourceReader(src, _store.staging_folder("source-copy"))
 
 
 def _scan_chunk(job: tuple[list[SourceUtterance], bool]) -> list[Scanned | Rejection]:
     utterances, with_stats = job
     results: list[Scanned | Rejection] = []
-    for source, checked in _fetch(utterances):
+    for source, checked in _source.checked(utterances):
         if isinstance(checked, Rejected):
             results.append(Rejection(source.split, source.id, checked.file, checked.reason))
             continue
@@ -157,7 +142,8 @@ def _normalised_utterances(task: ShardTask) -> Iterator[tuple[str, Utterance]]:
     stats = FeatureStats.from_json(task.stats_json, "statistics")
     for start in range(0, len(task.items), SCAN_CHUNK):
         chunk = task.items[start : start + SCAN_CHUNK]
-        for (key, scanned), (_, checked) in zip(chunk, _fetch([s.source for _, s in chunk]), strict=True):
+        checked_again = _source.checked([s.source for _, s in chunk], again=True)
+        for (key, scanned), (_, checked) in zip(chunk, checked_again, strict=True):
             if isinstance(checked, Rejected) or checked.digest != scanned.digest:
                 raise PipelineError(f"{scanned.source.features}: input changed while the pipeline ran")
             labels = None if checked.labels is None else np.asarray(checked.labels, dtype=np.int16)

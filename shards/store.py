@@ -58,6 +58,10 @@ class Store:
         self._staging.mkdir(parents=True, exist_ok=True)
         return self._staging / f"{uuid.uuid4().hex}-{name}"
 
+    def staging_folder(self, name: str) -> Path:
+        """A local folder for intermediate files, removed with the staging area."""
+        return self._staging / name
+
     def publish(self, staged: Path, relative: str) -> None:
         """Move a finished staged file to ``relative`` in one atomic step."""
         target = self.path(relative)

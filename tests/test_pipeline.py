@@ -186,5 +186,7 @@ def test_shards_read_back_with_webdataset(raw, tmp_path):
     samples = list(wds.WebDataset(urls, shardshuffle=False))
     # Invariant: webdataset groups each sample's members under its key, with the id inside
     assert [s["__key__"] for s in samples] == [key for key, _ in read_split(str(dst), "train")]
-    assert sorted(s["id.txt"].decode() for s in samples) == sorted(p.stem for p in (raw / "train/mfcc").glob("*.npy"))
+    assert sorted(s["id.txt"].decode() for s in samples) == sorted(
+        p.stem for p in (raw / "train/mfcc").glob("*.npy")
+    )
     assert all({"feats.npy", "labels.npy"} <= s.keys() for s in samples)

@@ -34,22 +34,42 @@ def _nan_at_frame_7() -> np.ndarray:
 BAD_TRAIN = {
     "garbage": (b"not a numpy file", _npy(GOOD_TRANSCRIPT), "unreadable .npy", "mfcc"),
     "truncated": (_npy(GOOD)[:300], _npy(GOOD_TRANSCRIPT), "unreadable .npy", "mfcc"),
-    "rawpickle": (pickle.dumps(GOOD), _npy(GOOD_TRANSCRIPT), "pickled data, not a .npy array: refused", "mfcc"),
+    "rawpickle": (
+        pickle.dumps(GOOD),
+        _npy(GOOD_TRANSCRIPT),
+        "pickled data, not a .npy array: refused",
+        "mfcc",
+    ),
     "pickled": (
         _npy(np.array([GOOD, GOOD[:3]], dtype=object)),
         _npy(GOOD_TRANSCRIPT),
         "pickled .npy (object array) refused",
         "mfcc",
     ),
-    "nan": (_npy(_nan_at_frame_7()), _npy(GOOD_TRANSCRIPT), "non-finite values (NaN/Inf) in 1 of 50 frames", "mfcc"),
-    "inf": (_npy(GOOD + np.inf), _npy(GOOD_TRANSCRIPT), "non-finite values (NaN/Inf) in 50 of 50 frames", "mfcc"),
+    "nan": (
+        _npy(_nan_at_frame_7()),
+        _npy(GOOD_TRANSCRIPT),
+        "non-finite values (NaN/Inf) in 1 of 50 frames",
+        "mfcc",
+    ),
+    "inf": (
+        _npy(GOOD + np.inf),
+        _npy(GOOD_TRANSCRIPT),
+        "non-finite values (NaN/Inf) in 50 of 50 frames",
+        "mfcc",
+    ),
     "rank": (
         _npy(GOOD[:, 0]),
         _npy(GOOD_TRANSCRIPT),
         "features have shape (50,), expected (frames, coefficients)",
         "mfcc",
     ),
-    "dim": (_npy(np.zeros((50, 20), np.float32)), _npy(GOOD_TRANSCRIPT), "20 coefficients per frame, the data has 13", "mfcc"),
+    "dim": (
+        _npy(np.zeros((50, 20), np.float32)),
+        _npy(GOOD_TRANSCRIPT),
+        "20 coefficients per frame, the data has 13",
+        "mfcc",
+    ),
     "zero": (_npy(GOOD[:0]), _npy(GOOD_TRANSCRIPT), "zero frames", "mfcc"),
     "empty": (_npy(GOOD), _npy(np.array(["<sos>", "<eos>"])), "empty transcript", "transcript"),
     "unknown": (
@@ -65,7 +85,12 @@ BAD_TRAIN = {
         "transcript",
     ),
     "notranscript": (_npy(GOOD), None, "missing: the id has features but no transcript", "transcript"),
-    "nofeatures": (None, _npy(GOOD_TRANSCRIPT), "missing: the id has a transcript or test_order entry", "mfcc"),
+    "nofeatures": (
+        None,
+        _npy(GOOD_TRANSCRIPT),
+        "missing: the id has a transcript or test_order entry",
+        "mfcc",
+    ),
     # 6 phonemes with one repeat (AA AA) need 7 frames; there are 6
     "toolong": (
         _npy(GOOD[:6]),

@@ -1,0 +1,50 @@
+"""Reads utterance files from the source URL, many at once.
+
+Object storage is slow per request and may bill per request, so a remote source is read
+once: the scan keeps a local copy of what it read, and the write pass reads that copy.
+A local source is simply read twice (the page cache makes the second read cheap).
+"""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+from pipeline.layout import SourceUtterance
+from pipeline.validate import CheckedUtterance, Rejected, check_utterance
+
+
+class SourceReader:
+    def __init__(self, src: str, copy_dir: Path):
+        self.fs, _ = fsspec.core.url_to_fs(src)
+        self.copy_dir = None if isinstance(self.fs, LocalFileSystem) else copy_dir
+
+    def _read(self, paths: list[str], again: bool) -> dict[str, bytes | Exception]:
+        if not paths:
+            return {}
+        if again and self.copy_dir is not None:
+            return {path: (self.copy_dir / path.lstrip("/")).read_bytes() for path in paths}
+        contents = self.fs.cat(paths, on_error="return")
+        if self.copy_dir is not None:
+            for path, data in contents.items():
+                if isinstance(data, bytes):
+                    copy = self.copy_dir / path.lstrip("/")
+                    copy.parent.mkdir(parents=True, exist_ok=True)
+                    copy.write_bytes(data)
+        return contents
+
+    def checked(
+        self, utterances: list[SourceUtterance], again: bool = False
+    ) -> Iterator[tuple[SourceUtterance, CheckedUtterance | Rejected]]:
+        """Each utterance checked, or the reason it is refused; ``again`` on the write pass."""
+        paths = [u.features for u in utterances if u.has_features]
+        paths += [u.transcript for u in utterances if u.has_transcript]
+        contents = self._read(paths, again)
+        for source in utterances:
+            features = contents.get(source.features) if source.has_features else None
+            transcript = contents.get(source.transcript) if source.has_transcript else None
+            try:
+                yield source, check_utterance(source, features, transcript)
+            except Rejected as rejected:
+                yield source, rejected
