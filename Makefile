@@ -10,19 +10,36 @@ STAMP := $(VENV)/.installed
 # make shards SRC=... DST=...: any fsspec URL (local folder or s3://bucket/prefix)
 SRC ?= demo/hw3p2
 DST ?= demo/shards
-WORKERS ?= 2
+WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 SHARD_MB ?= 64
 PYTEST_ARGS ?=
 
-.PHONY: setup test lint format shards demo bench clean
+.PHONY: setup system-packages test lint format corpus shards demo bench clean
 
-# Idempotent: reinstalls only when pyproject.toml changed or TORCH differs from the last install.
-setup:
+# The synthesisers behind the demo corpus (pipeline/corpus) and the lexicon its sentences come from.
+DEBIAN_PACKAGES := festival flite festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts festlex-cmu
+
+# Idempotent: installs only what is missing; pip runs only when pyproject.toml changed or TORCH differs.
+setup: system-packages
 	@if [ ! -x $(BIN)/python ]; then $(PYTHON) -m venv $(VENV); fi
 	@if [ ! -f $(STAMP) ] || [ pyproject.toml -nt $(STAMP) ] || [ "$$(cat $(STAMP))" != "$(TORCH)" ]; then \
 		echo "installing into $(VENV) ($(TORCH) + project + test extra)"; \
-		$(BIN)/pip install --quiet --disable-pip-version-check $(TORCH) -e '.[test]' 2> >(grep -v "is ignored: it is neither" >&2) \
+		$(BIN)/pip install --quiet --disable-pip-version-check $(TORCH) -e '.[test,corpus]' 2> >(grep -v "is ignored: it is neither" >&2) \
 		&& echo "$(TORCH)" > $(STAMP); \
+	fi
+
+system-packages:
+	@missing=$$(for p in $(DEBIAN_PACKAGES); do \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q "ok installed" || echo $$p; done); \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		echo "installing Debian packages: $$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	elif command -v apt-get >/dev/null && command -v sudo >/dev/null; then \
+		sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	else \
+		echo "make setup: please install these Debian packages (or your system's festival, flite," \
+			"their kal/ked/slt-hts voices and the CMU lexicon): $$missing" >&2; exit 1; \
 	fi
 
 lint: setup
@@ -40,10 +57,19 @@ test: lint
 shards: setup
 	$(BIN)/python -m pipeline --src $(SRC) --dst $(DST) --workers $(WORKERS) --shard-mb $(SHARD_MB)
 
-# Until the synthesised-speech corpus lands (issue 3), the demo shards a random HW3P2-layout set.
+# make corpus DIR=... TRAIN=... : synthesised speech in the HW3P2 layout (resumable; same seed, same bytes)
+DIR ?= demo/corpus
+TRAIN ?= 3000
+DEV ?= 300
+TEST ?= 300
+SEED ?= 0
+corpus: setup
+	$(BIN)/python -m pipeline.corpus --dst $(DIR) --train $(TRAIN) --dev $(DEV) --test $(TEST) --seed $(SEED) --workers $(WORKERS)
+
+# Everything under demo/: demo/corpus (HW3P2 layout) → demo/shards.
 demo: setup
-	$(BIN)/python -m tests.hw3p2_fixture demo/hw3p2
-	$(MAKE) shards SRC=demo/hw3p2 DST=demo/shards SHARD_MB=4
+	$(MAKE) corpus DIR=demo/corpus
+	$(MAKE) shards SRC=demo/corpus DST=demo/shards SHARD_MB=16
 
 bench: setup
 	$(BIN)/python bench/pipeline.py

@@ -49,16 +49,3 @@ def write_hw3p2(
             (root / folder / "test_order.csv").write_text(order)
     return root
 
-
-if __name__ == "__main__":
-    import argparse
-
-    parser = argparse.ArgumentParser(description="Write a random HW3P2-layout data set.")
-    parser.add_argument("root", type=Path)
-    parser.add_argument(
-        "--counts", type=int, nargs=3, default=(600, 60, 60), metavar=("TRAIN", "DEV", "TEST")
-    )
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    write_hw3p2(args.root, tuple(args.counts), seed=args.seed)
-    print(f"wrote {sum(args.counts)} utterances under {args.root}")
