@@ -48,4 +48,3 @@ def write_hw3p2(
             order = "file\n" + "".join(f"{i}.npy\n" for i in reversed(ids))
             (root / folder / "test_order.csv").write_text(order)
     return root
-

@@ -69,12 +69,18 @@ def test_same_seed_same_bytes_whatever_the_worker_count(corpus, tmp_path):
     generate(CorpusSettings(dst=str(tmp_path / "again"), **(TINY | {"workers": 1})))
     assert tree_bytes(tmp_path / "again") == tree_bytes(corpus)
     generate(CorpusSettings(dst=str(tmp_path / "other"), **(TINY | {"seed": 6})))
-    assert (tmp_path / "other" / "test_solution.csv").read_bytes() != (corpus / "test_solution.csv").read_bytes()
+    assert (tmp_path / "other" / "test_solution.csv").read_bytes() != (
+        corpus / "test_solution.csv"
+    ).read_bytes()
 
 
 def test_tiny_corpus_shards_without_rejects(corpus, tmp_path):
     summaries = build(Settings(str(corpus), str(tmp_path / "shards"), max_reject_fraction=0.0))
-    assert [(s.split, s.kept, s.rejected) for s in summaries] == [("train", 10, 0), ("dev", 3, 0), ("test", 4, 0)]
+    assert [(s.split, s.kept, s.rejected) for s in summaries] == [
+        ("train", 10, 0),
+        ("dev", 3, 0),
+        ("test", 4, 0),
+    ]
 
 
 def test_a_synthesiser_warning_drops_that_sentence_and_the_run_goes_on(tmp_path):
@@ -83,12 +89,20 @@ def test_a_synthesiser_warning_drops_that_sentence_and_the_run_goes_on(tmp_path)
     words.write_text("bahe go house cat sun table window river paper")
     summary = generate(
         CorpusSettings(
-            dst=str(tmp_path / "c"), counts=(8, 0, 0), seed=1, voices=("festival/ked_diphone",), words=str(words)
+            dst=str(tmp_path / "c"),
+            counts=(8, 0, 0),
+            seed=1,
+            voices=("festival/ked_diphone",),
+            words=str(words),
         )
     )
     assert summary["failed_attempts_by_kind"].get("synthesiser warning", 0) >= 1
     assert summary["utterances"]["train"] + summary["dropped_slots"] == 8
-    failures = [f for p in tmp_path.glob("c/.work/records/train/*.json") for f in json.loads(p.read_text())["failures"]]
+    failures = [
+        f
+        for p in tmp_path.glob("c/.work/records/train/*.json")
+        for f in json.loads(p.read_text())["failures"]
+    ]
     assert any("UniSyn: using default diphone" in f["detail"] for f in failures)
     for transcript in (tmp_path / "c" / "train" / "transcript").glob("*.npy"):
         spoken = " ".join(np.load(transcript))
@@ -99,7 +113,9 @@ def test_interrupted_run_finishes_with_the_same_bytes(corpus, tmp_path):
     dst = tmp_path / "resumed"
     command = [sys.executable, "-m", "pipeline.corpus", "--dst", str(dst), "--train", "10", "--dev", "3"]
     command += ["--test", "4", "--seed", "5", "--workers", "1"]
-    process = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 120
     while len(list(dst.glob(".work/records/*/*.json"))) < 3:
         assert process.poll() is None and time.monotonic() < deadline
@@ -112,7 +128,15 @@ def test_interrupted_run_finishes_with_the_same_bytes(corpus, tmp_path):
 
 
 def test_unknown_voice_is_a_clear_error(tmp_path):
-    command = [sys.executable, "-m", "pipeline.corpus", "--dst", str(tmp_path / "c"), "--voices", "flite/nobody"]
+    command = [
+        sys.executable,
+        "-m",
+        "pipeline.corpus",
+        "--dst",
+        str(tmp_path / "c"),
+        "--voices",
+        "flite/nobody",
+    ]
     result = subprocess.run(command, capture_output=True, text=True)
     assert result.returncode == 2
     assert "flite/nobody: flite has no such voice" in result.stderr

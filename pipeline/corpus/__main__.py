@@ -16,7 +16,9 @@ def parse_args(argv: list[str] | None = None) -> CorpusSettings:
         prog="python -m pipeline.corpus",
         description="Synthesise an English speech corpus with exact phoneme labels, in the HW3P2 layout.",
     )
-    parser.add_argument("--dst", required=True, help="folder to write (train/ dev/ test/ test_solution.csv corpus.json)")
+    parser.add_argument(
+        "--dst", required=True, help="folder to write (train/ dev/ test/ test_solution.csv corpus.json)"
+    )
     parser.add_argument("--train", type=int, default=DEFAULTS.counts[0])
     parser.add_argument("--dev", type=int, default=DEFAULTS.counts[1])
     parser.add_argument("--test", type=int, default=DEFAULTS.counts[2])

@@ -13,7 +13,9 @@ def change_speed(audio: np.ndarray, factor: float) -> np.ndarray:
     """Tape-speed perturbation (Kaldi's): ``factor`` > 1 is faster and higher; labels stay valid."""
     if factor == 1.0:
         return audio
-    return librosa.resample(audio, orig_sr=round(SAMPLE_RATE * factor), target_sr=SAMPLE_RATE).astype(np.float32)
+    return librosa.resample(audio, orig_sr=round(SAMPLE_RATE * factor), target_sr=SAMPLE_RATE).astype(
+        np.float32
+    )
 
 
 def add_noise(audio: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:

@@ -96,8 +96,13 @@ def plan_slot(settings: CorpusSettings, words: list[str], split: str, index: int
     rng = np.random.default_rng([settings.seed, SPLITS.index(split), index, attempt])
     voice = voice_by_name(settings.voices[int(rng.integers(len(settings.voices)))])
     text = random_sentence(rng, words, settings.sentence_words)
-    stretch, f0, speed = rng.uniform(*settings.stretch), rng.uniform(*voice.f0_range), rng.uniform(*settings.speed)
-    noisy, white, snr_db, noise_seed = rng.random(), rng.random(), rng.uniform(*settings.snr_db), rng.integers(2**31)
+    # every draw is made whether or not it is used, so one setting never shifts the others
+    stretch = rng.uniform(*settings.stretch)
+    f0 = rng.uniform(*voice.f0_range)
+    speed = rng.uniform(*settings.speed)
+    noisy, white = rng.random(), rng.random()
+    snr_db = rng.uniform(*settings.snr_db)
+    noise_seed = rng.integers(2**31)
     return Plan(
         split=split,
         index=index,
@@ -134,7 +139,9 @@ def _babble_pool(settings: CorpusSettings, words: list[str]) -> list[np.ndarray]
     for i in range(BABBLE_TALKERS):
         voice = settings.voices[i % len(settings.voices)]
         f0 = rng.uniform(*voice_by_name(voice).f0_range)
-        by_voice.setdefault(voice, []).append(Request(f"babble{i}", random_sentence(rng, words, (8, 12)), 1.0, f0))
+        by_voice.setdefault(voice, []).append(
+            Request(f"babble{i}", random_sentence(rng, words, (8, 12)), 1.0, f0)
+        )
     pool = []
     with tempfile.TemporaryDirectory(prefix="corpus-babble-") as folder:
         for voice, requests in by_voice.items():
@@ -155,7 +162,11 @@ def _features(plan: Plan, spoken: Spoken) -> np.ndarray:
     samples = audio.change_speed(spoken.audio, plan.speed)
     if plan.noise is not None:
         rng = np.random.default_rng(plan.noise_seed)
-        noise = rng.normal(size=len(samples)) if plan.noise == "white" else audio.babble(rng, _babble, len(samples))
+        noise = (
+            rng.normal(size=len(samples))
+            if plan.noise == "white"
+            else audio.babble(rng, _babble, len(samples))
+        )
         samples = audio.add_noise(samples, noise, plan.snr_db)
     return audio.mfcc(samples)
 
@@ -199,7 +210,12 @@ def _make_slots(job: tuple[str, list[int]]) -> list[Record]:
                     raise outcome
                 _finish(plan, outcome, record)
             except SynthesisFailed as failed:
-                failure = {"attempt": plan.attempt, "voice": plan.voice, "kind": failed.kind, "detail": failed.detail}
+                failure = {
+                    "attempt": plan.attempt,
+                    "voice": plan.voice,
+                    "kind": failed.kind,
+                    "detail": failed.detail,
+                }
                 record.failures.append(failure)
                 pending[plan.index] += 1
                 if pending[plan.index] < _settings.attempts:
@@ -247,7 +263,9 @@ def _publish_test_files(store: Store, settings: CorpusSettings, records: list[Re
     test = [r for r in records if r.split == "test" and r.plan is not None]
     order = np.random.default_rng([settings.seed, 7]).permutation(len(test))
     ordered = [test[i] for i in order]
-    store.publish_bytes(("file\n" + "".join(f"{r.id}.npy\n" for r in ordered)).encode(), "test/test_order.csv")
+    store.publish_bytes(
+        ("file\n" + "".join(f"{r.id}.npy\n" for r in ordered)).encode(), "test/test_order.csv"
+    )
     rows = "".join(f"{r.id},{to_string(parse_transcript(r.phonemes, r.id))}\n" for r in ordered)
     store.publish_bytes(("id,label\n" + rows).encode(), "test_solution.csv")
 

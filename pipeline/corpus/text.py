@@ -12,7 +12,9 @@ _ENTRY = re.compile(r'^\("([a-z]+)" ', re.MULTILINE)
 def lexicon_words(path: Path = FESTIVAL_LEXICON) -> list[str]:
     """Plain lower-case words of a Festival lexicon file (or one word per line), sorted and unique."""
     if not path.exists():
-        raise FileNotFoundError(f"{path}: lexicon not found (Debian package festlex-cmu; make setup installs it)")
+        raise FileNotFoundError(
+            f"{path}: lexicon not found (Debian package festlex-cmu; make setup installs it)"
+        )
     text = path.read_text(encoding="latin-1")
     words = _ENTRY.findall(text) if text.startswith("MNCL") else text.split()
     words = sorted({w for w in words if w.isalpha() and w.islower() and (len(w) > 1 or w in "ai")})

@@ -122,7 +122,9 @@ def to_phonemes(phones: list[str], where: str) -> list[str]:
         if not (phoneme == "SIL" and phonemes and phonemes[-1] == "SIL"):
             phonemes.append(phoneme)
     if len(phonemes) < 3 or phonemes[0] != "SIL" or phonemes[-1] != "SIL":
-        raise SynthesisFailed(where, "not a sentence", f"spoke {' '.join(phones)!r}, not phones between pauses")
+        raise SynthesisFailed(
+            where, "not a sentence", f"spoke {' '.join(phones)!r}, not phones between pauses"
+        )
     return phonemes
 
 
@@ -132,7 +134,9 @@ def _read_wav(path: Path, where: str) -> np.ndarray:
         frames = handle.readframes(handle.getnframes())
     if (rate, width, channels) != (SAMPLE_RATE, 2, 1):
         raise SynthesisFailed(
-            where, "wrong audio format", f"{rate} Hz, {8 * width}-bit, {channels} channel(s); need 16 kHz mono"
+            where,
+            "wrong audio format",
+            f"{rate} Hz, {8 * width}-bit, {channels} channel(s); need 16 kHz mono",
         )
     return np.frombuffer(frames, dtype="<i2").astype(np.float32) / 32768.0
 
@@ -151,7 +155,7 @@ def _festival_script(voice: Voice, requests: list[Request], folder: Path) -> str
             f"(set! utt (eval (list 'Utterance 'Text \"{r.text}\")))",
             "(utt.synth utt)",
             "(utt.wave.resample utt 16000)",
-            f"(utt.save.wave utt \"{folder / r.key}.wav\" 'riff)",
+            f'(utt.save.wave utt "{folder / r.key}.wav" \'riff)',
             f'(utt.save.segs utt "{folder / r.key}.segs")',
             f'(format stderr "@@end {r.key}\\n")',
         ]
@@ -199,7 +203,9 @@ def _flite(voice: Voice, request: Request, folder: Path) -> Spoken:
         command += ["--setf", f"int_f0_target_mean={request.f0:.1f}"]
     run = subprocess.run(command, capture_output=True, text=True)
     if run.returncode != 0 or not wav.exists():
-        raise SynthesisFailed(where, "no audio", f"flite exited with {run.returncode}: {run.stderr.strip()[-200:]}")
+        raise SynthesisFailed(
+            where, "no audio", f"flite exited with {run.returncode}: {run.stderr.strip()[-200:]}"
+        )
     phones = [pair.rsplit(":", 1)[0] for pair in run.stdout.split()]
     return Spoken(_read_wav(wav, where), to_phonemes(phones, where))
 
