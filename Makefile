@@ -73,6 +73,7 @@ demo: setup
 
 bench: setup
 	$(BIN)/python bench/pipeline.py
+	$(BIN)/python bench/corpus.py
 
 clean:
 	rm -rf demo .pytest_cache .ruff_cache
