@@ -20,11 +20,15 @@ from pipeline.corpus.voices import DEFAULT_VOICES  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--utterances", type=int, default=96)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
-    print(f"{'voice':34} {'utt/s':>7} {'audio s/s':>10} {'failed':>7}  ({args.utterances} utt, {args.workers} workers)")
+    print(
+        f"{'voice':34} {'utt/s':>7} {'audio s/s':>10} {'failed':>7}  ({args.utterances} utt, {args.workers} workers)"
+    )
     for voice in DEFAULT_VOICES:
         with tempfile.TemporaryDirectory() as folder:
             settings = CorpusSettings(
