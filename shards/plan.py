@@ -1,0 +1,144 @@
+"""The epoch plan: which rank and which loader worker yields which batch, decided up front.
+
+The plan is computed from ``index.json`` and ``manifest.parquet`` alone (no shard is
+opened), identically on every rank, from (seed, epoch, world size, workers, frame budget):
+
+1. Shard order is a permutation drawn from (seed, epoch).
+2. Batches are cut inside each length-sorted shard, in order, as long runs as fit the
+   frame budget counted with padding (batch size × longest utterance). An utterance longer
+   than the budget makes a batch of its own. Batch order within a shard is then shuffled.
+3. The batch list must divide evenly into ``world_size × num_workers`` slots so that every
+   rank, and every loader worker of a rank, yields exactly the same number of batches:
+   the remainder ``d`` (< slots) is made up first by splitting the ``d`` batches with most
+   utterances in two (no utterance repeated), and only if too few batches hold two or more
+   utterances, by repeating the smallest batches. Repeated utterances are flagged in their
+   batch and counted in the plan, so evaluation can ignore them; there are at most
+   ``slots - 1`` repeated batches and usually none.
+4. The list is cut into contiguous, equal slots: slot ``j`` goes to rank ``j // workers``,
+   worker ``j % workers``. Each worker reads only the shards its batches come from, so
+   fewer shards than ranks × workers still works (a shard may be read by two workers).
+
+A rank's loader interleaves its workers round-robin, so its i-th batch is batch ``i // K``
+of worker ``i % K``; resuming after ``k`` batches skips exactly those in each worker.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from shards.manifest import SplitIndex
+
+
+@dataclass(frozen=True)
+class Utt:
+    key: str
+    id: str
+    n_frames: int
+
+
+@dataclass(frozen=True)
+class PlannedBatch:
+    shard: str
+    utterances: tuple[Utt, ...]  # ascending length, as in the shard
+    repeated: bool = False  # a copy of another batch, only there to even out the counts
+
+    @property
+    def padded_frames(self) -> int:
+        return len(self.utterances) * max(u.n_frames for u in self.utterances)
+
+    @property
+    def frames(self) -> int:
+        return sum(u.n_frames for u in self.utterances)
+
+
+@dataclass(frozen=True)
+class EpochPlan:
+    epoch: int
+    world_size: int
+    num_workers: int
+    slots: list[list[PlannedBatch]]  # slot j = rank j // num_workers, worker j % num_workers
+
+    def worker_batches(self, rank: int, worker: int) -> list[PlannedBatch]:
+        return self.slots[rank * self.num_workers + worker]
+
+    def rank_batches(self, rank: int) -> list[PlannedBatch]:
+        """The batches of a rank in the order its loader yields them (workers round-robin)."""
+        per_worker = [self.worker_batches(rank, w) for w in range(self.num_workers)]
+        return [per_worker[i % self.num_workers][i // self.num_workers] for i in range(self.batches_per_rank)]
+
+    @property
+    def batches_per_rank(self) -> int:
+        return len(self.slots[0]) * self.num_workers
+
+    def padding_efficiency(self) -> float:
+        batches = [b for slot in self.slots for b in slot]
+        return sum(b.frames for b in batches) / sum(b.padded_frames for b in batches)
+
+    def repeated_utterances(self) -> int:
+        return sum(len(b.utterances) for slot in self.slots for b in slot if b.repeated)
+
+
+def _cut(shard: str, utterances: list[Utt], max_frames: int) -> list[PlannedBatch]:
+    batches, current = [], []
+    for utt in utterances:  # ascending length: the newest utterance is the longest
+        if current and (len(current) + 1) * utt.n_frames > max_frames:
+            batches.append(PlannedBatch(shard, tuple(current)))
+            current = []
+        current.append(utt)
+    if current:
+        batches.append(PlannedBatch(shard, tuple(current)))
+    return batches
+
+
+def _even_out(batches: list[PlannedBatch], slots: int) -> list[PlannedBatch]:
+    deficit = -len(batches) % slots
+    splittable = set(
+        sorted(
+            (i for i, b in enumerate(batches) if len(b.utterances) > 1),
+            key=lambda i: (-len(batches[i].utterances), i),
+        )[:deficit]
+    )
+    result: list[PlannedBatch] = []
+    for i, batch in enumerate(batches):
+        if i in splittable:
+            half = len(batch.utterances) // 2
+            result += [
+                PlannedBatch(batch.shard, batch.utterances[:half]),
+                PlannedBatch(batch.shard, batch.utterances[half:]),
+            ]
+        else:
+            result.append(batch)
+    smallest = sorted(range(len(batches)), key=lambda i: (len(batches[i].utterances), i))
+    for n in range(deficit - len(splittable)):
+        original = batches[smallest[n % len(smallest)]]
+        result.append(PlannedBatch(original.shard, original.utterances, repeated=True))
+    return result
+
+
+def plan_epoch(
+    index: SplitIndex,
+    manifest_rows: list[dict],
+    *,
+    world_size: int,
+    num_workers: int,
+    max_frames: int,
+    seed: int,
+    epoch: int,
+) -> EpochPlan:
+    """The plan for one epoch; ``manifest_rows`` are the split's manifest rows in shard order."""
+    if not manifest_rows:
+        raise ValueError(f"split {index.split!r} has no utterances to plan")
+    workers = max(num_workers, 1)
+    by_shard: dict[str, list[Utt]] = {}
+    for row in manifest_rows:
+        by_shard.setdefault(row["shard"], []).append(Utt(row["key"], row["id"], row["n_frames"]))
+    rng = np.random.default_rng([seed, epoch])
+    batches: list[PlannedBatch] = []
+    for position in rng.permutation(len(index.shards)):
+        shard = index.shards[position].name
+        cut = _cut(shard, by_shard.get(shard, []), max_frames)
+        batches += [cut[i] for i in rng.permutation(len(cut))]
+    batches = _even_out(batches, world_size * workers)
+    per_slot = len(batches) // (world_size * workers)
+    slots = [batches[j * per_slot : (j + 1) * per_slot] for j in range(world_size * workers)]
+    return EpochPlan(epoch, world_size, workers, slots)

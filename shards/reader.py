@@ -1,0 +1,341 @@
+"""Streams planned, padded batches from a split's shards, on disk or on S3, for one rank.
+
+    stream = BatchStream(url, "train", rank=r, world_size=w, num_workers=4, max_frames=40_000)
+    for batch in stream:          # one epoch; the next loop is the next epoch
+        ...
+    state = stream.state_dict()   # epoch and batches consumed; load_state_dict resumes exactly
+
+The plan (``shards/plan.py``) fixes every batch before any shard is opened, so all ranks
+yield the same number of batches by construction. Each loader worker reads the shards of
+its own batches whole, through fsspec (WebDataset's opener, registered here for ``s3://``),
+checks each against the sha256 in ``index.json``, keeps only its samples and yields its
+batches. Transient read errors are retried with backoff; a corrupt shard is an error naming
+it, or, with ``skip_corrupt``, is logged with its utterance count and its batches are
+replaced by repeats of the worker's other batches (so the counts stay equal).
+"""
+
+import hashlib
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from urllib.parse import urlparse
+
+import fsspec
+import numpy as np
+import torch
+import webdataset as wds
+from webdataset.tariterators import tar_file_iterator
+
+from shards import manifest, sample
+from shards.manifest import SplitIndex
+from shards.plan import EpochPlan, PlannedBatch, plan_epoch
+
+log = logging.getLogger("shards.reader")
+
+DEFAULT_MAX_FRAMES = 40_000  # padded frames per batch: ~40 utterances of HW3P2's ~1,000 frames
+
+
+def _fsspec_opener(url: str, mode: str = "rb", bufsize: int = 8192, **_) -> object:
+    fs, path = fsspec.core.url_to_fs(url)
+    return fs.open(path, mode, block_size=max(bufsize, 1 << 22))  # 4 MB reads: few requests per shard
+
+
+# webdataset 1.0 has no s3:// opener; registered at import, so spawned workers have it too
+wds.gopen_schemes["s3"] = _fsspec_opener
+
+
+def _open_shard(url: str):
+    """Remote URLs through WebDataset's openers; local paths through fsspec (gopen may refuse them)."""
+    if urlparse(url).scheme in ("", "file"):
+        return _fsspec_opener(url)
+    return wds.gopen(url)
+
+
+class CorruptShard(RuntimeError):
+    """A shard that cannot be read as the index describes it; the message names it."""
+
+
+@dataclass
+class Batch:
+    ids: list[str]
+    features: torch.Tensor  # float32 (B, T, D), zero-padded
+    feature_lengths: torch.Tensor  # int64 (B,)
+    labels: torch.Tensor | None  # int64 (B, L), padded with the blank (0); None if unlabelled
+    label_lengths: torch.Tensor | None  # int64 (B,)
+    repeated: torch.Tensor  # bool (B,): a repeat that only evens out batch counts
+
+    def pin_memory(self) -> "Batch":
+        return self._map(lambda t: t.pin_memory())
+
+    def to(self, device: torch.device | str) -> "Batch":
+        return self._map(lambda t: t.to(device, non_blocking=True))
+
+    def _map(self, function) -> "Batch":
+        labels = None if self.labels is None else function(self.labels)
+        label_lengths = None if self.label_lengths is None else function(self.label_lengths)
+        return Batch(
+            self.ids,
+            function(self.features),
+            function(self.feature_lengths),
+            labels,
+            label_lengths,
+            function(self.repeated),
+        )
+
+
+def collate(utterances: list[sample.Utterance], repeated: bool = False) -> Batch:
+    lengths = torch.tensor([len(u.features) for u in utterances], dtype=torch.int64)
+    dim = utterances[0].features.shape[1]
+    features = torch.zeros(len(utterances), int(lengths.max()), dim, dtype=torch.float32)
+    for i, u in enumerate(utterances):
+        features[i, : len(u.features)] = torch.from_numpy(u.features)
+    labels = label_lengths = None
+    if utterances[0].labels is not None:
+        label_lengths = torch.tensor([len(u.labels) for u in utterances], dtype=torch.int64)
+        labels = torch.zeros(len(utterances), int(label_lengths.max()), dtype=torch.int64)
+        for i, u in enumerate(utterances):
+            labels[i, : len(u.labels)] = torch.from_numpy(u.labels.astype(np.int64))
+    flags = torch.full((len(utterances),), repeated, dtype=torch.bool)
+    return Batch([u.id for u in utterances], features, lengths, labels, label_lengths, flags)
+
+
+def read_split_metadata(url: str, split: str) -> tuple[SplitIndex, list[dict]]:
+    """The split's index and manifest rows (shard order); a missing index means an incomplete split."""
+    where = f"{url.rstrip('/')}/{split}"
+    try:
+        with fsspec.open(f"{where}/{manifest.INDEX}", "rb") as handle:
+            index = SplitIndex.from_json(handle.read(), f"{where}/{manifest.INDEX}")
+        with fsspec.open(f"{where}/{manifest.MANIFEST}", "rb") as handle:
+            rows = manifest.read_manifest(handle.read()).to_pylist()
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"{where}: not a complete split ({error})") from error
+    return index, rows
+
+
+class _HashingReader:
+    """A read-only stream that hashes what passes through it."""
+
+    def __init__(self, stream):
+        self.stream, self.digest, self.size = stream, hashlib.sha256(), 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.stream.read(n)
+        self.digest.update(data)
+        self.size += len(data)
+        return data
+
+
+def _read_samples(url: str, entry: manifest.ShardEntry, keys: set[str]) -> dict[str, sample.Utterance]:
+    """The wanted samples of one shard, after checking its size and sha256 against the index."""
+    members: dict[str, dict[str, bytes]] = {}
+    with _open_shard(url) as raw:
+        stream = _HashingReader(raw)
+        try:
+            for member in tar_file_iterator(stream):
+                key, _, extension = member["fname"].partition(".")
+                if key in keys:
+                    members.setdefault(key, {})[extension] = member["data"]
+        except Exception as error:  # tarfile raises several kinds for a damaged archive
+            if isinstance(error, OSError) and not isinstance(error, EOFError):
+                raise  # the connection, not the data: the caller retries
+            raise CorruptShard(
+                f"{url}: not a readable tar ({type(error).__name__}: {error})".split(" @ ")[0]
+            ) from error
+        while stream.read(1 << 20):  # the tar end-of-archive padding counts in the checksum
+            pass
+    if stream.size != entry.bytes or stream.digest.hexdigest() != entry.sha256:
+        raise CorruptShard(
+            f"{url}: {stream.size} bytes with sha256 {stream.digest.hexdigest()[:12]}…, "
+            f"index.json says {entry.bytes} bytes with {entry.sha256[:12]}…"
+        )
+    missing = keys - members.keys()
+    if missing:
+        raise CorruptShard(f"{url}: lacks {len(missing)} planned samples, e.g. {sorted(missing)[0]}")
+    try:
+        return {key: sample.decode(parts, f"{url} sample {key}") for key, parts in members.items()}
+    except ValueError as error:
+        raise CorruptShard(str(error)) from error
+
+
+def read_shard(
+    url: str, entry: manifest.ShardEntry, keys: set[str], retries: int = 4
+) -> dict[str, sample.Utterance]:
+    """``_read_samples`` with bounded retries and exponential backoff on transient I/O errors."""
+    for attempt in range(retries + 1):
+        try:
+            return _read_samples(url, entry, keys)
+        except FileNotFoundError as error:
+            raise CorruptShard(f"{url}: shard missing ({error})") from error
+        except OSError as error:
+            if attempt == retries:
+                raise OSError(f"{url}: still failing after {retries} retries: {error}") from error
+            delay = 0.5 * 2**attempt
+            log.warning("%s: %s; retrying in %.1fs", url, error, delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+class ShardDataset(torch.utils.data.IterableDataset):
+    """One rank's batches for one epoch; each DataLoader worker yields its planned slot."""
+
+    def __init__(
+        self,
+        url: str,
+        split: str,
+        plan: EpochPlan,
+        index: SplitIndex,
+        rank: int,
+        skip_first: int,
+        skip_corrupt: bool,
+    ):
+        self.url, self.split, self.plan, self.rank = url.rstrip("/"), split, plan, rank
+        self.entries = {entry.name: entry for entry in index.shards}
+        self.skip_first, self.skip_corrupt = skip_first, skip_corrupt
+
+    def __iter__(self) -> Iterator[Batch]:
+        info = torch.utils.data.get_worker_info()
+        workers = self.plan.num_workers
+        # The loader starts its round-robin at its worker 0, so after k consumed batches its
+        # worker j plays the plan's worker (j + k) % K; that worker's first batches, those
+        # among the rank's first k, were consumed already.
+        worker = ((0 if info is None else info.id) + self.skip_first) % workers
+        batches = self.plan.worker_batches(self.rank, worker)
+        done = max(0, -(-(self.skip_first - worker) // workers))
+        yield from self._batches(batches[done:])
+
+    def _batches(self, batches: list[PlannedBatch]) -> Iterator[Batch]:
+        owed: list[PlannedBatch] = []  # batches of skipped shards, to be replaced by repeats
+        good: list[Batch] = []  # the last readable shard's batches, to repeat
+        position = 0
+        while position < len(batches):
+            shard = batches[position].shard
+            run = []
+            while position < len(batches) and batches[position].shard == shard:
+                run.append(batches[position])
+                position += 1
+            keys = {u.key for b in run for u in b.utterances}
+            try:
+                samples = read_shard(f"{self.url}/{self.split}/{shard}", self.entries[shard], keys)
+            except CorruptShard as error:
+                if not self.skip_corrupt:
+                    raise
+                log.error("skipping %s (%d utterances): %s", shard, self.entries[shard].utterances, error)
+                owed += run
+                continue
+            good = []
+            for planned in run:
+                batch = collate([samples[u.key] for u in planned.utterances], planned.repeated)
+                good.append(batch)
+                yield batch
+            yield from _repay(owed, good)
+        yield from _repay(owed, good)
+        if owed:
+            raise CorruptShard(f"{self.url}/{self.split}: every shard of a worker's share is corrupt")
+
+
+def _repay(owed: list[PlannedBatch], good: list[Batch]) -> Iterator[Batch]:
+    """Stand-ins for the batches of skipped shards: repeats of the last readable shard's batches."""
+    while owed and good:
+        owed.pop()
+        yield _as_repeat(good[len(owed) % len(good)])
+
+
+def _as_repeat(batch: Batch) -> Batch:
+    return Batch(
+        batch.ids,
+        batch.features,
+        batch.feature_lengths,
+        batch.labels,
+        batch.label_lengths,
+        torch.ones_like(batch.repeated),
+    )
+
+
+class BatchStream:
+    """A rank's batches epoch after epoch, with its position: the loader training iterates."""
+
+    def __init__(
+        self,
+        url: str,
+        split: str,
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+        num_workers: int = 0,
+        max_frames: int = DEFAULT_MAX_FRAMES,
+        seed: int = 0,
+        epoch: int = 0,
+        skip_corrupt: bool = False,
+        prefetch_factor: int = 4,
+    ):
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is outside world size {world_size}")
+        self.url, self.split = url, split
+        self.rank, self.world_size, self.num_workers = rank, world_size, num_workers
+        self.max_frames, self.seed, self.epoch = max_frames, seed, epoch
+        self.skip_corrupt, self.prefetch_factor = skip_corrupt, prefetch_factor
+        self.consumed = 0  # batches of the current epoch already handed out
+        self.index, self.rows = read_split_metadata(url, split)
+
+    @property
+    def feature_dim(self) -> int:
+        return self.index.feature_dim
+
+    def plan(self, epoch: int | None = None) -> EpochPlan:
+        return plan_epoch(
+            self.index,
+            self.rows,
+            world_size=self.world_size,
+            num_workers=self.num_workers,
+            max_frames=self.max_frames,
+            seed=self.seed,
+            epoch=self.epoch if epoch is None else epoch,
+        )
+
+    def __len__(self) -> int:
+        return self.plan().batches_per_rank
+
+    def __iter__(self) -> Iterator[Batch]:
+        plan = self.plan()
+        dataset = ShardDataset(
+            self.url, self.split, plan, self.index, self.rank, self.consumed, self.skip_corrupt
+        )
+        loader = torch.utils.data.DataLoader(
+            dataset,
+            batch_size=None,
+            num_workers=self.num_workers,
+            pin_memory=torch.cuda.is_available(),
+            prefetch_factor=self.prefetch_factor if self.num_workers else None,
+            multiprocessing_context="spawn"
+            if self.num_workers
+            else None,  # fsspec clients do not survive fork
+        )
+        for batch in loader:
+            self.consumed += 1
+            yield batch
+        if self.consumed != plan.batches_per_rank:
+            raise RuntimeError(
+                f"rank {self.rank} yielded {self.consumed} batches, planned {plan.batches_per_rank}"
+            )
+        self.epoch += 1
+        self.consumed = 0
+
+    def state_dict(self) -> dict:
+        return {
+            "epoch": self.epoch,
+            "consumed": self.consumed,
+            "world_size": self.world_size,
+            "num_workers": self.num_workers,
+            "max_frames": self.max_frames,
+            "seed": self.seed,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        for key in ("world_size", "num_workers", "max_frames", "seed"):
+            if state[key] != getattr(self, key):
+                raise ValueError(
+                    f"cannot resume: the saved position is for {key}={state[key]}, this stream has "
+                    f"{getattr(self, key)} (the epoch plan depends on it)"
+                )
+        self.epoch, self.consumed = state["epoch"], state["consumed"]

@@ -1,0 +1,302 @@
+"""The streaming reader: balanced batch plans, exact resumption, local and S3, real ranks."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import fsspec
+import numpy as np
+import pytest
+
+from pipeline.build import Settings, build
+from shards.manifest import ShardEntry, SplitIndex
+from shards.plan import plan_epoch
+from shards.reader import DEFAULT_MAX_FRAMES, BatchStream, CorruptShard, read_shard, read_split_metadata
+from tests.conftest import read_split
+from tests.hw3p2_fixture import write_hw3p2
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory) -> Path:
+    return write_hw3p2(tmp_path_factory.mktemp("raw"), counts=(90, 12, 6), frames=(40, 400), seed=7)
+
+
+@pytest.fixture(scope="module")
+def dataset(raw, tmp_path_factory) -> str:
+    """Three uneven train shards: fewer than 2 ranks × 2 workers."""
+    dst = tmp_path_factory.mktemp("shards")
+    build(Settings(str(raw), str(dst), shard_mb=0.5))
+    return str(dst)
+
+
+def _ids(stream: BatchStream) -> list[list[str]]:
+    return [batch.ids for batch in stream]
+
+
+# --- the plan ------------------------------------------------------------------------
+
+
+def _synthetic_split(lengths: list[int], per_shard: int) -> tuple[SplitIndex, list[dict]]:
+    """Index and manifest rows of a length-sorted split, as the pipeline would write them."""
+    rows, shards = [], []
+    ordered = sorted(lengths)
+    for number, start in enumerate(range(0, len(ordered), per_shard)):
+        name = f"shard-{number:06d}.tar"
+        chunk = ordered[start : start + per_shard]
+        rows += [
+            {"key": f"{start + i:09d}", "id": f"u{start + i}", "shard": name, "n_frames": n}
+            for i, n in enumerate(chunk)
+        ]
+        shards.append(ShardEntry(name, len(chunk), sum(chunk), 0, 0, "", chunk[0], chunk[-1]))
+    return SplitIndex("train", True, 13, "", shards), rows
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3, 8])
+@pytest.mark.parametrize("num_workers", [0, 1, 3])
+@pytest.mark.parametrize(("utterances", "per_shard"), [(1000, 120), (7, 3), (30, 100)])
+def test_plan_is_balanced_and_covers_every_utterance(world_size, num_workers, utterances, per_shard):
+    rng = np.random.default_rng(utterances)
+    index, rows = _synthetic_split(rng.integers(50, 2000, size=utterances).tolist(), per_shard)
+    plan = plan_epoch(
+        index, rows, world_size=world_size, num_workers=num_workers, max_frames=6000, seed=0, epoch=0
+    )
+    slots = world_size * max(num_workers, 1)
+    # Invariant: every rank and every loader worker yields the same number of batches
+    assert len({len(slot) for slot in plan.slots}) == 1 and len(plan.slots) == slots
+    batches = [b for slot in plan.slots for b in slot]
+    seen = Counter(u.id for b in batches for u in b.utterances)
+    # Invariant: every utterance at least once; only flagged repeats more than once, fewer than one per slot
+    assert set(seen) == {r["id"] for r in rows}
+    assert sum(seen.values()) - len(rows) == plan.repeated_utterances()
+    assert sum(b.repeated for b in batches) <= slots - 1
+    # Invariant: a batch stays inside one shard and inside the budget (unless it is one long utterance)
+    shard_of = {r["id"]: r["shard"] for r in rows}
+    for b in batches:
+        assert {shard_of[u.id] for u in b.utterances} == {b.shard}
+        assert b.padded_frames <= 6000 or len(b.utterances) == 1
+
+
+def test_splitting_beats_repeating_when_it_can():
+    index, rows = _synthetic_split([100] * 40, per_shard=40)  # 40 equal utterances → 4 batches of 10
+    plan = plan_epoch(index, rows, world_size=3, num_workers=2, max_frames=1000, seed=0, epoch=0)
+    # Invariant: 4 batches for 6 slots are evened out by splitting, never by repeating
+    assert plan.repeated_utterances() == 0 and plan.batches_per_rank == 2
+
+
+def test_padding_efficiency_at_the_default_budget():
+    # HW3P2-like lengths: 28,539 utterances, roughly log-normal around 1,200 frames, 64 MB shards
+    rng = np.random.default_rng(0)
+    lengths = np.clip(rng.lognormal(np.log(1200), 0.45, size=28539), 150, 3500).astype(int).tolist()
+    index, rows = _synthetic_split(lengths, per_shard=1200)
+    plan = plan_epoch(
+        index, rows, world_size=4, num_workers=4, max_frames=DEFAULT_MAX_FRAMES, seed=0, epoch=0
+    )
+    assert plan.padding_efficiency() >= 0.97
+
+
+# --- reading -------------------------------------------------------------------------
+
+
+def test_batches_match_the_plan_and_the_shards(dataset):
+    stream = BatchStream(dataset, "train", max_frames=3000)
+    stored = {u.id: u for _, u in read_split(dataset, "train")}
+    expected = [[u.id for u in b.utterances] for b in stream.plan().rank_batches(0)]
+    batches = list(stream)
+    assert [b.ids for b in batches] == expected
+    for batch in batches:
+        assert batch.features.shape[0] == len(batch.ids) and batch.features.shape[2] == 13
+        assert batch.features.shape[0] * batch.features.shape[1] <= 3000 or len(batch.ids) == 1
+        for i, utterance_id in enumerate(batch.ids):
+            n, n_labels = int(batch.feature_lengths[i]), int(batch.label_lengths[i])
+            # Invariant: real frames and labels are the stored ones; padding is zeros (labels: blank)
+            assert np.array_equal(batch.features[i, :n].numpy(), stored[utterance_id].features)
+            assert not batch.features[i, n:].any()
+            assert batch.labels[i, :n_labels].tolist() == stored[utterance_id].labels.tolist()
+            assert not batch.labels[i, n_labels:].any()
+
+
+def test_unlabelled_split_has_no_labels(dataset):
+    batch = next(iter(BatchStream(dataset, "test")))
+    assert batch.labels is None and batch.label_lengths is None
+
+
+def test_same_seed_same_batches_and_epochs_differ(dataset):
+    first = _ids(BatchStream(dataset, "train", max_frames=3000, seed=1))
+    assert _ids(BatchStream(dataset, "train", max_frames=3000, seed=1)) == first
+    stream = BatchStream(dataset, "train", max_frames=3000, seed=1)
+    epoch0, epoch1 = _ids(stream), _ids(stream)
+    assert epoch0 == first and stream.epoch == 2
+    # Invariant: another epoch is another order of the same utterances
+    assert epoch1 != epoch0
+    assert sorted(i for b in epoch1 for i in b) == sorted(i for b in epoch0 for i in b)
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+@pytest.mark.parametrize("consumed", [1, 5])
+def test_resume_after_k_batches_continues_exactly(dataset, num_workers, consumed):
+    def stream() -> BatchStream:
+        return BatchStream(dataset, "train", rank=1, world_size=2, num_workers=num_workers, max_frames=3000)
+
+    whole = _ids(stream())
+    interrupted = stream()
+    head = []
+    for batch in interrupted:
+        head.append(batch.ids)
+        if len(head) == consumed:
+            break
+    state = interrupted.state_dict()
+    resumed = stream()
+    resumed.load_state_dict(json.loads(json.dumps(state)))  # it survives a checkpoint
+    assert head + _ids(resumed) == whole
+    assert resumed.epoch == 1 and resumed.consumed == 0
+
+
+def test_resume_refuses_another_plan(dataset):
+    state = BatchStream(dataset, "train", num_workers=0).state_dict()
+    with pytest.raises(ValueError, match="num_workers=0"):
+        BatchStream(dataset, "train", num_workers=2).load_state_dict(state)
+
+
+def test_same_batches_from_local_disk_and_s3(raw, dataset, s3_bucket):
+    build(Settings(str(raw), f"{s3_bucket}/shards", shard_mb=0.5))
+    local = _ids(BatchStream(dataset, "train", world_size=2, rank=0, num_workers=2, max_frames=3000))
+    remote = _ids(
+        BatchStream(f"{s3_bucket}/shards", "train", world_size=2, rank=0, num_workers=2, max_frames=3000)
+    )
+    assert remote == local
+
+
+def _truncate(data: bytes) -> bytes:
+    return data[: len(data) // 2]
+
+
+def _flip_a_feature_byte(data: bytes) -> bytes:
+    position = data.index(b"NUMPY") + 400  # inside the first feature array: still a valid tar
+    return data[:position] + bytes([data[position] ^ 0xFF]) + data[position + 1 :]
+
+
+def _corrupt_copy(dataset: str, tmp_path: Path, damage=_truncate) -> tuple[Path, str]:
+    copy = tmp_path / "copy"
+    fs = fsspec.filesystem("file")
+    fs.copy(dataset, str(copy), recursive=True)
+    index, _ = read_split_metadata(str(copy), "train")
+    victim = copy / "train" / index.shards[1].name
+    victim.write_bytes(damage(victim.read_bytes()))
+    return copy, index.shards[1].name
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (_truncate, "not a readable tar"),
+        (_flip_a_feature_byte, r"\d+ bytes with sha256 \w+…, index.json says"),
+    ],
+)
+def test_a_corrupt_shard_is_an_error_naming_it(dataset, tmp_path, damage, message):
+    copy, victim = _corrupt_copy(dataset, tmp_path, damage)
+    with pytest.raises(CorruptShard, match=rf"train/{victim}: {message}"):
+        _ids(BatchStream(str(copy), "train", max_frames=3000))
+
+
+def test_a_corrupt_shard_can_be_skipped_and_counts_stay_equal(dataset, tmp_path, caplog):
+    copy, victim = _corrupt_copy(dataset, tmp_path)
+    index, _ = read_split_metadata(str(copy), "train")
+    skipped = next(s for s in index.shards if s.name == victim)
+    stream = BatchStream(str(copy), "train", max_frames=3000, skip_corrupt=True)
+    batches = list(stream)
+    assert len(batches) == len(BatchStream(dataset, "train", max_frames=3000))
+    assert f"skipping {victim} ({skipped.utterances} utterances)" in caplog.text
+    assert any(b.repeated.all() for b in batches)
+
+
+def test_transient_read_errors_are_retried(dataset, monkeypatch):
+    import webdataset as wds
+
+    failures = []
+
+    def flaky_open(url: str, mode: str = "rb", bufsize: int = 8192, **_):
+        if len(failures) < 2:
+            failures.append(url)
+            raise ConnectionResetError("connection reset by peer")
+        return open(url.removeprefix("flaky://"), mode)
+
+    monkeypatch.setitem(wds.gopen_schemes, "flaky", flaky_open)
+    monkeypatch.setattr("shards.reader.time.sleep", lambda seconds: None)
+    index, rows = read_split_metadata(dataset, "train")
+    entry = index.shards[0]
+    keys = {r["key"] for r in rows if r["shard"] == entry.name}
+    samples = read_shard(f"flaky://{dataset}/train/{entry.name}", entry, keys)
+    assert len(failures) == 2 and set(samples) == keys
+    failures.clear()
+    with pytest.raises(OSError, match="still failing after 1 retries: connection reset"):
+        read_shard(f"flaky://{dataset}/train/{entry.name}", entry, keys, retries=1)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_two_accelerate_ranks_get_equal_batches_covering_everything(raw, s3_bucket, tmp_path):
+    url = f"{s3_bucket}/ranks"
+    build(Settings(str(raw), url, shard_mb=0.5))
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
+    command += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    command += ["--main_process_port", str(_free_port()), str(REPO / "tests" / "rank_probe.py")]
+    command += [url, str(tmp_path), "2", "3000"]
+    result = subprocess.run(
+        command, env=os.environ | {"ACCELERATE_USE_CPU": "1"}, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    # Invariant: two real processes, the same number of batches each
+    assert [r["world_size"] for r in reports] == [2, 2]
+    assert len(reports[0]["batches"]) == len(reports[1]["batches"]) > 0
+    seen = Counter(i for r in reports for b in r["batches"] for i in b["ids"])
+    assert set(seen) == {f"tr{i:05d}" for i in range(90)}
+    repeated = sum(flag for r in reports for b in r["batches"] for flag in b["repeated"])
+    # Invariant: anything seen twice is a flagged repeat, and repeats stay within the plan's bound
+    assert sum(seen.values()) - 90 == repeated
+    assert (
+        repeated
+        == plan_epoch(
+            *read_split_metadata(url, "train"), world_size=2, num_workers=2, max_frames=3000, seed=3, epoch=0
+        ).repeated_utterances()
+    )
+
+
+def test_plan_command_prints_what_the_reader_yields(dataset):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "shards",
+            "plan",
+            dataset,
+            "--world-size",
+            "2",
+            "--num-workers",
+            "2",
+            "--max-frames",
+            "3000",
+            "--seed",
+            "4",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    document = json.loads(result.stdout)
+    for rank in (0, 1):
+        stream = BatchStream(
+            dataset, "train", rank=rank, world_size=2, num_workers=2, max_frames=3000, seed=4
+        )
+        assert document["ranks"][rank]["batches"] == _ids(stream)
+    assert 0 < document["padding_efficiency"] <= 1 and document["repeated_utterances"] >= 0
