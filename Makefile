@@ -74,6 +74,7 @@ demo: setup
 bench: setup
 	$(BIN)/python bench/pipeline.py
 	$(BIN)/python bench/corpus.py
+	$(BIN)/python bench/loader.py
 
 clean:
 	rm -rf demo .pytest_cache .ruff_cache
