@@ -1,0 +1,116 @@
+"""The model and its augmentation: lengths, LSTM equivalence, masking, learning."""
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from train.augment import AddNoise, SpecMask
+from train.config import TrainConfig, load_config
+from train.model import BiLSTMLayer, CTCModel, reverse_within_lengths
+
+TINY = dict(channels=16, lstm_layers=2, lstm_hidden=16, classifier_hidden=32, lstm_impl="padded")
+
+
+@pytest.mark.parametrize("strides", [[1, 1], [1, 2], [2, 2], [4, 1]])
+def test_output_lengths_follow_the_convolution_formula(strides):
+    model = CTCModel(13, TrainConfig(**TINY, strides=strides)).eval()
+    lengths = torch.tensor([1, 2, 3, 7, 64, 200])
+    log_probs, out = model(torch.randn(len(lengths), 200, 13), lengths)
+    expected = lengths.clone()
+    for stride in strides:  # kernel 3, padding 1
+        expected = torch.clamp((expected + 2 - 3) // stride + 1, min=1)
+    assert out.tolist() == expected.tolist()
+    # Invariant: never longer than the input, and the tensor holds the longest
+    assert (out <= lengths).all() and log_probs.shape[1] == int(out.max())
+    assert torch.allclose(log_probs.exp().sum(-1), torch.ones(()), atol=1e-5)
+
+
+def test_padding_does_not_change_the_output():
+    model = CTCModel(13, TrainConfig(**TINY)).eval()
+    features = torch.randn(1, 50, 13)
+    alone, _ = model(features, torch.tensor([50]))
+    padded, _ = model(torch.cat([features, torch.randn(1, 30, 13)], dim=1), torch.tensor([50]))
+    # Invariant: what lies beyond an utterance's length cannot reach its outputs (BatchNorm in eval)
+    assert torch.allclose(alone[0, :25], padded[0, :25], atol=1e-5)
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_bilstm_layer_equals_packed_bidirectional_nn_lstm(packed):
+    torch.manual_seed(0)
+    reference = nn.LSTM(8, 6, batch_first=True, bidirectional=True)
+    layer = BiLSTMLayer(8, 6)
+    for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+        getattr(layer.forward_lstm, f"{name}_l0").data.copy_(getattr(reference, f"{name}_l0"))
+        getattr(layer.backward_lstm, f"{name}_l0").data.copy_(getattr(reference, f"{name}_l0_reverse"))
+    x, lengths = torch.randn(5, 12, 8), torch.tensor([12, 9, 4, 1, 7])
+    sequences = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+    expected = pad_packed_sequence(reference(sequences)[0], batch_first=True, total_length=12)[0]
+    assert torch.allclose(layer(x, lengths, packed), expected, atol=1e-6)
+
+
+def test_reverse_within_lengths_leaves_padding_behind():
+    x = torch.arange(10.0).reshape(2, 5, 1)
+    out = reverse_within_lengths(x, torch.tensor([3, 5]))
+    assert out[:, :, 0].tolist() == [[2, 1, 0, 3, 4], [9, 8, 7, 6, 5]]
+
+
+def test_masking_and_noise_never_touch_padding():
+    torch.manual_seed(1)
+    features = torch.randn(16, 80, 13) + 5
+    lengths = torch.randint(1, 81, (16,))
+    lengths[0] = 80
+    for module in (SpecMask(1.0, 3, 30, 2, 5), AddNoise(1.0, 0.5, "gaussian"), AddNoise(1.0, 0.5, "gumbel")):
+        out = module.train()(features, lengths)
+        padding = torch.arange(80)[None, :] >= lengths[:, None]
+        # Invariant: padded frames are exactly as they came in; real frames changed somewhere
+        assert torch.equal(out[padding], features[padding])
+        assert not torch.equal(out[~padding], features[~padding])
+        assert torch.equal(module.eval()(features, lengths), features)
+
+
+def test_noise_goes_to_a_random_subset():
+    torch.manual_seed(2)
+    features = torch.zeros(400, 10, 3)
+    out = AddNoise(0.25, 1.0).train()(features, torch.full((400,), 10))
+    share = (out.abs().sum(dim=(1, 2)) > 0).float().mean()
+    assert 0.15 < share < 0.35
+
+
+def test_loss_falls_on_a_tiny_batch():
+    torch.manual_seed(3)
+    model = CTCModel(13, TrainConfig(**TINY, conv_dropout=0, lstm_dropout=0, classifier_dropout=0))
+    features, lengths = torch.randn(4, 60, 13), torch.tensor([60, 55, 50, 40])
+    labels, label_lengths = torch.randint(1, 41, (4, 8)), torch.tensor([8, 7, 6, 5])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(60):
+        log_probs, out = model(features, lengths)
+        loss = nn.functional.ctc_loss(
+            log_probs.transpose(0, 1), labels, out, label_lengths, zero_infinity=True
+        )
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_config_file_and_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("lr: 1.0e-3\nstrides: [1, 2]\nepochs: 3\n")
+    config = load_config(path, ["epochs=5", "strides=[2,2]", "bf16=false", "lr=5e-4"])
+    assert (config.epochs, config.strides, config.bf16, config.lr, config.lstm_layers) == (
+        5,
+        [2, 2],
+        False,
+        5e-4,
+        4,
+    )
+    with pytest.raises(ValueError, match="unknown settings"):
+        path.write_text("learning_rate: 1\n")
+        load_config(path, [])
+    with pytest.raises(ValueError, match="time stride of 8"):
+        load_config(None, ["conv_blocks=3", "strides=[2,2,2]"])
+    with pytest.raises(ValueError, match="'epoch=3': expected key=value"):
+        load_config(None, ["epoch=3"])

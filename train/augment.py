@@ -1,0 +1,76 @@
+"""On-the-fly augmentation of padded batches, training only, each part switchable by probability.
+
+Masking is written here rather than taken from torchaudio (which does not install beside the
+CPU torch here) and because it must respect each utterance's true length: a mask never starts
+in, or reaches into, padding, and nothing touches padded frames.
+"""
+
+import torch
+from torch import nn
+
+from train.config import TrainConfig
+from train.model import time_mask
+
+
+class AddNoise(nn.Module):
+    """Gaussian or Gumbel noise on a random subset (probability ``p``) of the utterances."""
+
+    def __init__(self, p: float, std: float, kind: str = "gaussian"):
+        super().__init__()
+        self.p, self.std, self.kind = p, std, kind
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return features
+        chosen = torch.rand(features.shape[0], device=features.device) < self.p
+        if self.kind == "gaussian":
+            noise = torch.randn_like(features) * self.std
+        else:  # Gumbel(0, β) with β set so its standard deviation is ``std``, centred
+            uniform = torch.rand_like(features).clamp_(1e-9, 1 - 1e-9)
+            beta = self.std * 6**0.5 / torch.pi
+            noise = -beta * torch.log(-torch.log(uniform)) - beta * 0.5772156649
+        keep = chosen[:, None, None] & time_mask(lengths, features.shape[1])[:, :, None]
+        return features + noise * keep
+
+
+class SpecMask(nn.Module):
+    """Time and frequency masking (set to zero, the normalised mean) inside each true length."""
+
+    def __init__(self, p: float, time_masks: int, time_max: int, freq_masks: int, freq_max: int):
+        super().__init__()
+        self.p, self.time_masks, self.time_max = p, time_masks, time_max
+        self.freq_masks, self.freq_max = freq_masks, freq_max
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return features
+        batch, frames, dim = features.shape
+        device = features.device
+        chosen = (torch.rand(batch, device=device) < self.p)[:, None]
+        masked = torch.zeros(batch, frames, dim, dtype=torch.bool, device=device)
+        steps = torch.arange(frames, device=device)[None, :]
+        for _ in range(self.time_masks):
+            width = (torch.rand(batch, device=device) * (self.time_max + 1)).long()
+            width = torch.minimum(width, lengths)
+            start = (torch.rand(batch, device=device) * (lengths - width + 1)).long()
+            span = (steps >= start[:, None]) & (steps < (start + width)[:, None]) & chosen
+            masked |= span[:, :, None]
+        channels = torch.arange(dim, device=device)[None, :]
+        for _ in range(self.freq_masks):
+            width = (torch.rand(batch, device=device) * (self.freq_max + 1)).long()
+            start = (torch.rand(batch, device=device) * (dim - width + 1)).long()
+            band = (channels >= start[:, None]) & (channels < (start + width)[:, None]) & chosen
+            masked |= band[:, None, :] & time_mask(lengths, frames)[:, :, None]
+        return features.masked_fill(masked, 0.0)
+
+
+class Augment(nn.Module):
+    def __init__(self, config: TrainConfig):
+        super().__init__()
+        self.noise = AddNoise(config.noise_prob, config.noise_std, config.noise_kind)
+        self.mask = SpecMask(
+            config.mask_prob, config.time_masks, config.time_mask_max, config.freq_masks, config.freq_mask_max
+        )
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.mask(self.noise(features, lengths), lengths)

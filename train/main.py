@@ -1,0 +1,279 @@
+"""Train the CTC model on shards: ``accelerate launch train/main.py --config C --data URL --out URL [k=v ...]``.
+
+Also runs as plain ``python train/main.py`` (one process). Each rank streams its own share of
+the shards (``shards.reader.BatchStream``; the loader is never handed to ``accelerator.prepare``,
+so batch counts are equal by construction), validates with greedy decoding on its share of the
+dev split, and rank 0 writes metrics, curves and checkpoints to the output URL.
+"""
+
+import argparse
+import datetime
+import json
+import logging
+import math
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import fsspec
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.utils import InitProcessGroupKwargs, gather_object
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python train/main.py` from anywhere
+
+from shards import manifest  # noqa: E402
+from shards.reader import BatchStream  # noqa: E402
+from shards.store import Store  # noqa: E402
+from shards.vocab import PHONEME_MAP, PHONEMES  # noqa: E402
+from train import checkpoint, report  # noqa: E402
+from train.augment import Augment  # noqa: E402
+from train.config import TrainConfig, load_config  # noqa: E402
+from train.metric import Score, greedy_decode  # noqa: E402
+from train.model import CTCModel  # noqa: E402
+
+log = logging.getLogger("train")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", help="YAML file (train/configs/*.yaml); defaults without it")
+    parser.add_argument("--data", required=True, help="dataset URL written by `python -m pipeline`")
+    parser.add_argument("--out", required=True, help="run folder URL: checkpoints, metrics.csv, curves.png")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT's latest checkpoint")
+    parser.add_argument(
+        "--timeout", type=int, default=1800, help="seconds a collective may wait (hang guard)"
+    )
+    parser.add_argument("overrides", nargs="*", help="key=value settings, e.g. epochs=2")
+    return parser.parse_args(argv)
+
+
+def make_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
+    if config.scheduler == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=config.plateau_factor, patience=config.plateau_patience
+        )
+    total = max(config.epochs * steps_per_epoch, 1)
+
+    def warmup_then_cosine(step: int) -> float:
+        if step < config.warmup_steps:
+            return (step + 1) / config.warmup_steps
+        progress = (step - config.warmup_steps) / max(total - config.warmup_steps, 1)
+        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_then_cosine)
+
+
+def ctc_loss(log_probs: torch.Tensor, lengths: torch.Tensor, batch) -> torch.Tensor:
+    return F.ctc_loss(
+        log_probs.transpose(0, 1),  # (T, B, C)
+        batch.labels,
+        lengths,
+        batch.label_lengths,
+        blank=0,
+        zero_infinity=True,
+    )
+
+
+def replica_checksum(model: torch.nn.Module) -> list[float]:
+    return [float(p.detach().double().sum()) for p in model.parameters()]
+
+
+class Trainer:
+    def __init__(self, args: argparse.Namespace, config: TrainConfig):
+        self.args, self.config = args, config
+        self.accelerator = Accelerator(
+            gradient_accumulation_steps=config.grad_accum,
+            mixed_precision="bf16" if config.bf16 and torch.cuda.is_available() else "no",
+            kwargs_handlers=[InitProcessGroupKwargs(timeout=datetime.timedelta(seconds=args.timeout))],
+        )
+        self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
+        torch.manual_seed(config.seed)  # the same initial weights on every rank
+        common = dict(rank=self.rank, world_size=self.world, num_workers=config.num_workers, seed=config.seed)
+        self.train_stream = BatchStream(args.data, "train", max_frames=config.max_frames, **common)
+        self.dev_stream = BatchStream(args.data, "dev", max_frames=config.max_frames, **common)
+        with fsspec.open(f"{args.data.rstrip('/')}/{manifest.STATS}", "rb") as handle:
+            self.stats = json.loads(handle.read())
+        model = CTCModel(self.train_stream.feature_dim, config)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.steps_per_epoch = math.ceil(len(self.train_stream) / config.grad_accum)
+        self.scheduler = make_scheduler(config, optimizer, self.steps_per_epoch)
+        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        self.augment = Augment(config).to(self.accelerator.device)
+        self.store = Store(args.out)
+        self.history: list[dict] = []
+        self.step = 0
+        self.best: tuple[float, int] | None = None  # (dev distance, epoch)
+        torch.manual_seed(config.seed + 1 + self.rank)  # different augmentation and dropout per rank
+
+    # --- checkpoints ---------------------------------------------------------------------
+
+    def resume(self) -> None:
+        url = checkpoint.latest_state_url(self.args.out)
+        state = checkpoint.load(url)
+        if state["world_size"] != self.world:
+            raise checkpoint.CheckpointError(
+                f"{url}: saved by {state['world_size']} ranks, resuming with {self.world}"
+            )
+        try:
+            self.accelerator.unwrap_model(self.model).load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as error:
+            raise checkpoint.CheckpointError(f"{url}: does not fit this model/config: {error}") from error
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.train_stream.load_state_dict(state["train_stream"])
+        self.dev_stream.load_state_dict(state["dev_stream"])
+        self.history, self.step = state["history"], state["step"]
+        self.best = tuple(state["best"]) if state["best"] else None
+        torch.set_rng_state(state["rng"][self.rank])
+        log.info("resumed from %s at epoch %d", url, self.train_stream.epoch)
+
+    def save(self, epoch: int) -> None:
+        rng_states = gather_object([torch.get_rng_state()])
+        if not self.accelerator.is_main_process:
+            return
+        model = self.accelerator.unwrap_model(self.model)
+        weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        state = {
+            "model": weights,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "train_stream": self.train_stream.state_dict(),
+            "dev_stream": self.dev_stream.state_dict(),
+            "history": self.history,
+            "step": self.step,
+            "best": list(self.best) if self.best else None,
+            "rng": rng_states,
+            "world_size": self.world,
+            "config": asdict(self.config),
+        }
+        card = {
+            "model": weights,
+            "config": asdict(self.config),
+            "feature_dim": self.train_stream.feature_dim,
+            "phonemes": list(PHONEMES),
+            "phoneme_map": PHONEME_MAP,
+            "stats": self.stats,
+            "epoch": epoch,
+            "step": self.step,
+            "dev_distance": self.history[-1]["dev_distance"],
+        }
+        best_epoch = self.best[1] if self.best else None
+        checkpoint.save(self.store, epoch, state, card, self.config.keep_last, best_epoch)
+
+    # --- one epoch -----------------------------------------------------------------------
+
+    def train_epoch(self) -> tuple[float, int]:
+        self.model.train()
+        self.augment.train()
+        total_loss, batches, frames = 0.0, 0, 0
+        bar = tqdm(total=len(self.train_stream), desc=f"epoch {self.train_stream.epoch}", unit="batch",
+                   disable=not self.accelerator.is_main_process, mininterval=2)  # fmt: skip
+        for batch in self.train_stream:
+            batch = batch.to(self.accelerator.device)
+            with self.accelerator.accumulate(self.model):
+                features = self.augment(batch.features, batch.feature_lengths)
+                log_probs, lengths = self.model(features, batch.feature_lengths)
+                loss = ctc_loss(log_probs, lengths, batch)
+                self.accelerator.backward(loss)
+                if self.accelerator.sync_gradients:
+                    self.accelerator.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+                self.optimizer.step()
+                self.optimizer.zero_grad()
+                if self.accelerator.sync_gradients:
+                    self.step += 1
+                    if self.config.scheduler == "cosine":
+                        self.scheduler.step()
+            value = loss.detach().item()
+            total_loss += value
+            batches += 1
+            frames += int(batch.feature_lengths.sum())
+            bar.update()
+            bar.set_postfix(loss=f"{value:.3f}")
+        bar.close()
+        losses = gather_object([(total_loss, batches, frames)])
+        return sum(t for t, _, _ in losses) / max(sum(b for _, b, _ in losses), 1), sum(
+            f for _, _, f in losses
+        )
+
+    @torch.no_grad()
+    def validate(self) -> Score:
+        model = self.accelerator.unwrap_model(self.model)
+        model.eval()
+        score = Score()
+        for batch in self.dev_stream:
+            batch = batch.to(self.accelerator.device)
+            log_probs, lengths = model(batch.features, batch.feature_lengths)
+            hypotheses = greedy_decode(log_probs, lengths)
+            for i, hypothesis in enumerate(hypotheses):
+                if not batch.repeated[i]:  # a repeat only evens out batch counts
+                    score.add(hypothesis, batch.labels[i, : batch.label_lengths[i]].tolist())
+        total = Score()
+        for part in gather_object([score]):
+            total = total.merge(part)
+        return total
+
+    def check_replicas(self) -> None:
+        checksums = gather_object([replica_checksum(self.model)])
+        if any(c != checksums[0] for c in checksums):
+            raise RuntimeError("model replicas differ across ranks: gradients were not synchronised")
+        if self.world > 1:
+            log.info("weights identical on %d ranks", self.world)
+
+    def run(self) -> None:
+        started = time.monotonic() - (self.history[-1]["elapsed_s"] if self.history else 0.0)
+        while self.train_stream.epoch < self.config.epochs:
+            epoch = self.train_stream.epoch
+            epoch_start = time.monotonic()
+            train_loss, frames = self.train_epoch()
+            seconds = time.monotonic() - epoch_start
+            dev = self.validate()
+            if self.config.scheduler == "plateau":
+                self.scheduler.step(dev.mean_distance)
+            self.check_replicas()
+            if self.best is None or dev.mean_distance < self.best[0]:
+                self.best = (dev.mean_distance, epoch)
+            self.history.append(
+                {
+                    "epoch": epoch,
+                    "step": self.step,
+                    "train_loss": round(train_loss, 5),
+                    "dev_distance": round(dev.mean_distance, 4),
+                    "dev_per": round(dev.per, 5),
+                    "lr": self.optimizer.param_groups[0]["lr"],
+                    "frames_per_s": round(frames / seconds, 1),
+                    "elapsed_s": round(time.monotonic() - started, 1),
+                }
+            )
+            log.info("epoch %d: %s", epoch, self.history[-1])
+            self.save(epoch)
+            if self.accelerator.is_main_process:
+                report.publish(self.store, self.history)
+            self.accelerator.wait_for_everyone()
+        self.accelerator.end_training()
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    try:
+        config = load_config(args.config, args.overrides)
+    except (ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    trainer = Trainer(args, config)
+    if args.resume:
+        try:
+            trainer.resume()
+        except checkpoint.CheckpointError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+    trainer.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,171 @@
+"""The course's medium CTC model: residual Conv1d embedding → BiLSTM stack → MLP → log-softmax.
+
+Shapes: features (B, T, D) with lengths (B,) in; log-probabilities (B, T', 41) with output
+lengths (B,) out, T' = T after the convolution strides (lengths from the convolution formula).
+"""
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from shards.vocab import NUM_CLASSES
+from train.config import TrainConfig
+
+
+def conv_output_lengths(lengths: torch.Tensor, kernel_size: int, stride: int, padding: int) -> torch.Tensor:
+    """floor((L + 2p - k) / s) + 1, clamped to at least 1 frame."""
+    return torch.clamp((lengths + 2 * padding - kernel_size) // stride + 1, min=1)
+
+
+def time_mask(lengths: torch.Tensor, max_length: int) -> torch.Tensor:
+    """(B, T) bool, True on real frames."""
+    return torch.arange(max_length, device=lengths.device)[None, :] < lengths[:, None]
+
+
+class ResidualBlock(nn.Module):
+    """conv(stride) → BN → GELU → dropout → conv → BN, plus a 1×1 strided skip, then GELU.
+
+    Frames past each utterance's length are zeroed before every convolution, so that what
+    lies in the padding (and BatchNorm's shift of it) never reaches a real frame.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int, dropout: float):
+        super().__init__()
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, kernel_size // 2
+        self.first = nn.Sequential(
+            nn.Conv1d(in_channels, out_channels, kernel_size, stride, self.padding, bias=False),
+            nn.BatchNorm1d(out_channels),
+            nn.GELU(),
+            nn.Dropout(dropout),
+        )
+        self.second = nn.Sequential(
+            nn.Conv1d(out_channels, out_channels, kernel_size, 1, self.padding, bias=False),
+            nn.BatchNorm1d(out_channels),
+        )
+        self.skip = (
+            nn.Identity()
+            if stride == 1 and in_channels == out_channels
+            else nn.Sequential(
+                nn.Conv1d(in_channels, out_channels, 1, stride, bias=False), nn.BatchNorm1d(out_channels)
+            )
+        )
+        self.activation = nn.GELU()
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, C, T) with lengths → (B, C', T') with the new lengths; zero past each length."""
+        x = x * time_mask(lengths, x.shape[-1])[:, None, :]
+        hidden = self.first(x)
+        lengths = torch.clamp(
+            conv_output_lengths(lengths, self.kernel_size, self.stride, self.padding), max=hidden.shape[-1]
+        )
+        mask = time_mask(lengths, hidden.shape[-1])[:, None, :]
+        y = self.activation(self.second(hidden * mask) + self.skip(x))
+        return y * mask, lengths
+
+
+class LockedDropout(nn.Module):
+    """Variational dropout: one mask per utterance and channel, shared by every time step."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, C)
+        if not self.training or self.p == 0:
+            return x
+        mask = x.new_empty(x.shape[0], 1, x.shape[2]).bernoulli_(1 - self.p) / (1 - self.p)
+        return x * mask
+
+
+def reverse_within_lengths(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Each sequence of (B, T, C) reversed over its own first ``length`` steps; padding stays behind."""
+    steps = torch.arange(x.shape[1], device=x.device)[None, :]
+    source = torch.where(steps < lengths[:, None], lengths[:, None] - 1 - steps, steps)
+    return x.gather(1, source[:, :, None].expand_as(x))
+
+
+class BiLSTMLayer(nn.Module):
+    """One bidirectional layer as two one-direction LSTMs.
+
+    ``packed`` runs both over packed sequences (cuDNN's fast path). ``padded`` runs them over
+    the padded batch, the backward one on each sequence reversed within its own length, so
+    padding never reaches a real frame: the same outputs, without the packed CPU backward
+    that is ~7x slower (pytorch#149194). Both give exactly nn.LSTM(bidirectional=True).
+    """
+
+    def __init__(self, input_size: int, hidden: int):
+        super().__init__()
+        self.forward_lstm = nn.LSTM(input_size, hidden, batch_first=True)
+        self.backward_lstm = nn.LSTM(input_size, hidden, batch_first=True)
+
+    def _run(self, lstm: nn.LSTM, x: torch.Tensor, lengths: torch.Tensor, packed: bool) -> torch.Tensor:
+        if not packed:
+            return lstm(x)[0]
+        sequences = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        return pad_packed_sequence(lstm(sequences)[0], batch_first=True, total_length=x.shape[1])[0]
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor, packed: bool) -> torch.Tensor:
+        forward = self._run(self.forward_lstm, x, lengths, packed)
+        backward = self._run(self.backward_lstm, reverse_within_lengths(x, lengths), lengths, packed)
+        output = torch.cat([forward, reverse_within_lengths(backward, lengths)], dim=-1)
+        return output * time_mask(lengths, x.shape[1])[:, :, None]
+
+
+class CTCModel(nn.Module):
+    def __init__(self, feature_dim: int, config: TrainConfig):
+        super().__init__()
+        self.config = config
+        channels = [feature_dim] + [config.channels] * config.conv_blocks
+        self.embedding = nn.ModuleList(
+            ResidualBlock(
+                channels[i], channels[i + 1], config.kernel_size, config.strides[i], config.conv_dropout
+            )
+            for i in range(config.conv_blocks)
+        )
+        sizes = [config.channels] + [2 * config.lstm_hidden] * config.lstm_layers
+        self.lstm = nn.ModuleList(
+            BiLSTMLayer(sizes[i], config.lstm_hidden) for i in range(config.lstm_layers)
+        )
+        self.lstm_dropout = LockedDropout(config.lstm_dropout)
+        self.classifier = nn.Sequential(
+            nn.Linear(2 * config.lstm_hidden, config.classifier_hidden),
+            nn.GELU(),
+            nn.Dropout(config.classifier_dropout),
+            nn.Linear(config.classifier_hidden, NUM_CLASSES),
+        )
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.Conv1d):
+                nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+            elif isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LSTM):
+                for name, parameter in module.named_parameters():
+                    if name.startswith("weight_hh"):
+                        nn.init.orthogonal_(parameter)
+                    elif name.startswith("weight_ih"):
+                        nn.init.xavier_uniform_(parameter)
+                    else:  # biases: zero, forget gate 1 (gates are ordered i, f, g, o)
+                        nn.init.zeros_(parameter)
+                        hidden = parameter.shape[0] // 4
+                        parameter.data[hidden : 2 * hidden] = 0.5  # b_ih + b_hh = 1
+
+    def use_packed(self, device: torch.device) -> bool:
+        if self.config.lstm_impl == "auto":
+            return device.type == "cuda"
+        return self.config.lstm_impl == "packed"
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = features.transpose(1, 2)  # (B, D, T) for the convolutions
+        for block in self.embedding:
+            x, lengths = block(x, lengths)
+        x = x.transpose(1, 2)  # (B, T', C)
+        packed = self.use_packed(x.device)
+        for i, layer in enumerate(self.lstm):
+            if i > 0:
+                x = self.lstm_dropout(x)
+            x = layer(x, lengths, packed)
+        return self.classifier(x).float().log_softmax(dim=-1), lengths
