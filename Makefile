@@ -14,7 +14,7 @@ WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 SHARD_MB ?= 64
 PYTEST_ARGS ?=
 
-.PHONY: setup system-packages test lint format corpus shards demo bench clean
+.PHONY: setup system-packages test lint format corpus shards train demo bench clean
 
 # The synthesisers behind the demo corpus (pipeline/corpus) and the lexicon its sentences come from.
 DEBIAN_PACKAGES := festival flite festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts festlex-cmu
@@ -66,10 +66,21 @@ SEED ?= 0
 corpus: setup
 	$(BIN)/python -m pipeline.corpus --dst $(DIR) --train $(TRAIN) --dev $(DEV) --test $(TEST) --seed $(SEED) --workers $(WORKERS)
 
-# Everything under demo/: demo/corpus (HW3P2 layout) → demo/shards.
+# make train DATA=... OUT=... [CONFIG=...] [ARGS="epochs=2 lr=1e-3"]: one process; see the README for
+# `accelerate launch` on several GPUs or CPU processes. Continues OUT's latest checkpoint if it has one.
+DATA ?= demo/shards
+OUT ?= demo/run
+CONFIG ?= train/configs/cpu.yaml
+ARGS ?=
+train: setup
+	$(BIN)/python train/main.py --config $(CONFIG) --data $(DATA) --out $(OUT) \
+		$(if $(wildcard $(OUT)/checkpoints/latest.json),--resume) $(ARGS)
+
+# Everything under demo/: demo/corpus (HW3P2 layout) → demo/shards → demo/run (checkpoints, metrics, curves).
 demo: setup
 	$(MAKE) corpus DIR=demo/corpus
 	$(MAKE) shards SRC=demo/corpus DST=demo/shards SHARD_MB=16
+	$(MAKE) train DATA=demo/shards OUT=demo/run CONFIG=train/configs/cpu.yaml
 
 bench: setup
 	$(BIN)/python bench/pipeline.py
