@@ -121,3 +121,35 @@ def test_two_accelerate_ranks_train_from_s3(data, s3_bucket):
     card = checkpoint.load(f"{out}/{checkpoint.epoch_folder(0)}/model.pt")
     assert card["epoch"] == 0
     assert fs.cat_file(f"{out}/metrics.csv").decode().count("\n") == 2
+
+
+def test_parse_vary_keeps_bracketed_lists_whole():
+    from train.ablate import parse_vary, runs
+
+    assert parse_vary("strides=[1,2],[2,2]") == ("strides", ["[1,2]", "[2,2]"])
+    assert parse_vary("lr=1e-3, 2e-3") == ("lr", ["1e-3", "2e-3"])
+    planned = runs(["epochs=1"], [("lr", ["1e-3", "2e-3"]), ("noise_prob", ["0"])])
+    assert [(name, overrides) for name, _, _, overrides in planned] == [
+        ("base", ["epochs=1"]),
+        ("lr=1e-3", ["epochs=1", "lr=1e-3"]),
+        ("lr=2e-3", ["epochs=1", "lr=2e-3"]),
+        ("noise_prob=0", ["epochs=1", "noise_prob=0"]),
+    ]
+
+
+def test_ablation_runs_one_factor_at_a_time_and_tabulates(data, tmp_path):
+    out = tmp_path / "ablation"
+    command = [sys.executable, "-m", "train.ablate", "--data", data, "--out", str(out)]
+    command += ["--vary", "lstm_dropout=0.0,0.5", *TINY, "epochs=1"]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = (out / "ablation.csv").read_text().splitlines()
+    assert rows[0].startswith("run,varied,value,best_dev_distance")
+    assert [r.split(",")[0] for r in rows[1:]] == ["base", "lstm_dropout=0.0", "lstm_dropout=0.5"]
+    assert (out / "ablation.png").read_bytes()[:4] == b"\x89PNG"
+    assert (
+        checkpoint.load(str(out / "lstm_dropout=0.5" / checkpoint.epoch_folder(0) / "model.pt"))["config"][
+            "lstm_dropout"
+        ]
+        == 0.5
+    )
