@@ -1,6 +1,11 @@
 import io
 import os
+import signal
+import socket
+import subprocess
+import sys
 import tarfile
+import time
 import uuid
 from collections import defaultdict
 from pathlib import Path
@@ -59,3 +64,37 @@ def read_split(url: str, split: str) -> list[tuple[str, sample.Utterance]]:
 def tree_bytes(root: Path) -> dict[str, bytes]:
     """Relative path → content of every file under a local root."""
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def kill_when(command: list[str], ready, timeout: float = 300) -> None:
+    """Start ``command`` and kill -9 its whole process group as soon as ``ready()`` holds."""
+    process = subprocess.Popen(
+        command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert process.poll() is None, "the command finished before it could be interrupted"
+        assert time.monotonic() < deadline, "timed out waiting to interrupt the command"
+        time.sleep(0.01)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def accelerate_launch(script: list[str], processes: int = 2) -> subprocess.CompletedProcess:
+    """Run ``script`` (path and arguments) in ``processes`` CPU ranks: the invocation that really gives
+    that many (``--cpu`` or a MULTI_CPU config silently run one)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        str(processes),
+    ]
+    command += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    command += ["--main_process_port", str(port), *script]
+    env = os.environ | {"ACCELERATE_USE_CPU": "1"}
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)

@@ -3,11 +3,8 @@
 import csv
 import io
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +13,7 @@ import pytest
 from pipeline.build import Settings, build
 from pipeline.corpus.build import CorpusSettings, generate
 from shards.vocab import PHONEME_MAP, parse_transcript
-from tests.conftest import tree_bytes
+from tests.conftest import kill_when, tree_bytes
 
 TINY = dict(counts=(10, 3, 4), seed=5, workers=2)
 
@@ -113,15 +110,7 @@ def test_interrupted_run_finishes_with_the_same_bytes(corpus, tmp_path):
     dst = tmp_path / "resumed"
     command = [sys.executable, "-m", "pipeline.corpus", "--dst", str(dst), "--train", "10", "--dev", "3"]
     command += ["--test", "4", "--seed", "5", "--workers", "1"]
-    process = subprocess.Popen(
-        command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    deadline = time.monotonic() + 120
-    while len(list(dst.glob(".work/records/*/*.json"))) < 3:
-        assert process.poll() is None and time.monotonic() < deadline
-        time.sleep(0.01)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
+    kill_when(command, lambda: len(list(dst.glob(".work/records/*/*.json"))) >= 3)
     assert not (dst / "corpus.json").exists()
     subprocess.run(command, check=True, capture_output=True)
     assert tree_bytes(dst) == tree_bytes(corpus)

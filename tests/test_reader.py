@@ -1,8 +1,6 @@
 """The streaming reader: balanced batch plans, exact resumption, local and S3, real ranks."""
 
 import json
-import os
-import socket
 import subprocess
 import sys
 from collections import Counter
@@ -16,7 +14,7 @@ from pipeline.build import Settings, build
 from shards.manifest import ShardEntry, SplitIndex
 from shards.plan import plan_epoch
 from shards.reader import DEFAULT_MAX_FRAMES, BatchStream, CorruptShard, read_shard, read_split_metadata
-from tests.conftest import read_split
+from tests.conftest import accelerate_launch, read_split
 from tests.hw3p2_fixture import write_hw3p2
 
 REPO = Path(__file__).resolve().parents[1]
@@ -238,22 +236,10 @@ def test_transient_read_errors_are_retried(dataset, monkeypatch):
         read_shard(f"flaky://{dataset}/train/{entry.name}", entry, keys, retries=1)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_two_accelerate_ranks_get_equal_batches_covering_everything(raw, s3_bucket, tmp_path):
     url = f"{s3_bucket}/ranks"
     build(Settings(str(raw), url, shard_mb=0.5))
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
-    command += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-    command += ["--main_process_port", str(_free_port()), str(REPO / "tests" / "rank_probe.py")]
-    command += [url, str(tmp_path), "2", "3000"]
-    result = subprocess.run(
-        command, env=os.environ | {"ACCELERATE_USE_CPU": "1"}, capture_output=True, text=True, timeout=300
-    )
+    result = accelerate_launch([str(REPO / "tests" / "rank_probe.py"), url, str(tmp_path), "2", "3000"])
     assert result.returncode == 0, result.stderr[-3000:]
     reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     # Invariant: two real processes, the same number of batches each

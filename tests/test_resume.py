@@ -1,12 +1,9 @@
 """Killed at any moment, a rerun finishes the job and gives exactly the bytes of a clean run."""
 
 import io
-import os
-import signal
 import subprocess
 import sys
 import tarfile
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -14,7 +11,7 @@ import fsspec
 import pytest
 
 from pipeline.build import Settings, build
-from tests.conftest import tree_bytes
+from tests.conftest import kill_when, tree_bytes
 from tests.hw3p2_fixture import write_hw3p2
 
 
@@ -39,20 +36,6 @@ def _command(raw: Path, dst: Path | str) -> list[str]:
     ]
 
 
-def _kill_when(command: list[str], ready, timeout: float = 120) -> None:
-    """Start the pipeline and kill -9 its whole process group as soon as ``ready()`` holds."""
-    process = subprocess.Popen(
-        command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    deadline = time.monotonic() + timeout
-    while not ready():
-        assert process.poll() is None, "the pipeline finished before it could be interrupted"
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-
-
 def _shards_done(split: str, at_least: int):
     return lambda dst: len(list((dst / split).glob("shard-*.tar"))) >= at_least
 
@@ -68,7 +51,7 @@ def _shards_done(split: str, at_least: int):
 def test_kill_9_then_rerun_equals_a_clean_run(raw, tmp_path, moment, expect_finished_shards):
     clean, resumed = tmp_path / "clean", tmp_path / "resumed"
     subprocess.run(_command(raw, clean), check=True, capture_output=True)
-    _kill_when(_command(raw, resumed), lambda: moment(resumed))
+    kill_when(_command(raw, resumed), lambda: moment(resumed))
     # Invariant: whatever is under a final shard name is a whole, readable tar
     for shard in resumed.rglob("shard-*.tar"):
         with tarfile.open(shard) as archive:
@@ -103,7 +86,7 @@ def test_kill_9_on_s3_then_rerun_equals_a_clean_run(raw, s3_bucket):
         fs.invalidate_cache()
         return fs.glob(f"{resumed}/train/shard-*.tar")
 
-    _kill_when(_command(raw, resumed), lambda: len(shards_visible()) >= 3)
+    kill_when(_command(raw, resumed), lambda: len(shards_visible()) >= 3)
     for shard in shards_visible():
         # Invariant: an object under a final shard name is a whole tar (uploads publish atomically)
         with tarfile.open(fileobj=io.BytesIO(fs.cat_file(shard))) as archive:

@@ -1,11 +1,7 @@
 """Training end to end: real processes, real shards, checkpoints and exact resumption."""
 
-import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import fsspec
@@ -13,6 +9,7 @@ import pytest
 import torch
 
 from pipeline.build import Settings, build
+from tests.conftest import accelerate_launch, kill_when
 from tests.hw3p2_fixture import write_hw3p2
 from train import checkpoint
 
@@ -66,14 +63,8 @@ def test_one_process_writes_checkpoints_metrics_and_curves(data, tmp_path):
 def test_interrupted_after_epoch_one_resumes_to_the_same_weights(data, tmp_path):
     whole, interrupted = str(tmp_path / "whole"), tmp_path / "interrupted"
     subprocess.run(_train(data, whole, "epochs=2"), check=True, capture_output=True)
-    process = subprocess.Popen(_train(data, str(interrupted), "epochs=2"), start_new_session=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    deadline = time.monotonic() + 300
-    while not (interrupted / checkpoint.LATEST).exists():
-        assert process.poll() is None and time.monotonic() < deadline
-        time.sleep(0.05)
-    os.killpg(process.pid, signal.SIGKILL)  # somewhere in epoch 1
-    process.wait()
+    # killed somewhere in epoch 1, once epoch 0 is checkpointed
+    kill_when(_train(data, str(interrupted), "epochs=2"), lambda: (interrupted / checkpoint.LATEST).exists())
     subprocess.run(_train(data, str(interrupted), "epochs=2", resume=True), check=True, capture_output=True)
     expected, resumed = _weights(whole, 1), _weights(str(interrupted), 1)
     # Invariant: bit-identical weights, as if never interrupted
@@ -98,23 +89,12 @@ def test_resume_without_a_checkpoint_is_a_clear_error(data, tmp_path):
     assert result.returncode == 2 and "no checkpoint to resume from" in result.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_two_accelerate_ranks_train_from_s3(data, s3_bucket):
     fs = fsspec.filesystem("s3")
     fs.put(data, f"{s3_bucket}/shards", recursive=True)
     out = f"{s3_bucket}/run"
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
-    command += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-    command += ["--main_process_port", str(_free_port())]
-    command += _train(f"{s3_bucket}/shards", out, "epochs=1", "num_workers=1")[1:] + ["--timeout", "120"]
-    result = subprocess.run(
-        command, env=os.environ | {"ACCELERATE_USE_CPU": "1"}, capture_output=True, text=True, timeout=600
-    )
+    script = _train(f"{s3_bucket}/shards", out, "epochs=1", "num_workers=1")[1:] + ["--timeout", "120"]
+    result = accelerate_launch(script)
     assert result.returncode == 0, result.stderr[-3000:]
     # Invariant: two real ranks, whose weights agree after the epoch (checked by the loop itself)
     assert "weights identical on 2 ranks" in result.stderr
