@@ -1,0 +1,107 @@
+"""``python -m eval score|leaderboard|watch``: Kaggle-style scoring, the ranked board, scheduled evaluation.
+
+    python -m eval score SUBMISSION SOLUTION
+    python -m eval leaderboard URL
+    python -m eval watch --runs URL --data URL --leaderboard URL [--split dev] [--beam 50] [--every S | --once]
+
+``watch`` finds every ``<runs>/<run>/checkpoints/epoch-*/model.pt`` that has no leaderboard row
+for its split and beam yet, and evaluates it (one process; cron it with ``--once``).
+"""
+
+import argparse
+import logging
+import sys
+import time
+
+import fsspec
+
+from eval import leaderboard
+from eval.main import evaluate
+from eval.main import parse_args as parse_eval_args
+from eval.submission import read_labels, score
+
+log = logging.getLogger("eval.watch")
+
+
+def new_checkpoints(runs: str, board: str, split: str, beam: int) -> list[str]:
+    """Checkpoints under ``runs`` without a leaderboard row for (split, beam), oldest run and epoch first."""
+    fs, root = fsspec.core.url_to_fs(runs)
+    found = sorted(fs.glob(f"{root.rstrip('/')}/*/checkpoints/epoch-*/model.pt"))
+    prefix = runs.split("://", 1)[0] + "://" if "://" in runs else ""
+    done = {(r["checkpoint"], r["split"], r["beam"]) for r in leaderboard.read(board)}
+    urls = [prefix + path for path in found]
+    return [url for url in urls if (url, split, str(beam)) not in done]
+
+
+def watch(args: argparse.Namespace) -> int:
+    while True:
+        for url in new_checkpoints(args.runs, args.leaderboard, args.split, args.beam):
+            log.info("evaluating %s", url)
+            eval_args = parse_eval_args(
+                ["--checkpoint", url, "--data", args.data, "--split", args.split, "--beam", str(args.beam)]
+                + ["--leaderboard", args.leaderboard]
+                + (["--solution", args.solution] if args.solution else [])
+            )
+            try:
+                evaluate(eval_args)
+            except (ValueError, RuntimeError, OSError) as error:  # one bad checkpoint must not stop the watch
+                log.error("%s: %s", url, error)
+        if args.once:
+            return 0
+        time.sleep(args.every)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    parser = argparse.ArgumentParser(prog="python -m eval", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    scoring = commands.add_parser("score", help="score a submission CSV against a solution CSV")
+    scoring.add_argument("submission")
+    scoring.add_argument("solution")
+    board = commands.add_parser("leaderboard", help="print a leaderboard, best first")
+    board.add_argument("url")
+    watching = commands.add_parser("watch", help="evaluate checkpoints that have no leaderboard row yet")
+    watching.add_argument("--runs", required=True, help="URL holding run folders (<run>/checkpoints/...)")
+    watching.add_argument("--data", required=True)
+    watching.add_argument("--leaderboard", required=True)
+    watching.add_argument("--split", default="dev")
+    watching.add_argument("--beam", type=int, default=50)
+    watching.add_argument("--solution")
+    when = watching.add_mutually_exclusive_group()
+    when.add_argument("--every", type=float, default=600, help="seconds between looks")
+    when.add_argument("--once", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "score":
+            distance, per, count = score(
+                read_labels(args.submission), read_labels(args.solution), args.submission
+            )
+            print(
+                f"{args.submission}: mean Levenshtein distance {distance:.4f}, PER {per:.4%}, {count} utterances"
+            )
+            return 0
+        if args.command == "leaderboard":
+            rows = leaderboard.ranked(leaderboard.read(args.url))
+            columns = [
+                "run",
+                "epoch",
+                "split",
+                "beam",
+                "distance",
+                "per",
+                "utterances",
+                "decode_seconds",
+                "time",
+            ]
+            print(" ".join(f"{c:>14}" for c in ["rank", *columns]))
+            for rank, row in enumerate(rows, start=1):
+                print(" ".join(f"{v:>14}" for v in [str(rank), *(str(row[c]) for c in columns)]))
+            return 0
+        return watch(args)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

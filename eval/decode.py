@@ -1,0 +1,150 @@
+"""CTC decoders: greedy, and beam search on flashlight-text behind ctcdecode's interface.
+
+HW3P2 notebooks call ``CTCBeamDecoder(labels, beam_width=..., cutoff_top_n=..., blank_id=0,
+log_probs_input=True, num_processes=...)`` from ctcdecode, which cannot be installed here (a
+2020 source package that downloads its dependencies at build time). This class keeps that
+call and its ``decode`` outputs, computed with flashlight-text's lexicon-free decoder (the
+C++ decoder torchaudio wraps) with no language model, summing over alignments (log-add), so
+a beam keeps the most probable *labellings*, not paths.
+"""
+
+import multiprocessing
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from flashlight.lib.text.decoder import CriterionType, LexiconFreeDecoder, LexiconFreeDecoderOptions, ZeroLM
+
+from shards.vocab import BLANK, PHONEME_MAP
+from train.metric import greedy_decode
+
+
+def collapse(path: Sequence[int], blank: int = BLANK) -> tuple[list[int], list[int]]:
+    """A frame path's labelling (merge repeats, drop blanks) and the frame where each label starts."""
+    labels, frames, previous = [], [], None
+    for frame, token in enumerate(path):
+        if token != previous and token != blank:
+            labels.append(int(token))
+            frames.append(frame)
+        previous = token
+    return labels, frames
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    labels: list[int]  # phoneme indices 1..40
+    frames: list[int]  # the output frame where each label starts
+    score: float  # log-probability (summed over the alignments the beam kept); 0 for greedy
+
+
+class _Beam:
+    """One flashlight decoder; the silence token is the blank, so it adds nothing of its own."""
+
+    def __init__(self, beam_width: int, cutoff_top_n: int, blank_id: int):
+        options = LexiconFreeDecoderOptions(
+            beam_size=beam_width,
+            beam_size_token=cutoff_top_n,
+            beam_threshold=1e9,  # prune by beam size and top-n only
+            lm_weight=0.0,
+            sil_score=0.0,
+            log_add=True,
+            criterion_type=CriterionType.CTC,
+        )
+        self.decoder = LexiconFreeDecoder(options, ZeroLM(), blank_id, blank_id, [])
+        self.blank_id = blank_id
+
+    def __call__(self, emissions: np.ndarray, top: int) -> list[Hypothesis]:
+        emissions = np.ascontiguousarray(emissions, dtype=np.float32)
+        results = self.decoder.decode(emissions.ctypes.data, emissions.shape[0], emissions.shape[1])
+        best: list[Hypothesis] = []
+        for result in results:
+            # the path carries one extra (silence = blank) token before the first frame and after the last
+            labels, frames = collapse(list(result.tokens)[1:-1], self.blank_id)
+            if all(labels != h.labels for h in best):  # paths of one labelling count once
+                best.append(Hypothesis(labels, frames, float(result.score)))
+            if len(best) == top:
+                break
+        return best
+
+
+_worker_beam: _Beam | None = None
+
+
+def _init_worker(beam_width: int, cutoff_top_n: int, blank_id: int) -> None:
+    global _worker_beam
+    _worker_beam = _Beam(beam_width, cutoff_top_n, blank_id)
+
+
+def _decode_one(job: tuple[np.ndarray, int]) -> list[Hypothesis]:
+    return _worker_beam(*job)
+
+
+class CTCBeamDecoder:
+    """ctcdecode's interface: ``decode(probs (B, T, C), seq_lens)`` → (beam_results, beam_scores, timesteps, out_lens)."""
+
+    def __init__(
+        self,
+        labels: Sequence[str] = tuple(PHONEME_MAP),
+        beam_width: int = 50,
+        cutoff_top_n: int = 40,
+        blank_id: int = BLANK,
+        log_probs_input: bool = True,
+        num_processes: int = 1,
+        top_paths: int = 1,
+    ):
+        self.labels, self.beam_width, self.blank_id = list(labels), beam_width, blank_id
+        self.cutoff_top_n = min(cutoff_top_n, len(self.labels))
+        self.log_probs_input, self.top_paths = log_probs_input, top_paths
+        self.pool = None
+        if num_processes > 1:
+            context = multiprocessing.get_context("spawn")
+            self.pool = context.Pool(num_processes, _init_worker, (beam_width, self.cutoff_top_n, blank_id))
+        else:
+            self.beam = _Beam(beam_width, self.cutoff_top_n, blank_id)
+
+    def best(self, probs: torch.Tensor, seq_lens: torch.Tensor) -> list[list[Hypothesis]]:
+        """Per utterance, up to ``top_paths`` hypotheses, best first."""
+        emissions = probs.detach().float().cpu()
+        if not self.log_probs_input:
+            emissions = emissions.clamp_min(1e-30).log()
+        jobs = [(emissions[i, : int(n)].numpy(), self.top_paths) for i, n in enumerate(seq_lens.tolist())]
+        if self.pool is not None:
+            return self.pool.map(_decode_one, jobs)
+        return [self.beam(*job) for job in jobs]
+
+    def decode(self, probs: torch.Tensor, seq_lens: torch.Tensor):
+        found = self.best(probs, seq_lens)
+        batch, frames = probs.shape[0], probs.shape[1]
+        beam_results = torch.zeros(batch, self.top_paths, frames, dtype=torch.int32)
+        beam_scores = torch.full((batch, self.top_paths), float("inf"))
+        out_lens = torch.zeros(batch, self.top_paths, dtype=torch.int32)
+        timesteps = torch.zeros_like(beam_results)
+        for i, candidates in enumerate(found):
+            for j, hypothesis in enumerate(candidates):
+                n = len(hypothesis.labels)
+                beam_results[i, j, :n] = torch.tensor(hypothesis.labels, dtype=torch.int32)
+                timesteps[i, j, :n] = torch.tensor(hypothesis.frames, dtype=torch.int32)
+                beam_scores[i, j] = -hypothesis.score  # ctcdecode reports negative log-likelihoods
+                out_lens[i, j] = n
+        return beam_results, beam_scores, timesteps, out_lens
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
+            self.pool.join()
+
+
+class GreedyDecoder:
+    """Best path per frame: the validation decoder, with the same ``best`` interface."""
+
+    def best(self, probs: torch.Tensor, seq_lens: torch.Tensor) -> list[list[Hypothesis]]:
+        return [[Hypothesis(labels, [], 0.0)] for labels in greedy_decode(probs, seq_lens)]
+
+    def close(self) -> None:
+        pass
+
+
+def make_decoder(beam: int, processes: int = 1) -> CTCBeamDecoder | GreedyDecoder:
+    """Beam width 0 or 1 means greedy."""
+    return GreedyDecoder() if beam <= 1 else CTCBeamDecoder(beam_width=beam, num_processes=processes)

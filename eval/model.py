@@ -1,0 +1,32 @@
+"""Rebuild a trained model from its weights-only ``model.pt`` (written by training)."""
+
+import numpy as np
+
+from train.checkpoint import CheckpointError, load
+from train.config import TrainConfig
+from train.model import CTCModel
+
+
+def load_model(url: str) -> tuple[CTCModel, dict]:
+    """The model in eval mode, and the checkpoint's card (config, vocabulary, stats, epoch, step)."""
+    card = load(url)
+    try:
+        model = CTCModel(card["feature_dim"], TrainConfig(**card["config"]).check())
+        model.load_state_dict(card["model"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        raise CheckpointError(
+            f"{url}: not a model checkpoint of this project ({type(error).__name__}: {error})"
+        ) from error
+    return model.eval(), card
+
+
+def check_normalisation(card: dict, dataset_stats: dict, checkpoint_url: str, data_url: str) -> None:
+    """The data must be normalised exactly as the model's training data was."""
+    same = np.allclose(card["stats"]["mean"], dataset_stats["mean"], rtol=0, atol=1e-12) and np.allclose(
+        card["stats"]["std"], dataset_stats["std"], rtol=0, atol=1e-12
+    )
+    if not same:
+        raise ValueError(
+            f"{data_url}: normalised with other statistics than {checkpoint_url} was trained on; "
+            "re-shard it with `python -m pipeline ... --stats <the training data's stats.json>`"
+        )
