@@ -14,7 +14,7 @@ WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 SHARD_MB ?= 64
 PYTEST_ARGS ?=
 
-.PHONY: setup system-packages test lint format corpus shards train demo bench clean
+.PHONY: setup system-packages test lint format corpus shards train eval demo bench clean
 
 # The synthesisers behind the demo corpus (pipeline/corpus) and the lexicon its sentences come from.
 DEBIAN_PACKAGES := festival flite festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts festlex-cmu
@@ -76,11 +76,28 @@ train: setup
 	$(BIN)/python train/main.py --config $(CONFIG) --data $(DATA) --out $(OUT) \
 		$(if $(wildcard $(OUT)/checkpoints/latest.json),--resume) $(ARGS)
 
-# Everything under demo/: demo/corpus (HW3P2 layout) → demo/shards → demo/run (checkpoints, metrics, curves).
+# make eval [CHECKPOINT=model.pt or run folder (its latest; default OUT)] DATA=... SPLIT=test [SOLUTION=...]
+#           SUBMISSION=... LEADERBOARD=... [BEAM=50]
+CHECKPOINT ?= $(OUT)
+SPLIT ?= test
+BEAM ?= 50
+SOLUTION ?=
+SUBMISSION ?= $(OUT)/submission.csv
+LEADERBOARD ?= $(OUT)/leaderboard.csv
+eval: setup
+	$(BIN)/python eval/main.py --checkpoint $(CHECKPOINT) --data $(DATA) --split $(SPLIT) --beam $(BEAM) \
+		--submission $(SUBMISSION) --leaderboard $(LEADERBOARD) --decoders $(WORKERS) $(if $(SOLUTION),--solution $(SOLUTION))
+	$(BIN)/python -m eval leaderboard $(LEADERBOARD)
+
+# Everything under demo/: demo/corpus (HW3P2 layout) → demo/shards → demo/run (checkpoints, metrics,
+# curves) → demo/submission.csv and demo/leaderboard.csv (the test split, beam 50, scored against
+# demo/corpus/test_solution.csv as Kaggle would).
 demo: setup
 	$(MAKE) corpus DIR=demo/corpus
 	$(MAKE) shards SRC=demo/corpus DST=demo/shards SHARD_MB=16
 	$(MAKE) train DATA=demo/shards OUT=demo/run CONFIG=train/configs/cpu.yaml
+	$(MAKE) eval DATA=demo/shards OUT=demo/run SPLIT=test SOLUTION=demo/corpus/test_solution.csv \
+		SUBMISSION=demo/submission.csv LEADERBOARD=demo/leaderboard.csv
 
 bench: setup
 	$(BIN)/python bench/pipeline.py

@@ -32,17 +32,20 @@ from shards import manifest  # noqa: E402
 from shards.reader import BatchStream  # noqa: E402
 from shards.store import Store  # noqa: E402
 from shards.vocab import to_string  # noqa: E402
-from train.checkpoint import CheckpointError  # noqa: E402
+from train.checkpoint import CheckpointError, latest  # noqa: E402
 
 log = logging.getLogger("eval")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", required=True, help="URL of a model.pt")
+    parser.add_argument(
+        "--checkpoint", required=True, help="URL of a model.pt, or of a run folder (its latest)"
+    )
     parser.add_argument("--data", required=True, help="dataset URL (normalised with the model's statistics)")
     parser.add_argument("--split", default="test")
     parser.add_argument("--beam", type=int, default=50, help="beam width; 1 = greedy")
+    parser.add_argument("--top-n", type=int, default=10, help="tokens per frame a beam may expand")
     parser.add_argument("--submission", help="where to write the submission CSV (local or URL)")
     parser.add_argument(
         "--format", choices=sorted(HEADERS), default="id,predictions", help="submission header"
@@ -87,6 +90,8 @@ def evaluate(args: argparse.Namespace) -> dict | None:
     accelerator = Accelerator(
         kwargs_handlers=[InitProcessGroupKwargs(timeout=datetime.timedelta(seconds=1800))]
     )
+    if not args.checkpoint.endswith(".pt"):
+        args.checkpoint = latest(args.checkpoint, "model.pt")
     model, card = load_model(args.checkpoint)
     model.to(accelerator.device)
     with fsspec.open(f"{args.data.rstrip('/')}/{manifest.STATS}", "rb") as handle:
@@ -99,7 +104,7 @@ def evaluate(args: argparse.Namespace) -> dict | None:
         num_workers=args.num_workers,
         max_frames=args.max_frames,
     )
-    decoder = make_decoder(args.beam, args.decoders)
+    decoder = make_decoder(args.beam, args.decoders, args.top_n)
     results: list[tuple[str, str, str | None]] = []  # id, prediction, reference
     started = time.monotonic()
     with torch.no_grad():

@@ -86,7 +86,7 @@ def test_resume_without_a_checkpoint_is_a_clear_error(data, tmp_path):
     result = subprocess.run(
         _train(data, str(tmp_path / "empty"), resume=True), capture_output=True, text=True
     )
-    assert result.returncode == 2 and "no checkpoint to resume from" in result.stderr
+    assert result.returncode == 2 and "no checkpoint in this run folder" in result.stderr
 
 
 def test_two_accelerate_ranks_train_from_s3(data, s3_bucket):

@@ -67,9 +67,10 @@ def load(url: str) -> dict:
         ) from error
 
 
-def latest_state_url(out: str) -> str:
+def latest(out: str, name: str) -> str:
+    """URL of file ``name`` (state.pt or model.pt) in the run's newest complete checkpoint."""
     store = Store(out)
     if not store.exists(LATEST):
-        raise CheckpointError(f"{store.path(LATEST)}: no checkpoint to resume from")
+        raise CheckpointError(f"{store.path(LATEST)}: no checkpoint in this run folder")
     pointer = json.loads(store.read_bytes(LATEST))
-    return f"{out.rstrip('/')}/{pointer['folder']}/state.pt"
+    return f"{out.rstrip('/')}/{pointer['folder']}/{name}"

@@ -112,7 +112,7 @@ class Trainer:
     # --- checkpoints ---------------------------------------------------------------------
 
     def resume(self) -> None:
-        url = checkpoint.latest_state_url(self.args.out)
+        url = checkpoint.latest(self.args.out, "state.pt")
         state = checkpoint.load(url)
         if state["world_size"] != self.world:
             raise checkpoint.CheckpointError(

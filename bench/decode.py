@@ -1,0 +1,71 @@
+"""Decoding speed and quality: greedy, beam 10 and beam 50, with 1 and 2 processes.
+
+    .venv/bin/python bench/decode.py [--checkpoint demo/run] [--data demo/shards] [--split dev]
+
+Computes the trained checkpoint's log-probabilities for the split once, then times only the
+decoding of them, and scores each setting (mean Levenshtein distance, PER).
+"""
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from eval.decode import CTCBeamDecoder, GreedyDecoder  # noqa: E402
+from eval.model import load_model  # noqa: E402
+from shards.reader import BatchStream  # noqa: E402
+from train.checkpoint import latest  # noqa: E402
+from train.metric import Score  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--checkpoint", default="demo/run")
+    parser.add_argument("--data", default="demo/shards")
+    parser.add_argument("--split", default="dev")
+    args = parser.parse_args()
+    url = args.checkpoint if args.checkpoint.endswith(".pt") else latest(args.checkpoint, "model.pt")
+    model, _ = load_model(url)
+    outputs = []
+    with torch.no_grad():
+        for batch in BatchStream(args.data, args.split):
+            log_probs, lengths = model(batch.features, batch.feature_lengths)
+            references = [batch.labels[i, : batch.label_lengths[i]].tolist() for i in range(len(batch.ids))]
+            outputs.append((log_probs, lengths, references))
+    utterances = sum(len(r) for _, _, r in outputs)
+    frames = sum(int(lengths.sum()) for _, lengths, _ in outputs)
+    print(f"{url} on {args.split}: {utterances} utterances, {frames / utterances:.0f} output frames each")
+    print(f"{'decoder':22} {'processes':>9} {'utt/s':>8} {'utt/s/core':>10} {'distance':>9} {'PER':>7}")
+    settings = [("greedy", 1, None, 0)]
+    settings += [(f"beam {w}, top-n {n}", p, w, n) for n in (40, 10) for w in (10, 50) for p in (1, 2)]
+    for name, processes, width, top_n in settings:
+        decoder = (
+            GreedyDecoder()
+            if width is None
+            else CTCBeamDecoder(
+                beam_width=width, cutoff_top_n=top_n, num_processes=processes, beam_threshold=25.0
+            )
+        )
+        if processes > 1:  # let the pool start before timing
+            decoder.best(outputs[0][0][:1], outputs[0][1][:1])
+        score = Score()
+        start = time.perf_counter()
+        for log_probs, lengths, references in outputs:
+            for hypotheses, reference in zip(decoder.best(log_probs, lengths), references, strict=True):
+                score.add(hypotheses[0].labels, reference)
+        seconds = time.perf_counter() - start
+        decoder.close()
+        speed = utterances / seconds
+        print(
+            f"{name:22} {processes:9d} {speed:8.1f} {speed / processes:10.1f} {score.mean_distance:9.4f} {score.per:7.2%}"
+        )
+
+
+if __name__ == "__main__":
+    main()
