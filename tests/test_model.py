@@ -5,7 +5,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from train.augment import AddNoise, SpecMask
+from train.augment import AddNoise, FrequencyWarp, SpecMask
 from train.config import TrainConfig, load_config
 from train.model import BiLSTMLayer, CTCModel, reverse_within_lengths
 
@@ -114,3 +114,16 @@ def test_config_file_and_overrides(tmp_path):
         load_config(None, ["conv_blocks=3", "strides=[2,2,2]"])
     with pytest.raises(ValueError, match="'epoch=3': expected key=value"):
         load_config(None, ["epoch=3"])
+
+
+def test_frequency_warp_round_trips_and_stays_inside_lengths():
+    torch.manual_seed(4)
+    mean, std = torch.randn(13).tolist(), (torch.rand(13) + 0.5).tolist()
+    features, lengths = torch.randn(6, 50, 13), torch.tensor([50, 40, 30, 20, 10, 1])
+    # Invariant: no warp (factor 1) gives the cepstra back: the 13×40 DCT has orthonormal rows
+    almost_identity = FrequencyWarp(1.0, 1e-9, mean, std).train()(features, lengths)
+    assert torch.allclose(almost_identity, features, atol=1e-4)
+    warped = FrequencyWarp(1.0, 0.1, mean, std).train()(features, lengths)
+    padding = torch.arange(50)[None, :] >= lengths[:, None]
+    assert torch.equal(warped[padding], features[padding]) and not torch.allclose(warped, features, atol=1e-3)
+    assert torch.equal(FrequencyWarp(1.0, 0.1, mean, std).eval()(features, lengths), features)

@@ -64,13 +64,61 @@ class SpecMask(nn.Module):
         return features.masked_fill(masked, 0.0)
 
 
-class Augment(nn.Module):
-    def __init__(self, config: TrainConfig):
+def _dct_matrix(coefficients: int, bands: int) -> torch.Tensor:
+    """(coefficients, bands) orthonormal DCT-II, the transform librosa's MFCC applies to log-mel."""
+    k = torch.arange(coefficients, dtype=torch.float64)[:, None]
+    n = torch.arange(bands, dtype=torch.float64)[None, :]
+    matrix = torch.cos(torch.pi * k * (2 * n + 1) / (2 * bands)) * (2 / bands) ** 0.5
+    matrix[0] /= 2**0.5
+    return matrix
+
+
+def _bands(spectrum: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """spectrum (B, T, bands) read at per-utterance band indices (B, bands), for every frame."""
+    return spectrum.gather(2, index[:, None, :].expand(-1, spectrum.shape[1], -1))
+
+
+class FrequencyWarp(nn.Module):
+    """Vocal-tract-length perturbation on MFCCs: back to a smooth log-mel spectrum (inverse DCT of the
+    cepstra, higher ones taken as zero), the mel axis stretched by a random factor per utterance,
+    then the DCT again. Works on un-normalised cepstra, so it needs the dataset's statistics."""
+
+    def __init__(self, p: float, max_warp: float, mean: list[float], std: list[float], bands: int = 40):
         super().__init__()
+        self.p, self.max_warp, self.bands = p, max_warp, bands
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32))
+        self.register_buffer("dct", _dct_matrix(len(mean), bands).float())
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0 or self.max_warp == 0:
+            return features
+        batch = features.shape[0]
+        device = features.device
+        chosen = torch.rand(batch, device=device) < self.p
+        alpha = 1 + (torch.rand(batch, device=device) * 2 - 1) * self.max_warp
+        log_mel = (features * self.std + self.mean) @ self.dct  # (B, T, bands)
+        # band k of the warped spectrum reads the original at k / alpha (linear interpolation)
+        position = (torch.arange(self.bands, device=device)[None, :] / alpha[:, None]).clamp(
+            0, self.bands - 1
+        )
+        low = position.floor().long()
+        high = (low + 1).clamp(max=self.bands - 1)
+        weight = (position - low)[:, None, :]
+        warped = _bands(log_mel, low) * (1 - weight) + _bands(log_mel, high) * weight
+        cepstra = (warped @ self.dct.T - self.mean) / self.std
+        keep = (chosen[:, None] & time_mask(lengths, features.shape[1]))[:, :, None]
+        return torch.where(keep, cepstra, features)
+
+
+class Augment(nn.Module):
+    def __init__(self, config: TrainConfig, stats: dict):
+        super().__init__()
+        self.warp = FrequencyWarp(config.warp_prob, config.warp_max, stats["mean"], stats["std"])
         self.noise = AddNoise(config.noise_prob, config.noise_std, config.noise_kind)
         self.mask = SpecMask(
             config.mask_prob, config.time_masks, config.time_mask_max, config.freq_masks, config.freq_mask_max
         )
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        return self.mask(self.noise(features, lengths), lengths)
+        return self.mask(self.noise(self.warp(features, lengths), lengths), lengths)

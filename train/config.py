@@ -36,6 +36,8 @@ class TrainConfig:
     freq_masks: int = 1  # frequency masks per utterance
     freq_mask_max: int = 3  # widest frequency mask, coefficients
     mask_prob: float = 0.5  # share of utterances that get masking
+    warp_prob: float = 0.0  # share of utterances whose mel axis is warped (vocal-tract-length perturbation)
+    warp_max: float = 0.1  # warp factors drawn from [1 - warp_max, 1 + warp_max]
     # optimisation
     epochs: int = 60
     lr: float = 2e-3  # AdamW

@@ -102,7 +102,7 @@ class Trainer:
         self.steps_per_epoch = math.ceil(len(self.train_stream) / config.grad_accum)
         self.scheduler = make_scheduler(config, optimizer, self.steps_per_epoch)
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
-        self.augment = Augment(config).to(self.accelerator.device)
+        self.augment = Augment(config, self.stats).to(self.accelerator.device)
         self.store = Store(args.out)
         self.history: list[dict] = []
         self.step = 0
