@@ -82,17 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "leaderboard":
             rows = leaderboard.ranked(leaderboard.read(args.url))
-            columns = [
-                "run",
-                "epoch",
-                "split",
-                "beam",
-                "distance",
-                "per",
-                "utterances",
-                "decode_seconds",
-                "time",
-            ]
+            columns = [c for c in leaderboard.COLUMNS if c not in ("time", "checkpoint", "step")] + ["time"]
             print(" ".join(f"{c:>14}" for c in ["rank", *columns]))
             for rank, row in enumerate(rows, start=1):
                 print(" ".join(f"{v:>14}" for v in [str(rank), *(str(row[c]) for c in columns)]))

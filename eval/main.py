@@ -29,7 +29,7 @@ from eval.decode import make_decoder  # noqa: E402
 from eval.model import check_normalisation, load_model  # noqa: E402
 from eval.submission import HEADERS, read_labels, score, submission_bytes  # noqa: E402
 from shards import manifest  # noqa: E402
-from shards.reader import BatchStream  # noqa: E402
+from shards.reader import BatchStream, read_dataset_stats  # noqa: E402
 from shards.store import Store  # noqa: E402
 from shards.vocab import to_string  # noqa: E402
 from train.checkpoint import CheckpointError, latest  # noqa: E402
@@ -94,8 +94,7 @@ def evaluate(args: argparse.Namespace) -> dict | None:
         args.checkpoint = latest(args.checkpoint, "model.pt")
     model, card = load_model(args.checkpoint)
     model.to(accelerator.device)
-    with fsspec.open(f"{args.data.rstrip('/')}/{manifest.STATS}", "rb") as handle:
-        check_normalisation(card, json.loads(handle.read()), args.checkpoint, args.data)
+    check_normalisation(card, read_dataset_stats(args.data), args.checkpoint, args.data)
     stream = BatchStream(
         args.data,
         args.split,

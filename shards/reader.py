@@ -15,6 +15,7 @@ replaced by repeats of the worker's other batches (so the counts stay equal).
 """
 
 import hashlib
+import json
 import logging
 import time
 from collections.abc import Iterator
@@ -111,6 +112,12 @@ def read_split_metadata(url: str, split: str) -> tuple[SplitIndex, list[dict]]:
     except FileNotFoundError as error:
         raise FileNotFoundError(f"{where}: not a complete split ({error})") from error
     return index, rows
+
+
+def read_dataset_stats(url: str) -> dict:
+    """The dataset's ``stats.json`` (feature_dim, frames, mean, std, m2) as a dict."""
+    with fsspec.open(f"{url.rstrip('/')}/{manifest.STATS}", "rb") as handle:
+        return json.loads(handle.read())
 
 
 class _HashingReader:

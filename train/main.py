@@ -8,7 +8,6 @@ dev split, and rank 0 writes metrics, curves and checkpoints to the output URL.
 
 import argparse
 import datetime
-import json
 import logging
 import math
 import sys
@@ -16,7 +15,6 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-import fsspec
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
@@ -25,8 +23,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python train/main.py` from anywhere
 
-from shards import manifest  # noqa: E402
-from shards.reader import BatchStream  # noqa: E402
+from shards.reader import BatchStream, read_dataset_stats  # noqa: E402
 from shards.store import Store  # noqa: E402
 from shards.vocab import PHONEME_MAP, PHONEMES  # noqa: E402
 from train import checkpoint, report  # noqa: E402
@@ -95,8 +92,7 @@ class Trainer:
         common = dict(rank=self.rank, world_size=self.world, num_workers=config.num_workers, seed=config.seed)
         self.train_stream = BatchStream(args.data, "train", max_frames=config.max_frames, **common)
         self.dev_stream = BatchStream(args.data, "dev", max_frames=config.max_frames, **common)
-        with fsspec.open(f"{args.data.rstrip('/')}/{manifest.STATS}", "rb") as handle:
-            self.stats = json.loads(handle.read())
+        self.stats = read_dataset_stats(args.data)
         model = CTCModel(self.train_stream.feature_dim, config)
         optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.steps_per_epoch = math.ceil(len(self.train_stream) / config.grad_accum)
