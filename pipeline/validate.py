@@ -93,13 +93,13 @@ def check_utterance(
             source.features, "missing: the id has a transcript or test_order entry but no features"
         )
     array = _check_features(features, source.features)
-    digest = hashlib.blake2b(features if isinstance(features, bytes) else b"", digest_size=16)
+    digest = hashlib.blake2b(features, digest_size=16)  # bytes: _check_features refused an error
     labels = None
     if source.transcript is not None:
         if transcript is None:
             raise Rejected(source.transcript, "missing: the id has features but no transcript")
         labels = _check_transcript(transcript, source.transcript)
-        digest.update(transcript if isinstance(transcript, bytes) else b"")
+        digest.update(transcript)
         needed = ctc_min_frames(labels)
         if needed > len(array):
             raise Rejected(

@@ -24,6 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from shards.store import Store  # noqa: E402
 from train import checkpoint  # noqa: E402
 from train.config import load_config  # noqa: E402
+from train.report import figure_png  # noqa: E402
 
 MAIN = Path(__file__).resolve().parent / "main.py"
 COLUMNS = [
@@ -80,11 +81,7 @@ def _chart(rows: list[dict]) -> bytes:
     axis.axvline(rows[0]["best_dev_distance"], color="tab:gray", linestyle="--", linewidth=1)
     axis.invert_yaxis()
     axis.set(xlabel="best dev mean Levenshtein distance (lower is better)", title="one-factor ablation")
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100)
-    plt.close(figure)
-    return buffer.getvalue()
+    return figure_png(figure)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,6 +32,11 @@ def _curves_png(history: list[dict]) -> bytes:
     distance_axis.set(title="dev mean Levenshtein distance (greedy)", xlabel="epoch", ylabel="distance")
     for axis in (loss_axis, distance_axis):
         axis.grid(alpha=0.3)
+    return figure_png(figure)
+
+
+def figure_png(figure: plt.Figure) -> bytes:
+    """PNG bytes of a finished figure, which is then closed."""
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100)
