@@ -66,14 +66,17 @@ SEED ?= 0
 corpus: setup
 	$(BIN)/python -m pipeline.corpus --dst $(DIR) --train $(TRAIN) --dev $(DEV) --test $(TEST) --seed $(SEED) --workers $(WORKERS)
 
-# make train DATA=... OUT=... [CONFIG=...] [ARGS="epochs=2 lr=1e-3"]: one process; see the README for
-# `accelerate launch` on several GPUs or CPU processes. Continues OUT's latest checkpoint if it has one.
+# make train DATA=... OUT=... [CONFIG=...] [RANKS=N] [ARGS="epochs=2 lr=1e-3"]: RANKS processes through
+# `accelerate launch` (one per GPU, or gloo CPU processes of one thread each on a machine without one;
+# max_frames is per rank). Continues OUT's latest checkpoint if it has one (same RANKS).
 DATA ?= demo/shards
 OUT ?= demo/run
 CONFIG ?= train/configs/cpu.yaml
+RANKS ?= 1
 ARGS ?=
 train: setup
-	$(BIN)/python train/main.py --config $(CONFIG) --data $(DATA) --out $(OUT) \
+	$(if $(filter 1,$(RANKS)),$(BIN)/python,OMP_NUM_THREADS=$$(( $(WORKERS) / $(RANKS) > 0 ? $(WORKERS) / $(RANKS) : 1 )) \
+		$(BIN)/accelerate launch --config_file accelerate_config.yaml --num_processes $(RANKS)) train/main.py --config $(CONFIG) --data $(DATA) --out $(OUT) \
 		$(if $(wildcard $(OUT)/checkpoints/latest.json),--resume) $(ARGS)
 
 # make eval [CHECKPOINT=model.pt or run folder (its latest; default OUT)] DATA=... SPLIT=test [SOLUTION=...]
@@ -95,7 +98,7 @@ eval: setup
 demo: setup
 	$(MAKE) corpus DIR=demo/corpus
 	$(MAKE) shards SRC=demo/corpus DST=demo/shards SHARD_MB=16
-	$(MAKE) train DATA=demo/shards OUT=demo/run CONFIG=train/configs/cpu.yaml
+	$(MAKE) train DATA=demo/shards OUT=demo/run CONFIG=train/configs/cpu.yaml RANKS=2
 	$(MAKE) eval DATA=demo/shards OUT=demo/run SPLIT=test SOLUTION=demo/corpus/test_solution.csv \
 		SUBMISSION=demo/submission.csv LEADERBOARD=demo/leaderboard.csv
 

@@ -88,7 +88,8 @@ def _check_once(found: list[str], expected: list[str], where: str) -> None:
 
 def evaluate(args: argparse.Namespace) -> dict | None:
     accelerator = Accelerator(
-        kwargs_handlers=[InitProcessGroupKwargs(timeout=datetime.timedelta(seconds=1800))]
+        cpu=not torch.cuda.is_available(),  # gloo ranks when launched as multi_gpu on a CPU machine
+        kwargs_handlers=[InitProcessGroupKwargs(timeout=datetime.timedelta(seconds=1800))],
     )
     if not args.checkpoint.endswith(".pt"):
         args.checkpoint = latest(args.checkpoint, "model.pt")

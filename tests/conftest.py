@@ -17,6 +17,8 @@ from shards import manifest, sample
 from shards.manifest import SplitIndex
 from tests.s3server import running_s3_server
 
+REPO = Path(__file__).resolve().parents[1]
+
 
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory):
@@ -81,20 +83,13 @@ def kill_when(command: list[str], ready, timeout: float = 300) -> None:
 
 
 def accelerate_launch(script: list[str], processes: int = 2) -> subprocess.CompletedProcess:
-    """Run ``script`` (path and arguments) in ``processes`` CPU ranks: the invocation that really gives
-    that many (``--cpu`` or a MULTI_CPU config silently run one)."""
+    """Run ``script`` (path and arguments) in ``processes`` ranks with the shipped accelerate_config.yaml,
+    as `make train RANKS=N` does: on a machine without a GPU the scripts ask for gloo CPU ranks
+    (``--cpu`` or a MULTI_CPU config would silently run one process)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    command = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        str(processes),
-    ]
-    command += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    command = [sys.executable, "-m", "accelerate.commands.launch"]
+    command += ["--config_file", str(REPO / "accelerate_config.yaml"), "--num_processes", str(processes)]
     command += ["--main_process_port", str(port), *script]
-    env = os.environ | {"ACCELERATE_USE_CPU": "1"}
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(command, capture_output=True, text=True, timeout=600)

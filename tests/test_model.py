@@ -5,7 +5,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from train.augment import AddNoise, FrequencyWarp, SpecMask
+from train.augment import AddNoise, FrequencyWarp, SpecMask, TimeStretch
 from train.config import TrainConfig, load_config
 from train.model import BiLSTMLayer, CTCModel, reverse_within_lengths
 
@@ -35,6 +35,19 @@ def test_padding_does_not_change_the_output():
     assert torch.allclose(alone[0, :25], padded[0, :25], atol=1e-5)
 
 
+def test_utterance_cmn_removes_a_per_utterance_offset():
+    torch.manual_seed(6)
+    model = CTCModel(13, TrainConfig(**TINY, utterance_cmn=True)).eval()
+    features, lengths = torch.randn(3, 40, 13), torch.tensor([40, 25, 9])
+    shifted = features + torch.randn(3, 1, 13) * 3  # a different channel offset per utterance
+    (plain, out), (moved, _) = model(features, lengths), model(shifted, lengths)
+    # Invariant: a constant cepstral offset cannot change what the model hears (padding aside)
+    for b, n in enumerate(out.tolist()):
+        assert torch.allclose(plain[b, :n], moved[b, :n], atol=1e-5)
+    without = CTCModel(13, TrainConfig(**TINY)).eval()
+    assert not torch.allclose(without(features, lengths)[0], without(shifted, lengths)[0], atol=1e-3)
+
+
 @pytest.mark.parametrize("packed", [False, True])
 def test_bilstm_layer_equals_packed_bidirectional_nn_lstm(packed):
     torch.manual_seed(0)
@@ -53,6 +66,9 @@ def test_reverse_within_lengths_leaves_padding_behind():
     x = torch.arange(10.0).reshape(2, 5, 1)
     out = reverse_within_lengths(x, torch.tensor([3, 5]))
     assert out[:, :, 0].tolist() == [[2, 1, 0, 3, 4], [9, 8, 7, 6, 5]]
+    # its gradient is the same permutation applied to the incoming gradient
+    x = torch.randn(3, 7, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: reverse_within_lengths(t, torch.tensor([7, 4, 1])), (x,))
 
 
 def test_masking_and_noise_never_touch_padding():
@@ -127,3 +143,23 @@ def test_frequency_warp_round_trips_and_stays_inside_lengths():
     padding = torch.arange(50)[None, :] >= lengths[:, None]
     assert torch.equal(warped[padding], features[padding]) and not torch.allclose(warped, features, atol=1e-3)
     assert torch.equal(FrequencyWarp(1.0, 0.1, mean, std).eval()(features, lengths), features)
+
+
+def test_time_stretch_resamples_each_utterance_inside_its_length():
+    torch.manual_seed(5)
+    lengths = torch.tensor([60, 41, 20, 7, 1])
+    ramp = torch.arange(60.0)[None, :, None].expand(5, 60, 3).clone()  # frame t holds t
+    ramp[torch.arange(60)[None, :] >= lengths[:, None]] = -1.0  # padding
+    stretched, new_lengths = TimeStretch(1.0, 0.2).train()(ramp, lengths)
+    # Invariant: the new length is the old one over a factor in [0.8, 1.2], and the tensor is as wide as the longest
+    assert ((new_lengths >= torch.floor(lengths / 1.2)) & (new_lengths <= torch.ceil(lengths / 0.8))).all()
+    assert stretched.shape[1] == int(new_lengths.max()) and new_lengths.tolist() != lengths.tolist()
+    for b in range(5):
+        n, m = int(new_lengths[b]), int(lengths[b])
+        # linear interpolation of a ramp is the ramp: frame t reads the original at t * m / n, never padding
+        expected = torch.arange(n) * (m / n) if n > 1 else torch.zeros(1)
+        assert torch.allclose(stretched[b, :n, 0], expected.clamp(max=m - 1), atol=1e-4)
+        assert (stretched[b, n:] == 0).all()
+    unchanged, same = TimeStretch(0.0, 0.2).train()(ramp, lengths)
+    assert unchanged is ramp and same is lengths
+    assert TimeStretch(1.0, 0.2).eval()(ramp, lengths)[0] is ramp

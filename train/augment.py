@@ -111,14 +111,53 @@ class FrequencyWarp(nn.Module):
         return torch.where(keep, cepstra, features)
 
 
+class TimeStretch(nn.Module):
+    """Speed (tempo) perturbation of the frame sequence: a random subset (probability ``p``) of the
+    utterances is resampled along time by a factor r in [1 - max_stretch, 1 + max_stretch] (r > 1
+    speaks faster: round(length / r) frames), by linear interpolation between neighbouring frames.
+    Returns the new batch and lengths; the batch is as wide as its longest new utterance, zero
+    beyond each length. Utterances not chosen come back unchanged."""
+
+    def __init__(self, p: float, max_stretch: float):
+        super().__init__()
+        self.p, self.max_stretch = p, max_stretch
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.training or self.p == 0 or self.max_stretch == 0:
+            return features, lengths
+        batch, device = features.shape[0], features.device
+        chosen = torch.rand(batch, device=device) < self.p
+        factor = 1 + (torch.rand(batch, device=device) * 2 - 1) * self.max_stretch
+        factor = torch.where(chosen, factor, torch.ones_like(factor))
+        new_lengths = torch.clamp(torch.round(lengths / factor).long(), min=1)
+        # frame t of the new sequence reads the old one at t * length / new_length
+        steps = torch.arange(int(new_lengths.max()), device=device)[None, :]
+        position = (steps * (lengths / new_lengths)[:, None]).clamp(max=(lengths - 1)[:, None].float())
+        low = position.floor().long()
+        high = torch.minimum(low + 1, (lengths - 1)[:, None])
+        weight = (position - low)[:, :, None]
+        stretched = _frames(features, low) * (1 - weight) + _frames(features, high) * weight
+        return stretched * time_mask(new_lengths, stretched.shape[1])[:, :, None], new_lengths
+
+
+def _frames(features: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """features (B, T, D) read at per-utterance frame indices (B, T')."""
+    return features.gather(1, index[:, :, None].expand(-1, -1, features.shape[2]))
+
+
 class Augment(nn.Module):
+    """Time stretch, then frequency warp, noise and masks; returns features and their lengths."""
+
     def __init__(self, config: TrainConfig, stats: dict):
         super().__init__()
+        self.stretch = TimeStretch(config.stretch_prob, config.stretch_max)
         self.warp = FrequencyWarp(config.warp_prob, config.warp_max, stats["mean"], stats["std"])
         self.noise = AddNoise(config.noise_prob, config.noise_std, config.noise_kind)
         self.mask = SpecMask(
             config.mask_prob, config.time_masks, config.time_mask_max, config.freq_masks, config.freq_mask_max
         )
 
-    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        return self.mask(self.noise(self.warp(features, lengths), lengths), lengths)
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features, lengths = self.stretch(features, lengths)
+        features = self.mask(self.noise(self.warp(features, lengths), lengths), lengths)
+        return features, lengths

@@ -20,6 +20,7 @@ class TrainConfig:
     strides: list[int] = field(
         default_factory=lambda: [1, 2]
     )  # one per block; their product is the time stride (<= 4)
+    utterance_cmn: bool = False  # subtract each utterance's own mean (on top of the dataset's normalisation)
     kernel_size: int = 3  # of every convolution
     conv_dropout: float = 0.1  # inside each residual block
     lstm_layers: int = 4  # bidirectional layers
@@ -38,6 +39,8 @@ class TrainConfig:
     mask_prob: float = 0.5  # share of utterances that get masking
     warp_prob: float = 0.0  # share of utterances whose mel axis is warped (vocal-tract-length perturbation)
     warp_max: float = 0.1  # warp factors drawn from [1 - warp_max, 1 + warp_max]
+    stretch_prob: float = 0.0  # share of utterances resampled in time (speed/tempo perturbation)
+    stretch_max: float = 0.1  # speed factors drawn from [1 - stretch_max, 1 + stretch_max]
     # optimisation
     epochs: int = 60
     lr: float = 2e-3  # AdamW

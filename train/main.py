@@ -83,6 +83,7 @@ class Trainer:
     def __init__(self, args: argparse.Namespace, config: TrainConfig):
         self.args, self.config = args, config
         self.accelerator = Accelerator(
+            cpu=not torch.cuda.is_available(),  # gloo ranks when launched as multi_gpu on a CPU machine
             gradient_accumulation_steps=config.grad_accum,
             mixed_precision="bf16" if config.bf16 and torch.cuda.is_available() else "no",
             kwargs_handlers=[InitProcessGroupKwargs(timeout=datetime.timedelta(seconds=args.timeout))],
@@ -171,8 +172,8 @@ class Trainer:
         for batch in self.train_stream:
             batch = batch.to(self.accelerator.device)
             with self.accelerator.accumulate(self.model):
-                features = self.augment(batch.features, batch.feature_lengths)
-                log_probs, lengths = self.model(features, batch.feature_lengths)
+                features, lengths = self.augment(batch.features, batch.feature_lengths)
+                log_probs, lengths = self.model(features, lengths)
                 loss = ctc_loss(log_probs, lengths, batch)
                 self.accelerator.backward(loss)
                 if self.accelerator.sync_gradients:

@@ -22,6 +22,14 @@ def time_mask(lengths: torch.Tensor, max_length: int) -> torch.Tensor:
     return torch.arange(max_length, device=lengths.device)[None, :] < lengths[:, None]
 
 
+def subtract_utterance_mean(features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Per-utterance cepstral mean normalisation: each utterance's mean over its own frames removed
+    (a constant channel or speaker offset in the cepstra vanishes); padding stays zero."""
+    mask = time_mask(lengths, features.shape[1])[:, :, None]
+    mean = (features * mask).sum(1, keepdim=True) / lengths[:, None, None]
+    return (features - mean) * mask
+
+
 class ResidualBlock(nn.Module):
     """conv(stride) → BN → GELU → dropout → conv → BN, plus a 1×1 strided skip, then GELU.
 
@@ -77,11 +85,26 @@ class LockedDropout(nn.Module):
         return x * mask
 
 
+class _ReverseWithinLengths(torch.autograd.Function):
+    """A permutation that is its own inverse, so its gradient is the same gather (not gather's
+    generic backward, a scatter-add over the whole batch)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(source)
+        return x.gather(1, source)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (source,) = ctx.saved_tensors
+        return grad.gather(1, source), None
+
+
 def reverse_within_lengths(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """Each sequence of (B, T, C) reversed over its own first ``length`` steps; padding stays behind."""
     steps = torch.arange(x.shape[1], device=x.device)[None, :]
     source = torch.where(steps < lengths[:, None], lengths[:, None] - 1 - steps, steps)
-    return x.gather(1, source[:, :, None].expand_as(x))
+    return _ReverseWithinLengths.apply(x, source[:, :, None].expand_as(x))
 
 
 class BiLSTMLayer(nn.Module):
@@ -159,6 +182,8 @@ class CTCModel(nn.Module):
         return self.config.lstm_impl == "packed"
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.config.utterance_cmn:
+            features = subtract_utterance_mean(features, lengths)
         x = features.transpose(1, 2)  # (B, D, T) for the convolutions
         for block in self.embedding:
             x, lengths = block(x, lengths)
