@@ -35,15 +35,17 @@ def test_padding_does_not_change_the_output():
     assert torch.allclose(alone[0, :25], padded[0, :25], atol=1e-5)
 
 
-def test_utterance_cmn_removes_a_per_utterance_offset():
+@pytest.mark.parametrize("norm", ["mean", "mean_var"])
+def test_utterance_normalisation_removes_a_per_utterance_offset(norm):
     torch.manual_seed(6)
-    model = CTCModel(13, TrainConfig(**TINY, utterance_cmn=True)).eval()
+    model = CTCModel(13, TrainConfig(**TINY, utterance_norm=norm)).eval()
     features, lengths = torch.randn(3, 40, 13), torch.tensor([40, 25, 9])
-    shifted = features + torch.randn(3, 1, 13) * 3  # a different channel offset per utterance
+    offset, scale = torch.randn(3, 1, 13) * 3, (torch.rand(3, 1, 13) + 0.5 if norm == "mean_var" else 1)
+    shifted = features * scale + offset  # a different channel offset (and scale) per utterance
     (plain, out), (moved, _) = model(features, lengths), model(shifted, lengths)
-    # Invariant: a constant cepstral offset cannot change what the model hears (padding aside)
+    # Invariant: a constant cepstral offset (scale) cannot change what the model hears (padding aside)
     for b, n in enumerate(out.tolist()):
-        assert torch.allclose(plain[b, :n], moved[b, :n], atol=1e-5)
+        assert torch.allclose(plain[b, :n], moved[b, :n], atol=1e-4)
     without = CTCModel(13, TrainConfig(**TINY)).eval()
     assert not torch.allclose(without(features, lengths)[0], without(shifted, lengths)[0], atol=1e-3)
 

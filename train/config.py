@@ -20,7 +20,7 @@ class TrainConfig:
     strides: list[int] = field(
         default_factory=lambda: [1, 2]
     )  # one per block; their product is the time stride (<= 4)
-    utterance_cmn: bool = False  # subtract each utterance's own mean (on top of the dataset's normalisation)
+    utterance_norm: str = "none"  # none, mean (per-utterance CMN) or mean_var (CMVN), on top of the dataset's
     kernel_size: int = 3  # of every convolution
     conv_dropout: float = 0.1  # inside each residual block
     lstm_layers: int = 4  # bidirectional layers
@@ -70,6 +70,8 @@ class TrainConfig:
             raise ValueError(f"strides {self.strides} give a time stride of {self.time_stride}; at most 4")
         if self.scheduler not in ("plateau", "cosine") or self.noise_kind not in ("gaussian", "gumbel"):
             raise ValueError(f"scheduler {self.scheduler!r} / noise_kind {self.noise_kind!r} not known")
+        if self.utterance_norm not in ("none", "mean", "mean_var"):
+            raise ValueError(f"utterance_norm {self.utterance_norm!r}: none, mean or mean_var")
         if self.lstm_impl not in ("auto", "packed", "padded"):
             raise ValueError(f"lstm_impl {self.lstm_impl!r}: auto, packed or padded")
         return self

@@ -22,12 +22,18 @@ def time_mask(lengths: torch.Tensor, max_length: int) -> torch.Tensor:
     return torch.arange(max_length, device=lengths.device)[None, :] < lengths[:, None]
 
 
-def subtract_utterance_mean(features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Per-utterance cepstral mean normalisation: each utterance's mean over its own frames removed
-    (a constant channel or speaker offset in the cepstra vanishes); padding stays zero."""
+def normalise_utterances(features: torch.Tensor, lengths: torch.Tensor, variance: bool) -> torch.Tensor:
+    """Per-utterance cepstral mean (and variance) normalisation over each utterance's own frames: a
+    constant channel or speaker offset in the cepstra vanishes (and a scale, with ``variance``);
+    padding stays zero."""
     mask = time_mask(lengths, features.shape[1])[:, :, None]
-    mean = (features * mask).sum(1, keepdim=True) / lengths[:, None, None]
-    return (features - mean) * mask
+    count = lengths[:, None, None]
+    mean = (features * mask).sum(1, keepdim=True) / count
+    centred = (features - mean) * mask
+    if not variance:
+        return centred
+    std = (centred.square().sum(1, keepdim=True) / count).sqrt().clamp(min=1e-4)
+    return centred / std
 
 
 class ResidualBlock(nn.Module):
@@ -182,8 +188,8 @@ class CTCModel(nn.Module):
         return self.config.lstm_impl == "packed"
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.config.utterance_cmn:
-            features = subtract_utterance_mean(features, lengths)
+        if self.config.utterance_norm != "none":
+            features = normalise_utterances(features, lengths, self.config.utterance_norm == "mean_var")
         x = features.transpose(1, 2)  # (B, D, T) for the convolutions
         for block in self.embedding:
             x, lengths = block(x, lengths)
