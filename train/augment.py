@@ -73,9 +73,17 @@ def _dct_matrix(coefficients: int, bands: int) -> torch.Tensor:
     return matrix
 
 
-def _bands(spectrum: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """spectrum (B, T, bands) read at per-utterance band indices (B, bands), for every frame."""
-    return spectrum.gather(2, index[:, None, :].expand(-1, spectrum.shape[1], -1))
+def _interpolate(x: torch.Tensor, position: torch.Tensor, last: torch.Tensor | int) -> torch.Tensor:
+    """x (B, N, D) read along N at per-utterance fractional positions (B, M) in [0, last], by linear
+    interpolation between neighbouring rows; ``last`` is the last row to read, (B, 1) or one int."""
+    low = position.floor().long()
+    high = (low + 1).clamp(max=last)
+    weight = (position - low)[:, :, None]
+
+    def rows(index: torch.Tensor) -> torch.Tensor:
+        return x.gather(1, index[:, :, None].expand(-1, -1, x.shape[2]))
+
+    return rows(low) * (1 - weight) + rows(high) * weight
 
 
 class FrequencyWarp(nn.Module):
@@ -102,10 +110,7 @@ class FrequencyWarp(nn.Module):
         position = (torch.arange(self.bands, device=device)[None, :] / alpha[:, None]).clamp(
             0, self.bands - 1
         )
-        low = position.floor().long()
-        high = (low + 1).clamp(max=self.bands - 1)
-        weight = (position - low)[:, None, :]
-        warped = _bands(log_mel, low) * (1 - weight) + _bands(log_mel, high) * weight
+        warped = _interpolate(log_mel.transpose(1, 2), position, self.bands - 1).transpose(1, 2)
         cepstra = (warped @ self.dct.T - self.mean) / self.std
         keep = (chosen[:, None] & time_mask(lengths, features.shape[1]))[:, :, None]
         return torch.where(keep, cepstra, features)
@@ -132,17 +137,10 @@ class TimeStretch(nn.Module):
         new_lengths = torch.clamp(torch.round(lengths / factor).long(), min=1)
         # frame t of the new sequence reads the old one at t * length / new_length
         steps = torch.arange(int(new_lengths.max()), device=device)[None, :]
-        position = (steps * (lengths / new_lengths)[:, None]).clamp(max=(lengths - 1)[:, None].float())
-        low = position.floor().long()
-        high = torch.minimum(low + 1, (lengths - 1)[:, None])
-        weight = (position - low)[:, :, None]
-        stretched = _frames(features, low) * (1 - weight) + _frames(features, high) * weight
+        last = (lengths - 1)[:, None]
+        position = (steps * (lengths / new_lengths)[:, None]).clamp(max=last.float())
+        stretched = _interpolate(features, position, last)
         return stretched * time_mask(new_lengths, stretched.shape[1])[:, :, None], new_lengths
-
-
-def _frames(features: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """features (B, T, D) read at per-utterance frame indices (B, T')."""
-    return features.gather(1, index[:, :, None].expand(-1, -1, features.shape[2]))
 
 
 class Augment(nn.Module):
