@@ -16,9 +16,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from eval.decode import CTCBeamDecoder, GreedyDecoder  # noqa: E402
-from eval.model import load_model  # noqa: E402
+from eval.model import load_model, model_url  # noqa: E402
 from shards.reader import BatchStream  # noqa: E402
-from train.checkpoint import latest  # noqa: E402
 from train.metric import Score  # noqa: E402
 
 
@@ -30,7 +29,7 @@ def main() -> None:
     parser.add_argument("--data", default="demo/shards")
     parser.add_argument("--split", default="dev")
     args = parser.parse_args()
-    url = args.checkpoint if args.checkpoint.endswith(".pt") else latest(args.checkpoint, "model.pt")
+    url = model_url(args.checkpoint)
     model, _ = load_model(url)
     outputs = []
     with torch.no_grad():

@@ -26,13 +26,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python eval/mai
 
 from eval import leaderboard  # noqa: E402
 from eval.decode import make_decoder  # noqa: E402
-from eval.model import check_normalisation, load_model  # noqa: E402
+from eval.model import check_normalisation, load_model, model_url  # noqa: E402
 from eval.submission import HEADERS, read_labels, score, submission_bytes  # noqa: E402
 from shards import manifest  # noqa: E402
 from shards.reader import BatchStream, read_dataset_stats  # noqa: E402
 from shards.store import Store  # noqa: E402
 from shards.vocab import to_string  # noqa: E402
-from train.checkpoint import CheckpointError, latest  # noqa: E402
+from train.checkpoint import CheckpointError  # noqa: E402
 
 log = logging.getLogger("eval")
 
@@ -91,8 +91,7 @@ def evaluate(args: argparse.Namespace) -> dict | None:
         cpu=not torch.cuda.is_available(),  # gloo ranks when launched as multi_gpu on a CPU machine
         kwargs_handlers=[InitProcessGroupKwargs(timeout=datetime.timedelta(seconds=1800))],
     )
-    if not args.checkpoint.endswith(".pt"):
-        args.checkpoint = latest(args.checkpoint, "model.pt")
+    args.checkpoint = model_url(args.checkpoint)
     model, card = load_model(args.checkpoint)
     model.to(accelerator.device)
     check_normalisation(card, read_dataset_stats(args.data), args.checkpoint, args.data)

@@ -2,9 +2,14 @@
 
 import numpy as np
 
-from train.checkpoint import CheckpointError, load
+from train.checkpoint import CheckpointError, latest, load
 from train.config import TrainConfig
 from train.model import CTCModel
+
+
+def model_url(checkpoint: str) -> str:
+    """A ``model.pt`` URL as given, or a run folder's latest one."""
+    return checkpoint if checkpoint.endswith(".pt") else latest(checkpoint, "model.pt")
 
 
 def load_model(url: str) -> tuple[CTCModel, dict]:
