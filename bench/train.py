@@ -9,7 +9,8 @@ Each variant trains for --seconds (after one warm-up step) in this process and r
   (b) notebook: every utterance in memory, shuffled fixed-size batches padded with pad_sequence,
       the same model and LSTM implementation;
   (c) notebook as usually written: (b) with pack_padded_sequence LSTMs.
-On a GPU it also reports (a) under bf16 autocast.
+Where the device computes in bfloat16 natively (GPU; CPU with AVX512-BF16/AMX) it also reports
+(a) under bf16 autocast, as training runs there by default (config bf16: true).
 """
 
 import argparse
@@ -26,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from shards.reader import BatchStream  # noqa: E402
 from train.config import load_config  # noqa: E402
 from train.model import CTCModel  # noqa: E402
+from train.precision import native_bf16  # noqa: E402
 
 
 def _step(model, optimizer, features, lengths, labels, label_lengths, device, bf16: bool) -> None:
@@ -119,7 +121,7 @@ def main() -> None:
             _notebook_batches(args.data, batch_size), model("packed"), args.seconds, device
         ),
     }
-    if device.type == "cuda":
+    if native_bf16(device):
         results["(a) this loop, bf16"] = _measure(
             _stream_batches(args.data, config), model("auto"), args.seconds, device, bf16=True
         )

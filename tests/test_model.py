@@ -95,15 +95,22 @@ def test_noise_goes_to_a_random_subset():
     assert 0.15 < share < 0.35
 
 
-def test_loss_falls_on_a_tiny_batch():
+@pytest.mark.parametrize("bf16", [False, True])
+def test_loss_falls_on_a_tiny_batch(bf16):
+    """Also under CPU bf16 autocast (how training runs on CPUs with AMX): the LSTMs compute in
+    bfloat16, the log-probabilities and the loss stay float32."""
     torch.manual_seed(3)
     model = CTCModel(13, TrainConfig(**TINY, conv_dropout=0, lstm_dropout=0, classifier_dropout=0))
     features, lengths = torch.randn(4, 60, 13), torch.tensor([60, 55, 50, 40])
     labels, label_lengths = torch.randint(1, 41, (4, 8)), torch.tensor([8, 7, 6, 5])
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    lstm_dtypes = set()
+    model.lstm[0].forward_lstm.register_forward_hook(lambda m, i, out: lstm_dtypes.add(out[0].dtype))
     losses = []
     for _ in range(60):
-        log_probs, out = model(features, lengths)
+        with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+            log_probs, out = model(features, lengths)
+        assert log_probs.dtype == torch.float32
         loss = nn.functional.ctc_loss(
             log_probs.transpose(0, 1), labels, out, label_lengths, zero_infinity=True
         )
@@ -111,6 +118,7 @@ def test_loss_falls_on_a_tiny_batch():
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
+    assert lstm_dtypes == {torch.bfloat16 if bf16 else torch.float32}
     assert losses[-1] < 0.5 * losses[0]
 
 

@@ -51,7 +51,7 @@ class TrainConfig:
     warmup_steps: int = 500  # cosine only
     plateau_factor: float = 0.5
     plateau_patience: int = 2  # epochs without improvement before the rate drops
-    bf16: bool = True  # autocast to bfloat16 on GPU (ignored on CPU)
+    bf16: bool = True  # train under bf16 autocast where native: GPU, CPU with AVX512-BF16/AMX
     lstm_impl: str = "auto"  # packed (cuDNN), padded (exact equivalent, fast on CPU) or auto
     # checkpoints
     keep_last: int = 3  # epoch checkpoints kept besides the best

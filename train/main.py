@@ -31,6 +31,7 @@ from train.augment import Augment  # noqa: E402
 from train.config import TrainConfig, load_config  # noqa: E402
 from train.metric import Score, greedy_decode  # noqa: E402
 from train.model import CTCModel  # noqa: E402
+from train.precision import native_bf16  # noqa: E402
 
 log = logging.getLogger("train")
 
@@ -85,10 +86,12 @@ class Trainer:
         self.accelerator = Accelerator(
             cpu=not torch.cuda.is_available(),  # gloo ranks when launched as multi_gpu on a CPU machine
             gradient_accumulation_steps=config.grad_accum,
-            mixed_precision="bf16" if config.bf16 and torch.cuda.is_available() else "no",
             kwargs_handlers=[InitProcessGroupKwargs(timeout=datetime.timedelta(seconds=args.timeout))],
         )
         self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
+        # the training forward only: validation (like eval/) decodes in float32
+        self.bf16 = config.bf16 and native_bf16(self.accelerator.device)
+        log.info("training forward in %s", "bfloat16 autocast" if self.bf16 else "float32")
         torch.manual_seed(config.seed)  # the same initial weights on every rank
         common = dict(rank=self.rank, world_size=self.world, num_workers=config.num_workers, seed=config.seed)
         self.train_stream = BatchStream(args.data, "train", max_frames=config.max_frames, **common)
@@ -173,7 +176,8 @@ class Trainer:
             batch = batch.to(self.accelerator.device)
             with self.accelerator.accumulate(self.model):
                 features, lengths = self.augment(batch.features, batch.feature_lengths)
-                log_probs, lengths = self.model(features, lengths)
+                with torch.autocast(self.accelerator.device.type, torch.bfloat16, enabled=self.bf16):
+                    log_probs, lengths = self.model(features, lengths)
                 loss = ctc_loss(log_probs, lengths, batch)
                 self.accelerator.backward(loss)
                 if self.accelerator.sync_gradients:
