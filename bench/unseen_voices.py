@@ -5,13 +5,14 @@
 Synthesises a dev-only corpus with the given voices (seed 99, so its sentences differ from the
 training corpus), shards it with the training data's statistics, and evaluates the run's latest
 checkpoint on it with greedy and beam-50 decoding, next to its score on the usual dev split.
+Corpus and shards stay under --work (default demo/unseen/<voices>-<utterances>): a second run
+reuses them, since both stages resume from what is already there.
 """
 
 import argparse
 import json
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,8 +33,12 @@ def main() -> None:
     parser.add_argument("--data", default="demo/shards")
     parser.add_argument("--voices", default="flite/awb,flite/rms")
     parser.add_argument("--utterances", type=int, default=200)
+    parser.add_argument("--work", help="where the corpus and shards go (default demo/unseen/<voices>-<n>)")
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="unseen-"))
+    default = (
+        ROOT / "demo" / "unseen" / f"{args.voices.replace('/', '-').replace(',', '+')}-{args.utterances}"
+    )
+    work = Path(args.work) if args.work else default
     corpus = [
         sys.executable,
         "-m",
