@@ -5,7 +5,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from train.augment import AddNoise, FrequencyWarp, SpecMask, TimeStretch
+from train.augment import AddNoise, FrequencyWarp, MelBandMask, SpecMask, TimeStretch
 from train.config import TrainConfig, load_config
 from train.model import BiLSTMLayer, CTCModel, reverse_within_lengths
 
@@ -153,6 +153,29 @@ def test_frequency_warp_round_trips_and_stays_inside_lengths():
     padding = torch.arange(50)[None, :] >= lengths[:, None]
     assert torch.equal(warped[padding], features[padding]) and not torch.allclose(warped, features, atol=1e-3)
     assert torch.equal(FrequencyWarp(1.0, 0.1, mean, std).eval()(features, lengths), features)
+
+
+def test_mel_band_mask_flattens_bands_and_keeps_each_utterance_mean():
+    torch.manual_seed(6)
+    mean, std = torch.randn(13).tolist(), (torch.rand(13) + 0.5).tolist()
+    features, lengths = torch.randn(6, 50, 13), torch.tensor([50, 40, 30, 20, 10, 1])
+    real = (torch.arange(50)[None, :] < lengths[:, None])[:, :, None]
+
+    def utterance_means(x):
+        return (x * real).sum(1) / lengths[:, None]
+
+    masked = MelBandMask(1.0, 2, 8, mean, std).train()(features, lengths)
+    # Invariant: a band filled with its own mean over the utterance keeps that mean, so the
+    # utterance's mean cepstrum (the DCT of its mean log-mel) is unchanged; frames do change
+    assert torch.allclose(utterance_means(masked), utterance_means(features), atol=1e-4)
+    assert not torch.allclose(masked[:5], features[:5], atol=1e-3)
+    assert torch.equal(masked[~real.expand_as(masked)], features[~real.expand_as(features)])
+    # Every band masked: nothing moves any more, each frame is the utterance's mean
+    flat = MelBandMask(1.0, 200, 40, mean, std).train()(features, lengths)
+    means = utterance_means(features)[:, None, :].expand_as(features)
+    assert torch.allclose(flat[real.expand_as(flat)], means[real.expand_as(means)], atol=1e-4)
+    assert torch.equal(MelBandMask(1.0, 2, 8, mean, std).eval()(features, lengths), features)
+    assert torch.equal(MelBandMask(1.0, 0, 8, mean, std).train()(features, lengths), features)
 
 
 def test_time_stretch_resamples_each_utterance_inside_its_length():

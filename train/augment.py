@@ -86,17 +86,33 @@ def _interpolate(x: torch.Tensor, position: torch.Tensor, last: torch.Tensor | i
     return rows(low) * (1 - weight) + rows(high) * weight
 
 
-class FrequencyWarp(nn.Module):
-    """Vocal-tract-length perturbation on MFCCs: back to a smooth log-mel spectrum (inverse DCT of the
-    cepstra, higher ones taken as zero), the mel axis stretched by a random factor per utterance,
-    then the DCT again. Works on un-normalised cepstra, so it needs the dataset's statistics."""
+class _LogMelDomain(nn.Module):
+    """What the spectral augmentations share: the smooth log-mel spectrum behind normalised MFCCs
+    (inverse DCT of the un-normalised cepstra, higher ones taken as zero) and the way back. The 13x40
+    DCT has orthonormal rows, so the round trip is the identity. Needs the dataset's statistics."""
 
-    def __init__(self, p: float, max_warp: float, mean: list[float], std: list[float], bands: int = 40):
+    def __init__(self, mean: list[float], std: list[float], bands: int):
         super().__init__()
-        self.p, self.max_warp, self.bands = p, max_warp, bands
+        self.bands = bands
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32))
         self.register_buffer("dct", _dct_matrix(len(mean), bands).float())
+
+    def log_mel(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, T, coefficients) normalised cepstra → (B, T, bands) log-mel."""
+        return (features * self.std + self.mean) @ self.dct
+
+    def cepstra(self, log_mel: torch.Tensor) -> torch.Tensor:
+        return (log_mel @ self.dct.T - self.mean) / self.std
+
+
+class FrequencyWarp(_LogMelDomain):
+    """Vocal-tract-length perturbation on MFCCs: in the log-mel domain, the mel axis stretched by a
+    random factor per utterance (probability ``p``), then back to cepstra."""
+
+    def __init__(self, p: float, max_warp: float, mean: list[float], std: list[float], bands: int = 40):
+        super().__init__(mean, std, bands)
+        self.p, self.max_warp = p, max_warp
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0 or self.max_warp == 0:
@@ -105,15 +121,48 @@ class FrequencyWarp(nn.Module):
         device = features.device
         chosen = torch.rand(batch, device=device) < self.p
         alpha = 1 + (torch.rand(batch, device=device) * 2 - 1) * self.max_warp
-        log_mel = (features * self.std + self.mean) @ self.dct  # (B, T, bands)
+        log_mel = self.log_mel(features)
         # band k of the warped spectrum reads the original at k / alpha (linear interpolation)
         position = (torch.arange(self.bands, device=device)[None, :] / alpha[:, None]).clamp(
             0, self.bands - 1
         )
         warped = _interpolate(log_mel.transpose(1, 2), position, self.bands - 1).transpose(1, 2)
-        cepstra = (warped @ self.dct.T - self.mean) / self.std
+        cepstra = self.cepstra(warped)
         keep = (chosen[:, None] & time_mask(lengths, features.shape[1]))[:, :, None]
         return torch.where(keep, cepstra, features)
+
+
+class MelBandMask(_LogMelDomain):
+    """Frequency masking on the mel axis rather than on cepstral dimensions: for a random subset
+    (probability ``p``) of the utterances, in the log-mel domain, ``masks`` runs of up to
+    ``max_bands`` adjacent bands are each replaced by the band's own mean over the utterance (their
+    movement over time is gone, the spectral envelope stays, so each utterance's mean cepstrum is
+    unchanged), then back to cepstra."""
+
+    def __init__(
+        self, p: float, masks: int, max_bands: int, mean: list[float], std: list[float], bands: int = 40
+    ):
+        super().__init__(mean, std, bands)
+        self.p, self.masks, self.max_bands = p, masks, max_bands
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0 or self.masks == 0 or self.max_bands == 0:
+            return features
+        batch, frames, _ = features.shape
+        device = features.device
+        real = time_mask(lengths, frames)[:, :, None]
+        log_mel = self.log_mel(features)
+        band_mean = (log_mel * real).sum(1, keepdim=True) / lengths[:, None, None]
+        channels = torch.arange(self.bands, device=device)[None, :]
+        masked = torch.zeros(batch, self.bands, dtype=torch.bool, device=device)
+        for _ in range(self.masks):
+            width = (torch.rand(batch, device=device) * (self.max_bands + 1)).long()
+            start = (torch.rand(batch, device=device) * (self.bands - width + 1)).long()
+            masked |= (channels >= start[:, None]) & (channels < (start + width)[:, None])
+        filled = torch.where(masked[:, None, :], band_mean, log_mel)
+        cepstra = self.cepstra(filled)
+        chosen = (torch.rand(batch, device=device) < self.p)[:, None, None]
+        return torch.where(chosen & real, cepstra, features)
 
 
 class TimeStretch(nn.Module):
@@ -144,12 +193,16 @@ class TimeStretch(nn.Module):
 
 
 class Augment(nn.Module):
-    """Time stretch, then frequency warp, noise and masks; returns features and their lengths."""
+    """Time stretch, then frequency warp, mel-band masks, noise and masks; returns features and
+    their lengths."""
 
     def __init__(self, config: TrainConfig, stats: dict):
         super().__init__()
         self.stretch = TimeStretch(config.stretch_prob, config.stretch_max)
         self.warp = FrequencyWarp(config.warp_prob, config.warp_max, stats["mean"], stats["std"])
+        self.mel_mask = MelBandMask(
+            config.mask_prob, config.mel_masks, config.mel_mask_max, stats["mean"], stats["std"]
+        )
         self.noise = AddNoise(config.noise_prob, config.noise_std, config.noise_kind)
         self.mask = SpecMask(
             config.mask_prob, config.time_masks, config.time_mask_max, config.freq_masks, config.freq_mask_max
@@ -157,5 +210,6 @@ class Augment(nn.Module):
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features, lengths = self.stretch(features, lengths)
-        features = self.mask(self.noise(self.warp(features, lengths), lengths), lengths)
+        features = self.mel_mask(self.warp(features, lengths), lengths)
+        features = self.mask(self.noise(features, lengths), lengths)
         return features, lengths

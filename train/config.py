@@ -36,7 +36,9 @@ class TrainConfig:
     time_mask_max: int = 20  # longest time mask, frames
     freq_masks: int = 1  # frequency masks per utterance
     freq_mask_max: int = 3  # widest frequency mask, coefficients
-    mask_prob: float = 0.5  # share of utterances that get masking
+    mask_prob: float = 0.5  # share of utterances that get masking (each kind drawn on its own)
+    mel_masks: int = 0  # masks on the 40-band log-mel axis per utterance (band means kept)
+    mel_mask_max: int = 8  # widest mel mask, bands
     warp_prob: float = 0.0  # share of utterances whose mel axis is warped (vocal-tract-length perturbation)
     warp_max: float = 0.1  # warp factors drawn from [1 - warp_max, 1 + warp_max]
     stretch_prob: float = 0.0  # share of utterances resampled in time (speed/tempo perturbation)
