@@ -33,6 +33,19 @@ class AddNoise(nn.Module):
         return features + noise * keep
 
 
+def _random_spans(count: int, max_width: int, extent: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, size) bool: per row, the union of ``count`` runs, each of a width drawn from
+    [0, max_width] (at most the row's ``extent``), placed to end within the row's first ``extent``."""
+    batch, device = extent.shape[0], extent.device
+    positions = torch.arange(size, device=device)[None, :]
+    spans = torch.zeros(batch, size, dtype=torch.bool, device=device)
+    for _ in range(count):
+        width = torch.minimum((torch.rand(batch, device=device) * (max_width + 1)).long(), extent)
+        start = (torch.rand(batch, device=device) * (extent - width + 1)).long()
+        spans |= (positions >= start[:, None]) & (positions < (start + width)[:, None])
+    return spans
+
+
 class SpecMask(nn.Module):
     """Time and frequency masking (set to zero, the normalised mean) inside each true length."""
 
@@ -46,21 +59,11 @@ class SpecMask(nn.Module):
             return features
         batch, frames, dim = features.shape
         device = features.device
-        chosen = (torch.rand(batch, device=device) < self.p)[:, None]
-        masked = torch.zeros(batch, frames, dim, dtype=torch.bool, device=device)
-        steps = torch.arange(frames, device=device)[None, :]
-        for _ in range(self.time_masks):
-            width = (torch.rand(batch, device=device) * (self.time_max + 1)).long()
-            width = torch.minimum(width, lengths)
-            start = (torch.rand(batch, device=device) * (lengths - width + 1)).long()
-            span = (steps >= start[:, None]) & (steps < (start + width)[:, None]) & chosen
-            masked |= span[:, :, None]
-        channels = torch.arange(dim, device=device)[None, :]
-        for _ in range(self.freq_masks):
-            width = (torch.rand(batch, device=device) * (self.freq_max + 1)).long()
-            start = (torch.rand(batch, device=device) * (dim - width + 1)).long()
-            band = (channels >= start[:, None]) & (channels < (start + width)[:, None]) & chosen
-            masked |= band[:, None, :] & time_mask(lengths, frames)[:, :, None]
+        chosen = (torch.rand(batch, device=device) < self.p)[:, None, None]
+        times = _random_spans(self.time_masks, self.time_max, lengths, frames)
+        channels = _random_spans(self.freq_masks, self.freq_max, torch.full_like(lengths, dim), dim)
+        real = time_mask(lengths, frames)[:, :, None]
+        masked = (times[:, :, None] | (channels[:, None, :] & real)) & chosen
         return features.masked_fill(masked, 0.0)
 
 
@@ -153,12 +156,7 @@ class MelBandMask(_LogMelDomain):
         real = time_mask(lengths, frames)[:, :, None]
         log_mel = self.log_mel(features)
         band_mean = (log_mel * real).sum(1, keepdim=True) / lengths[:, None, None]
-        channels = torch.arange(self.bands, device=device)[None, :]
-        masked = torch.zeros(batch, self.bands, dtype=torch.bool, device=device)
-        for _ in range(self.masks):
-            width = (torch.rand(batch, device=device) * (self.max_bands + 1)).long()
-            start = (torch.rand(batch, device=device) * (self.bands - width + 1)).long()
-            masked |= (channels >= start[:, None]) & (channels < (start + width)[:, None])
+        masked = _random_spans(self.masks, self.max_bands, torch.full_like(lengths, self.bands), self.bands)
         filled = torch.where(masked[:, None, :], band_mean, log_mel)
         cepstra = self.cepstra(filled)
         chosen = (torch.rand(batch, device=device) < self.p)[:, None, None]
