@@ -7,9 +7,13 @@ TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
+# Every target runs as it stands on a fresh clone: its defaults live under $(DEMO), and a default
+# input that is missing is made first (corpus → shards → run), as make demo does.
+DEMO ?= demo
+
 # make shards SRC=... DST=...: any fsspec URL (local folder or s3://bucket/prefix)
-SRC ?= demo/hw3p2
-DST ?= demo/shards
+SRC ?= $(DEMO)/corpus
+DST ?= $(DEMO)/shards
 WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 SHARD_MB ?= 64
 PYTEST_ARGS ?=
@@ -55,10 +59,11 @@ test: lint
 	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$status
 
 shards: setup
+	@if [ "$(SRC)" = "$(DEMO)/corpus" ] && [ ! -f $(DEMO)/corpus/corpus.json ]; then $(MAKE) corpus DIR=$(DEMO)/corpus; fi
 	$(BIN)/python -m pipeline --src $(SRC) --dst $(DST) --workers $(WORKERS) --shard-mb $(SHARD_MB)
 
 # make corpus DIR=... TRAIN=... : synthesised speech in the HW3P2 layout (resumable; same seed, same bytes)
-DIR ?= demo/corpus
+DIR ?= $(DEMO)/corpus
 TRAIN ?= 3000
 DEV ?= 300
 TEST ?= 300
@@ -69,12 +74,13 @@ corpus: setup
 # make train DATA=... OUT=... [CONFIG=...] [RANKS=N] [ARGS="epochs=2 lr=1e-3"]: RANKS processes through
 # `accelerate launch` (one per GPU, or gloo CPU processes of one thread each on a machine without one;
 # max_frames is per rank). Continues OUT's latest checkpoint if it has one (same RANKS).
-DATA ?= demo/shards
-OUT ?= demo/run
+DATA ?= $(DEMO)/shards
+OUT ?= $(DEMO)/run
 CONFIG ?= train/configs/cpu.yaml
 RANKS ?= 1
 ARGS ?=
 train: setup
+	@if [ "$(DATA)" = "$(DEMO)/shards" ] && [ ! -f $(DEMO)/shards/train/index.json ]; then $(MAKE) shards SRC=$(DEMO)/corpus DST=$(DEMO)/shards SHARD_MB=16; fi
 	$(if $(filter 1,$(RANKS)),$(BIN)/python,OMP_NUM_THREADS=$$(( $(WORKERS) / $(RANKS) > 0 ? $(WORKERS) / $(RANKS) : 1 )) \
 		$(BIN)/accelerate launch --config_file accelerate_config.yaml --num_processes $(RANKS)) train/main.py --config $(CONFIG) --data $(DATA) --out $(OUT) \
 		$(if $(wildcard $(OUT)/checkpoints/latest.json),--resume) $(ARGS)
@@ -84,23 +90,24 @@ train: setup
 CHECKPOINT ?= $(OUT)
 SPLIT ?= test
 BEAM ?= 50
-SOLUTION ?=
+SOLUTION ?= $(if $(and $(filter $(DEMO)/shards,$(DATA)),$(filter test,$(SPLIT))),$(DEMO)/corpus/test_solution.csv)
 SUBMISSION ?= $(OUT)/submission.csv
 LEADERBOARD ?= $(OUT)/leaderboard.csv
 eval: setup
+	@if [ "$(CHECKPOINT)" = "$(DEMO)/run" ] && [ ! -f $(DEMO)/run/checkpoints/latest.json ]; then $(MAKE) train RANKS=2; fi
 	$(BIN)/python eval/main.py --checkpoint $(CHECKPOINT) --data $(DATA) --split $(SPLIT) --beam $(BEAM) \
 		--submission $(SUBMISSION) --leaderboard $(LEADERBOARD) --decoders $(WORKERS) $(if $(SOLUTION),--solution $(SOLUTION))
 	$(BIN)/python -m eval leaderboard $(LEADERBOARD)
 
 # Everything under demo/: demo/corpus (HW3P2 layout) → demo/shards → demo/run (checkpoints, metrics,
-# curves) → demo/submission.csv and demo/leaderboard.csv (the test split, beam 50, scored against
-# demo/corpus/test_solution.csv as Kaggle would).
+# curves) → demo/submission.csv (+ .ids.csv) and demo/leaderboard.csv (the test split, beam 50,
+# scored against demo/corpus/test_solution.csv as Kaggle would). Each step resumes what is there.
 demo: setup
-	$(MAKE) corpus DIR=demo/corpus
-	$(MAKE) shards SRC=demo/corpus DST=demo/shards SHARD_MB=16
-	$(MAKE) train DATA=demo/shards OUT=demo/run CONFIG=train/configs/cpu.yaml RANKS=2
-	$(MAKE) eval DATA=demo/shards OUT=demo/run SPLIT=test SOLUTION=demo/corpus/test_solution.csv \
-		SUBMISSION=demo/submission.csv LEADERBOARD=demo/leaderboard.csv
+	$(MAKE) corpus DIR=$(DEMO)/corpus
+	$(MAKE) shards SRC=$(DEMO)/corpus DST=$(DEMO)/shards SHARD_MB=16
+	$(MAKE) train DATA=$(DEMO)/shards OUT=$(DEMO)/run CONFIG=train/configs/cpu.yaml RANKS=2
+	$(MAKE) eval DATA=$(DEMO)/shards OUT=$(DEMO)/run SPLIT=test SOLUTION=$(DEMO)/corpus/test_solution.csv \
+		SUBMISSION=$(DEMO)/submission.csv LEADERBOARD=$(DEMO)/leaderboard.csv
 
 bench: setup
 	$(BIN)/python bench/pipeline.py
@@ -108,4 +115,4 @@ bench: setup
 	$(BIN)/python bench/loader.py
 
 clean:
-	rm -rf demo .pytest_cache .ruff_cache
+	rm -rf $(DEMO) .pytest_cache .ruff_cache

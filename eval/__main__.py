@@ -16,9 +16,11 @@ import time
 import fsspec
 
 from eval import leaderboard
-from eval.main import evaluate
+from eval.main import DECODING_OPTIONS, add_decoding_arguments, evaluate
 from eval.main import parse_args as parse_eval_args
-from eval.submission import read_labels, score
+from shards import s3
+from shards.kaggle import read_labels
+from train.metric import score
 
 log = logging.getLogger("eval.watch")
 
@@ -37,8 +39,9 @@ def watch(args: argparse.Namespace) -> int:
     while True:
         for url in new_checkpoints(args.runs, args.leaderboard, args.split, args.beam):
             log.info("evaluating %s", url)
+            decoding = [f"--{o.replace('_', '-')}={getattr(args, o)}" for o in DECODING_OPTIONS]
             eval_args = parse_eval_args(
-                ["--checkpoint", url, "--data", args.data, "--split", args.split, "--beam", str(args.beam)]
+                ["--checkpoint", url, "--data", args.data, "--split", args.split, *decoding]
                 + ["--leaderboard", args.leaderboard]
                 + (["--solution", args.solution] if args.solution else [])
             )
@@ -65,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     watching.add_argument("--data", required=True)
     watching.add_argument("--leaderboard", required=True)
     watching.add_argument("--split", default="dev")
-    watching.add_argument("--beam", type=int, default=50)
+    add_decoding_arguments(watching)
     watching.add_argument("--solution")
     when = watching.add_mutually_exclusive_group()
     when.add_argument("--every", type=float, default=600, help="seconds between looks")
@@ -73,11 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "score":
-            distance, per, count = score(
-                read_labels(args.submission), read_labels(args.solution), args.submission
-            )
+            result = score(read_labels(args.submission), read_labels(args.solution), args.submission)
             print(
-                f"{args.submission}: mean Levenshtein distance {distance:.4f}, PER {per:.4%}, {count} utterances"
+                f"{args.submission}: mean Levenshtein distance {result.mean_distance:.4f}, "
+                f"PER {result.per:.4%}, {result.utterances} utterances"
             )
             return 0
         if args.command == "leaderboard":
@@ -88,8 +90,15 @@ def main(argv: list[str] | None = None) -> int:
                 print(" ".join(f"{v:>14}" for v in [str(rank), *(str(row[c]) for c in columns)]))
             return 0
         return watch(args)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
+    except Exception as error:
+        urls = [
+            getattr(args, name, None)
+            for name in ("submission", "solution", "url", "runs", "data", "leaderboard")
+        ]
+        message = s3.refusal(error, urls, (ValueError, FileNotFoundError))
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
         return 2
 
 

@@ -17,18 +17,7 @@ import torch
 from flashlight.lib.text.decoder import CriterionType, LexiconFreeDecoder, LexiconFreeDecoderOptions, ZeroLM
 
 from shards.vocab import BLANK, PHONEME_MAP
-from train.metric import greedy_decode
-
-
-def collapse(path: Sequence[int], blank: int = BLANK) -> tuple[list[int], list[int]]:
-    """A frame path's labelling (merge repeats, drop blanks) and the frame where each label starts."""
-    labels, frames, previous = [], [], None
-    for frame, token in enumerate(path):
-        if token != previous and token != blank:
-            labels.append(int(token))
-            frames.append(frame)
-        previous = token
-    return labels, frames
+from train.metric import collapse, greedy_decode
 
 
 @dataclass(frozen=True)

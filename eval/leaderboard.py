@@ -4,11 +4,18 @@ Every append rewrites the whole file in one atomic step, so a reader never sees 
 and is serialised so that no row is lost: locally under an exclusive ``flock`` on a lock file
 beside the CSV; on S3 by optimistic concurrency, a conditional PUT (``If-Match`` the ETag that
 was read, or ``If-None-Match: *`` for a new file) retried with backoff when another job won.
+
+Cells are user input (run names, paths) and the file is opened in spreadsheets: a cell that a
+spreadsheet would evaluate (starting with ``= + - @``, tab or CR) is stored behind a ``'``, as
+OWASP recommends for CSV injection, and :func:`read` gives the original value back. A file
+written with fewer columns (an older version) is rewritten with today's on the next append.
 """
 
 import csv
+import errno
 import fcntl
 import io
+import os
 import random
 import time
 from pathlib import Path
@@ -30,25 +37,60 @@ COLUMNS = [
     "per",
     "utterances",
     "decode_seconds",
+    "rejected",  # utterances the pipeline rejected: in the submission with an empty prediction
 ]
 ATTEMPTS = 200
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _neutralised(value: object) -> str:
+    text = str(value)
+    if text[:1] in FORMULA_STARTS or (text[:1] == "'" and text.lstrip("'")[:1] in FORMULA_STARTS):
+        return "'" + text
+    return text
+
+
+def _original(text: str) -> str:
+    return text[1:] if text[:1] == "'" and text.lstrip("'")[:1] in FORMULA_STARTS else text
+
+
+def _parse(data: bytes) -> list[dict]:
+    reader = csv.DictReader(io.StringIO(data.decode("utf-8"), newline=""))
+    return [{key: _original(value or "") for key, value in row.items() if key is not None} for row in reader]
+
+
 def _with_row(existing: bytes, row: dict) -> bytes:
-    text = io.StringIO()
-    writer = csv.DictWriter(text, COLUMNS, lineterminator="\n")
-    if not existing:
-        writer.writeheader()
-    writer.writerow(row)
-    return existing + text.getvalue().encode()
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, COLUMNS, lineterminator="\r\n")  # RFC 4180; also quotes cells holding a CR
+    writer.writeheader()
+    for old in [*_parse(existing), row]:
+        writer.writerow({column: _neutralised(old.get(column, "")) for column in COLUMNS})
+    return text.getvalue().encode()
+
+
+def _open_lock(path: Path) -> int:
+    """The lock file's descriptor: created if missing, never truncated, never through a symlink."""
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise ValueError(
+                f"{path}: the leaderboard's lock file is a symbolic link; refusing it"
+            ) from error
+        raise
 
 
 def _append_local(path: Path, row: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "w") as lock:
+    lock = _open_lock(path.with_name(path.name + ".lock"))
+    try:
         fcntl.flock(lock, fcntl.LOCK_EX)
         existing = path.read_bytes() if path.exists() else b""
         Store(str(path.parent)).publish_bytes(_with_row(existing, row), path.name)
+    finally:
+        os.close(lock)
 
 
 async def _get_with_etag(fs, bucket: str, key: str) -> tuple[bytes, str]:
@@ -86,11 +128,13 @@ def append(url: str, row: dict) -> None:
 
 
 def read(url: str) -> list[dict]:
+    """Every row, each with every column of COLUMNS (empty where an older file lacks it)."""
     try:
-        with fsspec.open(url, "rt") as handle:
-            return list(csv.DictReader(handle))
+        with fsspec.open(url, "rb") as handle:
+            rows = _parse(handle.read())
     except FileNotFoundError:
         return []
+    return [{column: row.get(column, "") for column in COLUMNS} for row in rows]
 
 
 def ranked(rows: list[dict]) -> list[dict]:

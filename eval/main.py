@@ -3,8 +3,9 @@
 Also runs as plain ``python eval/main.py``. Each rank decodes a disjoint share of the split
 (the reader's plan; repeats that only even out batch counts are ignored); rank 0 gathers
 ``(id, prediction)``, checks that every id of the split's manifest appears exactly once, writes
-the submission in ``test_order.csv`` order (sorted ids for splits without one), scores it when
-references exist (a labelled split, or ``--solution``) and appends a row to the leaderboard.
+the submission in ``test_order.csv`` order (sorted ids for splits without one) with Kaggle's
+positional ids and the id table beside it, scores it when references exist (a labelled split, or ``--solution``) and appends a row to the
+leaderboard. Utterances the pipeline rejected keep their row, with an empty prediction.
 """
 
 import argparse
@@ -27,14 +28,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python eval/mai
 from eval import leaderboard  # noqa: E402
 from eval.decode import make_decoder  # noqa: E402
 from eval.model import check_normalisation, load_model, model_url  # noqa: E402
-from eval.submission import HEADERS, read_labels, score, submission_bytes  # noqa: E402
-from shards import manifest  # noqa: E402
-from shards.reader import BatchStream, read_dataset_stats  # noqa: E402
+from shards import manifest, s3  # noqa: E402
+from shards.kaggle import HEADERS, ids_bytes, ids_name, labels_bytes, read_labels  # noqa: E402
+from shards.reader import DEFAULT_MAX_FRAMES, BatchStream, read_dataset_stats  # noqa: E402
 from shards.store import Store  # noqa: E402
 from shards.vocab import to_string  # noqa: E402
 from train.checkpoint import CheckpointError  # noqa: E402
+from train.metric import score  # noqa: E402
 
 log = logging.getLogger("eval")
+
+
+def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
+    """How a split is read and decoded: the options `eval watch` passes through unchanged."""
+    parser.add_argument("--beam", type=int, default=50, help="beam width; 1 = greedy")
+    parser.add_argument("--top-n", type=int, default=10, help="tokens per frame a beam may expand")
+    parser.add_argument("--max-frames", type=int, default=DEFAULT_MAX_FRAMES, help="padded frames per batch")
+    parser.add_argument("--num-workers", type=int, default=1, help="loader processes per rank")
+    parser.add_argument("--decoders", type=int, default=1, help="beam-search processes per rank")
+
+
+DECODING_OPTIONS = ("beam", "top_n", "max_frames", "num_workers", "decoders")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -44,34 +58,55 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--data", required=True, help="dataset URL (normalised with the model's statistics)")
     parser.add_argument("--split", default="test")
-    parser.add_argument("--beam", type=int, default=50, help="beam width; 1 = greedy")
-    parser.add_argument("--top-n", type=int, default=10, help="tokens per frame a beam may expand")
+    add_decoding_arguments(parser)
     parser.add_argument("--submission", help="where to write the submission CSV (local or URL)")
     parser.add_argument(
         "--format", choices=sorted(HEADERS), default="id,predictions", help="submission header"
     )
-    parser.add_argument("--solution", help="id,label CSV to score an unlabelled split against")
+    parser.add_argument(
+        "--solution", help="Kaggle solution CSV (id = row position in test_order.csv, label) to score against"
+    )
     parser.add_argument("--leaderboard", help="leaderboard CSV URL to append a row to")
     parser.add_argument("--run", help="run name for the leaderboard (default: the checkpoint's run folder)")
-    parser.add_argument("--max-frames", type=int, default=40_000)
-    parser.add_argument("--num-workers", type=int, default=1, help="loader processes per rank")
-    parser.add_argument("--decoders", type=int, default=1, help="beam-search processes per rank")
     return parser.parse_args(argv)
 
 
-def _order(data: str, split: str, ids: list[str]) -> list[str]:
-    url = f"{data.rstrip('/')}/{split}/{manifest.ORDER}"
+def _read_optional(url: str) -> bytes | None:
     try:
-        with fsspec.open(url, "rt") as handle:
-            listed = handle.read().split()[1:]
+        with fsspec.open(url, "rb") as handle:
+            return handle.read()
     except FileNotFoundError:
-        return sorted(ids)
-    missing = [i for i in listed if i not in set(ids)]
-    if missing:
+        return None
+
+
+def submission_order(data: str, split: str, decoded: set[str]) -> tuple[list[str], dict[str, str]]:
+    """Every id the submission lists, in order, and the pipeline's rejected ones with their reasons.
+
+    The order is the split's ``test_order.csv`` (every source id, rejected ones included), or for a
+    split without one its decoded and rejected ids sorted.
+    """
+    root = data.rstrip("/")
+    rejects = _read_optional(f"{root}/{manifest.REJECTS}")
+    reasons = (
+        {}
+        if rejects is None
+        else {
+            r.id: r.reason
+            for r in manifest.read_rejects(rejects, f"{root}/{manifest.REJECTS}")
+            if r.split == split
+        }
+    )
+    order_url = f"{root}/{split}/{manifest.ORDER}"
+    listed = _read_optional(order_url)
+    order = sorted(decoded | reasons.keys()) if listed is None else manifest.read_order(listed, order_url)
+    unknown = [i for i in order if i not in decoded and i not in reasons]
+    unlisted = sorted(decoded - set(order))
+    if unknown or unlisted:
         raise ValueError(
-            f"{url}: {len(missing)} listed ids are not in the dataset (e.g. {missing[:3]}; see rejects.csv)"
+            f"{order_url}: does not match the split: {len(unknown)} listed ids are neither in a shard nor "
+            f"in rejects.csv (e.g. {unknown[:3]}), {len(unlisted)} ids in shards are not listed (e.g. {unlisted[:3]})"
         )
-    return listed
+    return order, {i: reasons[i] for i in order if i not in decoded}
 
 
 def _check_once(found: list[str], expected: list[str], where: str) -> None:
@@ -91,6 +126,9 @@ def evaluate(args: argparse.Namespace) -> dict | None:
         cpu=not torch.cuda.is_available(),  # gloo ranks when launched as multi_gpu on a CPU machine
         kwargs_handlers=[InitProcessGroupKwargs(timeout=datetime.timedelta(seconds=1800))],
     )
+    for url in (args.checkpoint, args.data, args.solution, args.submission, args.leaderboard):
+        if url:  # credentials, bucket, endpoint: fail before decoding, not after
+            s3.check_access(url)
     args.checkpoint = model_url(args.checkpoint)
     model, card = load_model(args.checkpoint)
     model.to(accelerator.device)
@@ -129,17 +167,31 @@ def evaluate(args: argparse.Namespace) -> dict | None:
         return None
     expected = [row["id"] for row in stream.rows]
     _check_once([i for i, _, _ in gathered], expected, f"{args.data}/{args.split}")
-    predictions = {i: p for i, p, _ in gathered}
+    decoded = {i: p for i, p, _ in gathered}
+    order, rejected = submission_order(args.data, args.split, set(decoded))
+    if rejected:
+        log.warning(
+            "%d utterances of %s were rejected by the pipeline and get an empty prediction: %s",
+            len(rejected),
+            args.split,
+            "; ".join(f"{i} ({reason})" for i, reason in list(rejected.items())[:10]),
+        )
+    predictions = [decoded.get(i, "") for i in order]
     if args.submission:
-        order = _order(args.data, args.split, expected)
         folder, _, name = args.submission.rstrip("/").rpartition("/")
-        Store(folder or ".").publish_bytes(submission_bytes(predictions, order, args.format), name)
-    references = {i: r for i, _, r in gathered if r is not None}
-    if args.solution:
+        store = Store(folder or ".")
+        store.publish_bytes(labels_bytes(predictions, args.format), name)
+        store.publish_bytes(ids_bytes(order), ids_name(name))
+    positional = dict(enumerate(predictions))
+    if args.solution:  # Kaggle's file: every row, rejected utterances' empty predictions included
         references = read_labels(args.solution)
-    distance = per = None
-    if references:
-        distance, per, _ = score(predictions, references, args.solution or f"{args.data}/{args.split}")
+    else:  # a labelled split: the shards' transcripts, so only what was not rejected is scored
+        by_id = {i: r for i, _, r in gathered if r is not None}
+        references = {k: by_id[i] for k, i in enumerate(order) if i in by_id}
+        positional = {k: positional[k] for k in references}
+    result = (
+        score(positional, references, args.solution or f"{args.data}/{args.split}") if references else None
+    )
     row = {
         "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "run": args.run or args.checkpoint.rstrip("/").rsplit("/checkpoints/", 1)[0].rsplit("/", 1)[-1],
@@ -148,9 +200,10 @@ def evaluate(args: argparse.Namespace) -> dict | None:
         "step": card.get("step", ""),
         "split": args.split,
         "beam": args.beam,
-        "distance": "" if distance is None else round(distance, 4),
-        "per": "" if per is None else round(per, 5),
+        "distance": "" if result is None else round(result.mean_distance, 4),
+        "per": "" if result is None else round(result.per, 5),
         "utterances": len(predictions),
+        "rejected": len(rejected),
         "decode_seconds": round(max(seconds), 2),
     }
     if args.leaderboard:
@@ -163,8 +216,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         row = evaluate(args)
-    except (CheckpointError, ValueError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
+    except Exception as error:
+        urls = [args.checkpoint, args.data, args.submission, args.leaderboard, args.solution]
+        message = s3.refusal(error, urls, (CheckpointError, ValueError, FileNotFoundError))
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
         return 2
     if row is not None:
         print(json.dumps(row))

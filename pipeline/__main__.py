@@ -7,6 +7,7 @@ import sys
 
 from pipeline.build import PipelineError, Settings, TooManyRejects, build
 from pipeline.layout import LayoutError
+from shards import s3
 
 
 def parse_args(argv: list[str] | None = None) -> Settings:
@@ -41,8 +42,13 @@ def main(argv: list[str] | None = None) -> int:
     except TooManyRejects as error:
         print(f"error: too many rejects: {error}", file=sys.stderr)
         return 1
-    except (PipelineError, LayoutError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
+    except Exception as error:
+        message = s3.refusal(
+            error, [settings.src, settings.dst, settings.stats], (PipelineError, LayoutError, ValueError)
+        )
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
         return 2
     print("done: " + " | ".join(s.line() for s in summaries) + f" → {settings.dst}")
     return 0

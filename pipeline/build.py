@@ -15,15 +15,13 @@ redoes the scan, skips every shard whose mark matches, and writes the rest. All 
 are deterministic, so a resumed run is byte-identical to a clean one.
 """
 
-import csv
 import hashlib
-import io
 import json
 import logging
 import multiprocessing
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import fsspec
 import numpy as np
@@ -32,8 +30,8 @@ from tqdm import tqdm
 from pipeline.layout import SourceSplit, SourceUtterance, discover
 from pipeline.source import SourceReader
 from pipeline.validate import Rejected
-from shards import manifest
-from shards.manifest import ShardEntry, SplitIndex
+from shards import manifest, s3
+from shards.manifest import Rejection, ShardEntry, SplitIndex
 from shards.sample import Utterance, sample_key
 from shards.stats import FeatureStats
 from shards.store import Store
@@ -72,14 +70,6 @@ class Scanned:
     n_phonemes: int | None
     digest: str
     stats: FeatureStats | None  # only for the training split
-
-
-@dataclass(frozen=True)
-class Rejection:
-    split: str
-    id: str
-    file: str
-    reason: str
 
 
 @dataclass(frozen=True)
@@ -269,15 +259,6 @@ def _common_dim(scanned: list[Scanned]) -> int:
     return max(counts, key=lambda dim: (counts[dim], -dim))
 
 
-def _rejects_csv(rejections: list[Rejection], src_root: str) -> bytes:
-    text = io.StringIO()
-    writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(["split", "id", "file", "reason"])
-    for r in sorted(rejections, key=lambda r: (r.split, r.id)):
-        writer.writerow([r.split, r.id, r.file.removeprefix(src_root).lstrip("/"), r.reason])
-    return text.getvalue().encode()
-
-
 def _write_split(
     runner: _Runner, store: Store, split: SourceSplit, kept: list[Scanned], stats_json: bytes, dim: int
 ) -> SplitIndex:
@@ -303,8 +284,7 @@ def _write_split(
         if stale.startswith("shard-") and stale not in planned:
             store.remove(f"{split.name}/{stale}")
     if split.order is not None:
-        order_csv = "id\n" + "".join(f"{i}\n" for i in split.order)
-        store.publish_bytes(order_csv.encode(), f"{split.name}/{manifest.ORDER}")
+        store.publish_bytes(manifest.order_bytes(split.order), f"{split.name}/{manifest.ORDER}")
     rows = [
         {"key": key, "id": s.source.id, "shard": t.name, "n_frames": s.n_frames, "n_phonemes": s.n_phonemes}
         for t in tasks
@@ -328,6 +308,8 @@ def _load_stats(url: str) -> FeatureStats:
 def build(settings: Settings) -> list[SplitSummary]:
     """Run the whole pipeline; returns per-split kept/rejected counts."""
     given = _load_stats(settings.stats) if settings.stats else None
+    for url in (settings.src, settings.dst):  # credentials, bucket, endpoint: fail now, not after the scan
+        s3.check_access(url)
     store = Store(settings.dst)
     store.clear_staging()
     source_fs, source_root = fsspec.core.url_to_fs(settings.src)
@@ -355,7 +337,8 @@ def build(settings: Settings) -> list[SplitSummary]:
                 if s.dim != dim
             ]
             kept_by_split[name] = [s for s in kept if s.dim == dim]
-        store.publish_bytes(_rejects_csv(rejections, source_root), manifest.REJECTS)
+        rejections = [replace(r, file=r.file.removeprefix(source_root).lstrip("/")) for r in rejections]
+        store.publish_bytes(manifest.rejects_bytes(rejections), manifest.REJECTS)
         summaries = [
             SplitSummary(s.name, len(kept_by_split[s.name]), sum(r.split == s.name for r in rejections))
             for s in splits

@@ -6,9 +6,13 @@ submission order). Spring 2022 names the splits train/dev/test; later semesters
 train-clean-100/dev-clean/test-clean. Output splits always take the short names.
 
 An id seen anywhere (features, transcript, order file) becomes one utterance, so an id
-missing a part is reported by the caller rather than silently dropped.
+missing a part is reported by the caller rather than silently dropped. Anything under those
+names that is not a regular file (a named pipe, a device, a folder) is never opened: reading a
+pipe would wait forever. Its utterance is refused, naming it.
 """
 
+import csv
+import io
 from dataclasses import dataclass
 
 from fsspec import AbstractFileSystem
@@ -33,6 +37,7 @@ class SourceUtterance:
     transcript: str | None  # path of transcript/<id>.npy; None for unlabelled splits
     has_features: bool  # False when only the transcript or the order file names the id
     has_transcript: bool
+    refused: tuple[str, str] | None = None  # (file, reason) for a part that is not a regular file
 
 
 @dataclass(frozen=True)
@@ -48,41 +53,62 @@ class SourceSplit:
         return f"{self.folder}/{ORDER_FILE}"
 
 
-def _npy_ids(fs: AbstractFileSystem, folder: str) -> dict[str, str]:
-    """id → path of every ``*.npy`` directly in ``folder``."""
+def _npy_entries(fs: AbstractFileSystem, folder: str) -> dict[str, tuple[str, str]]:
+    """id → (path, fsspec type: "file", "directory", "other") of every ``*.npy`` directly in ``folder``."""
     found = {}
-    for path in fs.ls(folder, detail=False):
-        name = path.rstrip("/").rsplit("/", 1)[-1]
+    for entry in fs.ls(folder, detail=True):
+        path = entry["name"].rstrip("/")
+        name = path.rsplit("/", 1)[-1]
         if name.endswith(".npy"):
-            found[name[: -len(".npy")]] = path
+            found[name[: -len(".npy")]] = (path, entry.get("type", "file"))
     return found
 
 
+def _not_regular(entries: dict[str, tuple[str, str]], utterance_id: str) -> tuple[str, str] | None:
+    path, kind = entries.get(utterance_id, ("", "file"))
+    if kind == "file":
+        return None
+    what = "a folder" if kind == "directory" else "a named pipe, socket or device"
+    return path, f"{what}, not a regular file: refused without opening it"
+
+
 def parse_order(text: str, where: str) -> list[str]:
-    """Ids listed by a test_order.csv: a header line, then one file name per line."""
-    lines = [line.strip() for line in text.splitlines()]
-    names = [line.split(",")[0] for line in lines[1:] if line]
+    """Ids listed by a test_order.csv: a header line, then one file name per row (CSV, quoted where needed)."""
+    rows = [row for row in csv.reader(io.StringIO(text, newline="")) if row]
+    names = [row[0] for row in rows[1:]]
     ids = [name[: -len(".npy")] if name.endswith(".npy") else name for name in names]
     if len(set(ids)) != len(ids):
         raise LayoutError(f"{where}: lists an utterance more than once")
     return ids
 
 
+def _read_order(fs: AbstractFileSystem, path: str) -> list[str] | None:
+    if not fs.exists(path):
+        return None
+    if fs.info(path).get("type", "file") != "file":
+        raise LayoutError(f"{path}: not a regular file (a named pipe, device or folder); refusing to read it")
+    try:
+        text = fs.cat_file(path).decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise LayoutError(f"{path}: not UTF-8 text ({error})") from error
+    return parse_order(text, path)
+
+
 def _read_split(fs: AbstractFileSystem, name: str, folder: str) -> SourceSplit:
-    features = _npy_ids(fs, f"{folder}/mfcc")
+    features = _npy_entries(fs, f"{folder}/mfcc")
     labelled = fs.isdir(f"{folder}/transcript")
-    transcripts = _npy_ids(fs, f"{folder}/transcript") if labelled else {}
-    order_path = f"{folder}/{ORDER_FILE}"
-    order = parse_order(fs.cat_file(order_path).decode(), order_path) if fs.exists(order_path) else None
+    transcripts = _npy_entries(fs, f"{folder}/transcript") if labelled else {}
+    order = _read_order(fs, f"{folder}/{ORDER_FILE}")
     ids = sorted(set(features) | set(transcripts) | set(order or ()))
     utterances = [
         SourceUtterance(
             split=name,
             id=i,
-            features=features.get(i, f"{folder}/mfcc/{i}.npy"),
-            transcript=transcripts.get(i, f"{folder}/transcript/{i}.npy") if labelled else None,
+            features=features.get(i, (f"{folder}/mfcc/{i}.npy",))[0],
+            transcript=transcripts.get(i, (f"{folder}/transcript/{i}.npy",))[0] if labelled else None,
             has_features=i in features,
             has_transcript=i in transcripts,
+            refused=_not_regular(features, i) or _not_regular(transcripts, i),
         )
         for i in ids
     ]

@@ -38,8 +38,9 @@ class SourceReader:
         self, utterances: list[SourceUtterance], again: bool = False
     ) -> Iterator[tuple[SourceUtterance, CheckedUtterance | Rejected]]:
         """Each utterance checked, or the reason it is refused; ``again`` on the write pass."""
-        paths = [u.features for u in utterances if u.has_features]
-        paths += [u.transcript for u in utterances if u.has_transcript]
+        readable = [u for u in utterances if u.refused is None]  # a pipe is never opened
+        paths = [u.features for u in readable if u.has_features]
+        paths += [u.transcript for u in readable if u.has_transcript]
         contents = self._read(paths, again)
         for source in utterances:
             features = contents.get(source.features) if source.has_features else None
@@ -48,3 +49,5 @@ class SourceReader:
                 yield source, check_utterance(source, features, transcript)
             except Rejected as rejected:
                 yield source, rejected
+            except Exception as error:  # one bad file is one reject, whatever numpy raised
+                yield source, Rejected(source.features, f"unreadable: {type(error).__name__}: {error}")

@@ -1,19 +1,24 @@
 """Turns one utterance's raw files into checked arrays, or says precisely why it cannot be used.
 
 Every reason an utterance is refused is a :class:`Rejected` naming the file at fault; the
-caller writes it to ``rejects.csv``. Nothing is unpickled: ``np.load(allow_pickle=False)``.
+caller writes it to ``rejects.csv``. ``.npy`` files are read by ``shards.sample.load_npy``:
+never unpickled, and only after the header's declared size matches the bytes present. Features are judged as the shards will store
+them, in float32, bounded by what MFCCs can be.
 """
 
 import hashlib
-import io
+import unicodedata
 from dataclasses import dataclass
 
 import numpy as np
 
 from pipeline.layout import SourceUtterance
+from shards.sample import load_npy
 from shards.vocab import TranscriptError, parse_transcript
 
-NPY_MAGIC = b"\x93NUMPY"
+# No MFCC comes near this (log-mel cepstra are within a few thousand even for unscaled int16
+# audio); the bound keeps one hostile file from overflowing the dataset's statistics.
+MAX_ABS_FEATURE = 1e5
 
 
 class Rejected(Exception):
@@ -34,33 +39,47 @@ class CheckedUtterance:
 def _load_npy(data: bytes | Exception, path: str) -> np.ndarray:
     if isinstance(data, Exception):
         raise Rejected(path, f"unreadable: {data}")
-    if not data.startswith(NPY_MAGIC):
-        # np.load would hand anything without the magic to pickle
-        if data.startswith(b"\x80"):
-            raise Rejected(path, "pickled data, not a .npy array: refused")
-        raise Rejected(path, f"unreadable .npy: no NUMPY header ({len(data)} bytes)")
     try:
-        return np.load(io.BytesIO(data), allow_pickle=False)
+        return load_npy(data)
     except ValueError as error:
-        if "allow_pickle" in str(error):
-            raise Rejected(path, "pickled .npy (object array) refused") from error
-        raise Rejected(path, f"unreadable .npy: {error}") from error
-    except (OSError, EOFError) as error:
-        raise Rejected(path, f"unreadable .npy: {error}") from error
+        raise Rejected(path, str(error)) from error
 
 
 def _check_features(data: bytes | Exception, path: str) -> np.ndarray:
+    """The features as float32 (what the shards store), or the reason they cannot be used."""
     features = _load_npy(data, path)
     if features.dtype.kind not in "fiu":
         raise Rejected(path, f"features have dtype {features.dtype}, expected numbers")
     if features.ndim != 2:
         raise Rejected(path, f"features have shape {features.shape}, expected (frames, coefficients)")
-    if len(features) == 0:
-        raise Rejected(path, "zero frames")
-    bad_frames = int((~np.isfinite(features)).any(axis=1).sum())
+    if features.shape[0] == 0 or features.shape[1] == 0:
+        raise Rejected(path, f"features have shape {features.shape}: zero frames or coefficients")
+    with np.errstate(over="ignore", invalid="ignore"):  # float64 beyond float32's range becomes inf
+        values = features.astype(np.float32)
+    bad_frames = int((~np.isfinite(values)).any(axis=1).sum())
     if bad_frames:
-        raise Rejected(path, f"non-finite values (NaN/Inf) in {bad_frames} of {len(features)} frames")
-    return features
+        raise Rejected(
+            path,
+            f"non-finite values in float32 (NaN/Inf, or beyond float32's range) in {bad_frames} of {len(values)} frames",
+        )
+    huge_frames = int((np.abs(values) > MAX_ABS_FEATURE).any(axis=1).sum())
+    if huge_frames:
+        raise Rejected(
+            path,
+            f"values beyond ±{MAX_ABS_FEATURE:g} (no MFCC is that large) in {huge_frames} of {len(values)} frames",
+        )
+    return values
+
+
+def unrepresentable_id(utterance_id: str) -> str | None:
+    """Why an id cannot travel through CSV files, tar members and logs unchanged, or None."""
+    if not utterance_id:
+        return "empty id"
+    bad = sorted({c for c in utterance_id if unicodedata.category(c).startswith("C")})
+    if bad:
+        names = ", ".join(f"U+{ord(c):04X}" for c in bad[:3])
+        return f"the id holds control, non-UTF-8 or unassigned characters ({names}): cannot be represented"
+    return None
 
 
 def _check_transcript(data: bytes | Exception, path: str) -> list[int]:
@@ -88,6 +107,11 @@ def check_utterance(
 
     Raises :class:`Rejected`.
     """
+    if source.refused is not None:
+        raise Rejected(*source.refused)
+    problem = unrepresentable_id(source.id)
+    if problem:
+        raise Rejected(source.features, problem)
     if features is None:
         raise Rejected(
             source.features, "missing: the id has a transcript or test_order entry but no features"

@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 
+from shards import s3
 from shards.plan import plan_epoch
 from shards.reader import DEFAULT_MAX_FRAMES, read_split_metadata
 
@@ -64,9 +65,13 @@ def main(argv: list[str] | None = None) -> int:
     plan.add_argument("--epoch", type=int, default=0)
     args = parser.parse_args(argv)
     try:
+        s3.check_access(args.url)  # credentials, bucket, endpoint: a clear answer before any object is read
         document = plan_document(args)
-    except (FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
+    except Exception as error:
+        message = s3.refusal(error, [args.url], (FileNotFoundError, ValueError))
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
         return 2
     json.dump(document, sys.stdout, indent=1)
     print()

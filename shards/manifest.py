@@ -6,10 +6,15 @@ key, id, shard, n_frames, n_phonemes (null where the split has no transcripts).
 ``<split>/index.json``: per shard its name, utterances, frames, phonemes, bytes, sha256
 and frame range, plus totals. It is published last, so its presence means the split is
 complete; its ``fingerprint`` identifies the inputs and settings that produced it.
+
+``<split>/test_order.csv`` (header ``id``) and ``rejects.csv`` (``split,id,file,reason``) are
+CSV, quoted where an id needs it; this module is their one writer and one reader.
 """
 
+import csv
 import io
 import json
+import re
 from dataclasses import asdict, dataclass, field
 
 import pyarrow as pa
@@ -19,7 +24,7 @@ INDEX = "index.json"
 MANIFEST = "manifest.parquet"
 STATS = "stats.json"
 REJECTS = "rejects.csv"
-ORDER = "test_order.csv"  # submission order of an unlabelled split: a header, then one id per line
+ORDER = "test_order.csv"  # submission order of an unlabelled split, every source id (rejected ones too)
 
 MANIFEST_SCHEMA = pa.schema(
     [
@@ -30,6 +35,9 @@ MANIFEST_SCHEMA = pa.schema(
         ("n_phonemes", pa.int32()),
     ]
 )
+
+
+SHARD_NAME = re.compile(r"shard-[0-9]{6}\.tar")  # the only names a reader opens: never a path
 
 
 def shard_name(number: int) -> str:
@@ -75,9 +83,13 @@ class SplitIndex:
             document = json.loads(data)
             document.pop("totals", None)
             shards = [ShardEntry(**entry) for entry in document.pop("shards")]
-            return cls(**document, shards=shards)
+            index = cls(**document, shards=shards)
         except (ValueError, KeyError, TypeError) as error:
             raise ValueError(f"{where}: not a split index ({error})") from error
+        for entry in index.shards:
+            if not isinstance(entry.name, str) or not SHARD_NAME.fullmatch(entry.name):
+                raise ValueError(f"{where}: shard name {entry.name!r} is not of the form shard-NNNNNN.tar")
+        return index
 
 
 def manifest_bytes(rows: list[dict]) -> bytes:
@@ -90,3 +102,55 @@ def manifest_bytes(rows: list[dict]) -> bytes:
 
 def read_manifest(data: bytes) -> pa.Table:
     return pq.read_table(io.BytesIO(data))
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """An input utterance that is in no shard, and why."""
+
+    split: str
+    id: str
+    file: str  # relative to the source root
+    reason: str
+
+
+def _csv_bytes(header: list[str], rows) -> bytes:
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return text.getvalue().encode("utf-8", "backslashreplace")  # a non-UTF-8 file name stays visible
+
+
+def _csv_rows(data: bytes, header: list[str], where: str) -> list[list[str]]:
+    try:
+        rows = list(csv.reader(io.StringIO(data.decode("utf-8"), newline="")))
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise ValueError(f"{where}: not a CSV file ({error})") from error
+    if not rows or rows[0] != header:
+        raise ValueError(f"{where}: expected the header {','.join(header)}")
+    for number, row in enumerate(rows[1:], start=2):
+        if len(row) != len(header):
+            raise ValueError(f"{where}: line {number} has {len(row)} fields, expected {len(header)}")
+    return rows[1:]
+
+
+def order_bytes(ids: list[str]) -> bytes:
+    return _csv_bytes(["id"], ([i] for i in ids))
+
+
+def read_order(data: bytes, where: str) -> list[str]:
+    """The ids of a split's ``test_order.csv``, in submission order."""
+    return [row[0] for row in _csv_rows(data, ["id"], where)]
+
+
+REJECT_COLUMNS = ["split", "id", "file", "reason"]
+
+
+def rejects_bytes(rejections: list[Rejection]) -> bytes:
+    ordered = sorted(rejections, key=lambda r: (r.split, r.id))
+    return _csv_bytes(REJECT_COLUMNS, ([r.split, r.id, r.file, r.reason] for r in ordered))
+
+
+def read_rejects(data: bytes, where: str) -> list[Rejection]:
+    return [Rejection(*row) for row in _csv_rows(data, REJECT_COLUMNS, where)]

@@ -8,15 +8,17 @@
 The plan (``shards/plan.py``) fixes every batch before any shard is opened, so all ranks
 yield the same number of batches by construction. Each loader worker reads the shards of
 its own batches whole, through fsspec (WebDataset's opener, registered here for ``s3://``),
-checks each against the sha256 in ``index.json``, keeps only its samples and yields its
-batches. Transient read errors are retried with backoff; a corrupt shard is an error naming
+reading no more than ``index.json`` says it holds and checking its sha256 before parsing
+anything, opens it as an uncompressed tar, keeps only its samples and yields its batches. Transient read errors are retried with backoff; a corrupt shard is an error naming
 it, or, with ``skip_corrupt``, is logged with its utterance count and its batches are
 replaced by repeats of the worker's other batches (so the counts stay equal).
 """
 
 import hashlib
+import io
 import json
 import logging
+import tarfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,7 +28,6 @@ import fsspec
 import numpy as np
 import torch
 import webdataset as wds
-from webdataset.tariterators import tar_file_iterator
 
 from shards import manifest, sample
 from shards.manifest import SplitIndex
@@ -51,6 +52,10 @@ def _open_shard(url: str):
     if urlparse(url).scheme in ("", "file"):
         return _fsspec_opener(url)
     return wds.gopen(url)
+
+
+class LoaderStartError(RuntimeError):
+    """A loader worker died before its first batch (typically: a spawned worker re-ran an unguarded script)."""
 
 
 class CorruptShard(RuntimeError):
@@ -120,42 +125,32 @@ def read_dataset_stats(url: str) -> dict:
         return json.loads(handle.read())
 
 
-class _HashingReader:
-    """A read-only stream that hashes what passes through it."""
-
-    def __init__(self, stream):
-        self.stream, self.digest, self.size = stream, hashlib.sha256(), 0
-
-    def read(self, n: int = -1) -> bytes:
-        data = self.stream.read(n)
-        self.digest.update(data)
-        self.size += len(data)
-        return data
+def _verified_bytes(url: str, entry: manifest.ShardEntry) -> bytes:
+    """The shard's raw bytes, read no further than the index's size and checked against its sha256."""
+    with _open_shard(url) as raw:
+        data = raw.read(entry.bytes + 1)  # one byte more tells a longer file from the right one
+    digest = hashlib.sha256(data).hexdigest()
+    if len(data) != entry.bytes or digest != entry.sha256:
+        size = f"{len(data)} bytes" if len(data) <= entry.bytes else f"more than {entry.bytes} bytes"
+        raise CorruptShard(
+            f"{url}: {size} with sha256 {digest[:12]}…, index.json says {entry.bytes} bytes with {entry.sha256[:12]}…"
+        )
+    return data
 
 
 def _read_samples(url: str, entry: manifest.ShardEntry, keys: set[str]) -> dict[str, sample.Utterance]:
-    """The wanted samples of one shard, after checking its size and sha256 against the index."""
+    """The wanted samples of one shard. Nothing is parsed before its size and sha256 match the index,
+    and the tar is opened uncompressed only (a compressed one would expand in memory first)."""
+    data = _verified_bytes(url, entry)
     members: dict[str, dict[str, bytes]] = {}
-    with _open_shard(url) as raw:
-        stream = _HashingReader(raw)
-        try:
-            for member in tar_file_iterator(stream):
-                key, _, extension = member["fname"].partition(".")
-                if key in keys:
-                    members.setdefault(key, {})[extension] = member["data"]
-        except Exception as error:  # tarfile raises several kinds for a damaged archive
-            if isinstance(error, OSError) and not isinstance(error, EOFError):
-                raise  # the connection, not the data: the caller retries
-            raise CorruptShard(
-                f"{url}: not a readable tar ({type(error).__name__}: {error})".split(" @ ")[0]
-            ) from error
-        while stream.read(1 << 20):  # the tar end-of-archive padding counts in the checksum
-            pass
-    if stream.size != entry.bytes or stream.digest.hexdigest() != entry.sha256:
-        raise CorruptShard(
-            f"{url}: {stream.size} bytes with sha256 {stream.digest.hexdigest()[:12]}…, "
-            f"index.json says {entry.bytes} bytes with {entry.sha256[:12]}…"
-        )
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as archive:
+            for member in archive:
+                key, _, extension = member.name.partition(".")
+                if key in keys and member.isfile():
+                    members.setdefault(key, {})[extension] = archive.extractfile(member).read()
+    except tarfile.TarError as error:
+        raise CorruptShard(f"{url}: not an uncompressed tar ({type(error).__name__}: {error})") from error
     missing = keys - members.keys()
     if missing:
         raise CorruptShard(f"{url}: lacks {len(missing)} planned samples, e.g. {sorted(missing)[0]}")
@@ -318,9 +313,21 @@ class BatchStream:
             if self.num_workers
             else None,  # fsspec clients do not survive fork
         )
-        for batch in loader:
-            self.consumed += 1
-            yield batch
+        delivered = False
+        try:
+            for batch in loader:
+                delivered = True
+                self.consumed += 1
+                yield batch
+        except RuntimeError as error:
+            if delivered or "exited unexpectedly" not in str(error):
+                raise
+            raise LoaderStartError(
+                f"{self.url}/{self.split}: a loader worker exited before delivering its first batch. Loader "
+                "workers are spawned and each re-imports your main script, so a script that iterates a "
+                'BatchStream must do it under `if __name__ == "__main__":`; otherwise rerun with '
+                "num_workers=0 to see the worker's own error"
+            ) from error
         if self.consumed != plan.batches_per_rank:
             raise RuntimeError(
                 f"rank {self.rank} yielded {self.consumed} batches, planned {plan.batches_per_rank}"

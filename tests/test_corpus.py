@@ -3,16 +3,19 @@
 import csv
 import io
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from pipeline.build import Settings, build
+from pipeline.corpus import voices
 from pipeline.corpus.build import CorpusSettings, generate
-from shards.vocab import PHONEME_MAP, parse_transcript
+from shards.vocab import PHONEME_MAP, parse_transcript, to_string
 from tests.conftest import kill_when, tree_bytes
 
 TINY = dict(counts=(10, 3, 4), seed=5, workers=2)
@@ -54,8 +57,13 @@ def test_counts_solution_and_order(corpus):
     assert len(list((corpus / "train" / "mfcc").glob("*.npy"))) == 10
     order = (corpus / "test" / "test_order.csv").read_text().split()[1:]
     solution = list(csv.DictReader(io.StringIO((corpus / "test_solution.csv").read_text())))
-    # Invariant: the solution covers the test split in submission order, in PHONEME_MAP characters
-    assert [row["id"] + ".npy" for row in solution] == order
+    # Invariant: Kaggle's solution: row k has id k and the label of the k-th file of test_order.csv
+    assert [row["id"] for row in solution] == [str(k) for k in range(len(order))]
+    for row, name in zip(solution, order, strict=True):
+        record = json.loads(
+            (corpus / ".work" / "records" / "test" / name.replace(".npy", ".json")).read_text()
+        )
+        assert row["label"] == to_string(parse_transcript(record["phonemes"], name))
     assert sorted(order) == sorted(p.name for p in (corpus / "test" / "mfcc").glob("*.npy"))
     assert all(set(row["label"]) <= set(PHONEME_MAP[1:]) and row["label"][0] == "." for row in solution)
     assert not (corpus / "test" / "transcript").exists()
@@ -129,3 +137,25 @@ def test_unknown_voice_is_a_clear_error(tmp_path):
     result = subprocess.run(command, capture_output=True, text=True)
     assert result.returncode == 2
     assert "flite/nobody: flite has no such voice" in result.stderr
+
+
+@pytest.mark.parametrize("engine", ["festival", "flite"])
+def test_a_hung_synthesiser_is_a_failed_attempt(engine, tmp_path, monkeypatch):
+    """Fault injection: the synthesiser on PATH never finishes (a hang on odd input, simulated)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    hang = bin_dir / engine
+    hang.write_text("#!/bin/sh\necho '@@begin k0'\nexec sleep 600\n")
+    hang.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setattr(voices, "TIMEOUT_START_S", 1.0)
+    monkeypatch.setattr(voices, "TIMEOUT_PER_UTTERANCE_S", 0.5)
+    voice = voices.voice_by_name("festival/kal_diphone" if engine == "festival" else "flite/kal16")
+    requests = [voices.Request(f"k{i}", "hello world", 1.0, 100.0) for i in range(2)]
+    started = time.monotonic()
+    results = voices.synthesise(voice, requests, tmp_path)
+    # Invariant: the call returns within its bound, every request failed with kind "timeout"
+    assert time.monotonic() - started < 10
+    assert {key: (type(r).__name__, r.kind) for key, r in results.items()} == {
+        f"k{i}": ("SynthesisFailed", "timeout") for i in range(2)
+    }

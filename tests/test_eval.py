@@ -1,25 +1,32 @@
 """Evaluation: decoders against brute force, distributed decoding, submissions, leaderboards, watch."""
 
+import csv
+import io
 import itertools
 import math
 import multiprocessing
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import fsspec
 import Levenshtein
+import numpy as np
 import pytest
 import torch
 
 from eval import leaderboard
-from eval.decode import CTCBeamDecoder, GreedyDecoder, collapse
+from eval.decode import CTCBeamDecoder, GreedyDecoder
 from eval.main import _check_once
-from eval.submission import read_labels, score
+from eval.model import load_model
 from pipeline.build import Settings, build
-from tests.conftest import accelerate_launch
+from shards.kaggle import read_labels
+from shards.vocab import to_string
+from tests.conftest import accelerate_launch, read_index
 from tests.hw3p2_fixture import write_hw3p2
 from train.checkpoint import epoch_folder
+from train.metric import collapse, greedy_decode, score
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -91,19 +98,45 @@ def test_ctcdecode_interface_and_process_pool():
     assert (timesteps[0, 0, 1:n] > timesteps[0, 0, : n - 1]).all()
 
 
-def test_scorer_is_levenshtein_over_phoneme_map_strings(tmp_path):
-    cases = {"a": (".hElO.", ".hElO."), "b": (".hElO.", ".hEl."), "c": ("", ".ab."), "d": (".ab.", "")}
+def test_scorer_is_levenshtein_over_phoneme_map_strings():
+    cases = {0: (".hElO.", ".hElO."), 1: (".hElO.", ".hEl."), 2: ("", ".ab."), 3: (".ab.", "")}
     predictions = {k: p for k, (p, _) in cases.items()}
     solution = {k: s for k, (_, s) in cases.items()}
-    distance, per, count = score(predictions, solution)
+    result = score(predictions, solution, "here")
     expected = [Levenshtein.distance(p, s) for p, s in cases.values()]
-    assert (distance, count) == (sum(expected) / 4, 4)
-    assert per == sum(expected) / sum(len(s) for _, s in cases.values())
-    with pytest.raises(ValueError, match="1 ids of the solution are missing"):
-        score({"a": ".", "b": ".", "c": "."}, solution)
+    assert (result.mean_distance, result.utterances) == (sum(expected) / 4, 4)
+    assert result.per == sum(expected) / sum(len(s) for _, s in cases.values())
+    with pytest.raises(ValueError, match="here: 1 ids of the solution are missing"):
+        score({0: ".", 1: ".", 2: "."}, solution, "here")
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("id,predictions\n0,.ab.\n1,\n", {0: ".ab.", 1: ""}),  # Spring 2022 submission
+        ("index,label\n1,.b.\n0,.a.\n", {0: ".a.", 1: ".b."}),  # later semesters, any row order
+        ("id,label,Usage\n0,.a.,Public\n1,.b.,Private\n", {0: ".a.", 1: ".b."}),  # Kaggle solution
+    ],
+)
+def test_kaggle_files_are_read_by_row_position(tmp_path, text, expected):
     path = tmp_path / "s.csv"
-    path.write_text("id,label\nx,.a.\nx,.b.\n")
-    with pytest.raises(ValueError, match="id 'x' appears twice"):
+    path.write_text(text)
+    assert read_labels(str(path)) == expected
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("id,label\n0,.a.\n0,.b.\n", "id 0 appears twice"),
+        ("id,label\ntest-000016,.a.\n", "'test-000016' is not a row number"),
+        ("id,label\n0,.a.,x\n", "line 2 has 3 columns"),
+        ("id\n0\n", "at least two columns"),
+    ],
+)
+def test_malformed_kaggle_files_are_named(tmp_path, text, message):
+    path = tmp_path / "s.csv"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=f"{path}.*{message}"):
         read_labels(str(path))
 
 
@@ -155,7 +188,7 @@ def trained(tmp_path_factory) -> tuple[str, str, Path]:
     ]
     subprocess.run(command, check=True, capture_output=True)
     solution = root / "solution.csv"
-    solution.write_text("id,label\n" + "".join(f"te{i:05d},.ab.\n" for i in range(9)))
+    solution.write_text("id,label\n" + "".join(f"{k},.ab.\n" for k in range(9)))  # Kaggle's: positions
     return str(root / "shards"), str(run / epoch_folder(0) / "model.pt"), solution
 
 
@@ -185,9 +218,12 @@ def test_two_processes_write_the_same_submission_as_one(trained, tmp_path):
     assert double.returncode == 0, double.stderr[-2000:]
     assert (tmp_path / "one.csv").read_bytes() == (tmp_path / "two.csv").read_bytes()
     lines = (tmp_path / "one.csv").read_text().splitlines()
-    # Invariant: the submission follows test_order.csv (the fixture lists ids in reverse)
+    # Invariant: Kaggle's ids are row positions; which utterance each is goes beside, in test_order.csv order
     assert lines[0] == "id,predictions" and [row.split(",")[0] for row in lines[1:]] == [
-        f"te{i:05d}" for i in reversed(range(9))
+        str(k) for k in range(9)
+    ]
+    assert (tmp_path / "one.ids.csv").read_text().splitlines() == ["id,utterance"] + [
+        f"{k},te{i:05d}" for k, i in enumerate(reversed(range(9)))
     ]
     rows = leaderboard.read(str(tmp_path / "b.csv"))
     assert len(rows) == 2 and rows[0]["distance"] == rows[1]["distance"] != ""
@@ -229,3 +265,112 @@ def test_watch_once_evaluates_only_new_checkpoints(trained, tmp_path):
     assert [r["checkpoint"] for r in leaderboard.read(board)] == [model]
     subprocess.run(command, check=True, capture_output=True, cwd=REPO)
     assert len(leaderboard.read(board)) == 1  # nothing new, nothing evaluated
+
+
+def test_submission_row_k_is_the_prediction_for_the_kth_listed_file(trained, tmp_path):
+    """Ids that sort differently from test_order.csv (commas, spaces, a shuffle) and a rejected utterance."""
+    data, model, _ = trained
+    raw = write_hw3p2(tmp_path / "raw", counts=(1, 1, 12), frames=(60, 200), seed=33)
+    mfcc = raw / "test" / "mfcc"
+    names = sorted(p.stem for p in mfcc.glob("*.npy"))
+    renamed = {names[0]: "b, with a comma", names[1]: "a with spaces", names[2]: 'q"uote'}
+    for old, new in renamed.items():
+        (mfcc / f"{old}.npy").rename(mfcc / f"{new}.npy")
+    ids = [renamed.get(n, n) for n in names]
+    (mfcc / f"{ids[3]}.npy").write_bytes(b"\x93NUMPY broken")  # rejected, but still listed
+    order = [ids[i] for i in torch.randperm(len(ids), generator=torch.Generator().manual_seed(3)).tolist()]
+    (raw / "test" / "test_order.csv").write_bytes(kaggle_order_csv(order))
+    shards = tmp_path / "shards"
+    build(Settings(str(raw), str(shards), stats=f"{data}/stats.json", max_reject_fraction=0.5))
+    submission, board = tmp_path / "sub.csv", tmp_path / "board.csv"
+    command = [
+        *_evaluate(trained, "--beam", "1", "--submission", str(submission)),
+        "--leaderboard",
+        str(board),
+    ]
+    command[command.index(data)] = str(shards)
+    result = subprocess.run([sys.executable, *command], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    expected = _greedy_one_by_one(model, str(shards))
+    assert len(set(expected.values())) > 3  # the check below could not tell rows apart otherwise
+    rows = list(csv.reader(io.StringIO(submission.read_text(), newline="")))
+    # Invariant: Kaggle's file: one row per listed file, row k = position k = the k-th file's prediction
+    assert rows[0] == ["id", "predictions"] and len(rows) == len(order) + 1
+    for k, (row, utterance) in enumerate(zip(rows[1:], order, strict=True)):
+        assert row == [str(k), expected.get(utterance, "")]
+    mapping = list(csv.reader(io.StringIO((tmp_path / "sub.ids.csv").read_text(), newline="")))
+    assert mapping == [["id", "utterance"]] + [[str(k), i] for k, i in enumerate(order)]
+    # the rejected utterance keeps its row (empty), is named in a warning and counted on the board
+    assert ids[3] not in expected and f"{ids[3]} (unreadable .npy" in result.stderr
+    assert leaderboard.read(str(board))[0]["rejected"] == "1"
+
+
+def kaggle_order_csv(ids: list[str]) -> bytes:
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["file"])
+    writer.writerows([f"{i}.npy"] for i in ids)
+    return text.getvalue().encode()
+
+
+def _greedy_one_by_one(model_url: str, data: str) -> dict[str, str]:
+    """Each test utterance decoded on its own, straight from the shards: id → PHONEME_MAP string."""
+    model, _ = load_model(model_url)
+    found = {}
+    with torch.no_grad():
+        for entry in read_index(data, "test").shards:
+            with (
+                fsspec.open(f"{data}/test/{entry.name}", "rb") as handle,
+                tarfile.open(fileobj=io.BytesIO(handle.read())) as archive,
+            ):
+                members = {m.name: archive.extractfile(m).read() for m in archive}
+            for name in (n for n in members if n.endswith(".id.txt")):
+                key = name.split(".")[0]
+                features = np.load(io.BytesIO(members[f"{key}.feats.npy"]))
+                log_probs, lengths = model(torch.from_numpy(features)[None], torch.tensor([len(features)]))
+                found[members[name].decode()] = to_string(greedy_decode(log_probs, lengths)[0])
+    return found
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_leaderboard_cells_are_never_formulas_and_read_back_unchanged(where, tmp_path, s3_bucket):
+    url = f"{s3_bucket}/board.csv" if where == "s3" else str(tmp_path / "board.csv")
+    names = [
+        '=HYPERLINK("http://x","y")',
+        "+1",
+        "-2",
+        "@SUM(A1)",
+        "\tx",
+        "\rcr",
+        "line\r\nbreak",
+        "'=quoted",
+        "'plain",
+    ]
+    for name in names:
+        leaderboard.append(url, {c: name if c == "run" else "1" for c in leaderboard.COLUMNS})
+    with fsspec.open(url, "rb") as handle:
+        cells = [row[1] for row in csv.reader(io.StringIO(handle.read().decode(), newline=""))][1:]
+    # Invariant: no stored cell starts with what a spreadsheet evaluates (OWASP: prefix a quote)
+    assert not [c for c in cells if c[:1] in "=+-@\t\r"]
+    # Invariant: reading gives every name back exactly, CR and quotes included
+    assert [r["run"] for r in leaderboard.read(url)] == names
+
+
+def test_leaderboard_lock_file_symlink_is_refused_and_its_target_untouched(tmp_path):
+    target = tmp_path / "precious.txt"
+    target.write_text("keep me")
+    (tmp_path / "board.csv.lock").symlink_to(target)
+    with pytest.raises(ValueError, match="lock file is a symbolic link"):
+        leaderboard.append(str(tmp_path / "board.csv"), dict.fromkeys(leaderboard.COLUMNS, "1"))
+    assert target.read_text() == "keep me"
+
+
+def test_an_older_leaderboard_file_stays_readable_and_gains_the_new_columns(tmp_path):
+    board = tmp_path / "board.csv"
+    old_columns = leaderboard.COLUMNS[:-1]
+    board.write_text(",".join(old_columns) + "\n" + ",".join(["old"] * len(old_columns)) + "\n")
+    assert leaderboard.read(str(board))[0]["rejected"] == ""
+    leaderboard.append(str(board), dict.fromkeys(leaderboard.COLUMNS, "new"))
+    rows = leaderboard.read(str(board))
+    assert [r["run"] for r in rows] == ["old", "new"] and rows[1]["rejected"] == "new"
+    assert board.read_text().splitlines()[0] == ",".join(leaderboard.COLUMNS)

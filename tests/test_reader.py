@@ -1,8 +1,14 @@
 """The streaming reader: balanced batch plans, exact resumption, local and S3, real ranks."""
 
+import gzip
+import hashlib
+import io
 import json
+import re
 import subprocess
 import sys
+import time
+import tracemalloc
 from collections import Counter
 from pathlib import Path
 
@@ -11,6 +17,7 @@ import numpy as np
 import pytest
 
 from pipeline.build import Settings, build
+from shards import manifest
 from shards.manifest import ShardEntry, SplitIndex
 from shards.plan import plan_epoch
 from shards.reader import DEFAULT_MAX_FRAMES, BatchStream, CorruptShard, read_shard, read_split_metadata
@@ -192,7 +199,7 @@ def _corrupt_copy(dataset: str, tmp_path: Path, damage=_truncate) -> tuple[Path,
 @pytest.mark.parametrize(
     ("damage", "message"),
     [
-        (_truncate, "not a readable tar"),
+        (_truncate, r"\d+ bytes with sha256 \w+…, index.json says"),
         (_flip_a_feature_byte, r"\d+ bytes with sha256 \w+…, index.json says"),
     ],
 )
@@ -200,6 +207,52 @@ def test_a_corrupt_shard_is_an_error_naming_it(dataset, tmp_path, damage, messag
     copy, victim = _corrupt_copy(dataset, tmp_path, damage)
     with pytest.raises(CorruptShard, match=rf"train/{victim}: {message}"):
         _ids(BatchStream(str(copy), "train", max_frames=3000))
+
+
+def _gzip_bomb(_: bytes) -> bytes:
+    """A 64 MB tar of zeros, gzip-compressed to about 64 KB."""
+    buffer = io.BytesIO()
+    with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as packed:
+        for _ in range(64):
+            packed.write(bytes(1 << 20))
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("index_updated", [False, True])
+def test_a_compressed_shard_is_never_expanded(dataset, tmp_path, index_updated):
+    copy, victim = _corrupt_copy(dataset, tmp_path, _gzip_bomb)
+    if index_updated:  # the index vouches for the bomb's bytes: still opened as a plain tar only
+        path = copy / "train" / manifest.INDEX
+        document = json.loads(path.read_text())
+        data = (copy / "train" / victim).read_bytes()
+        entry = next(e for e in document["shards"] if e["name"] == victim)
+        entry.update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+        path.write_text(json.dumps(document))
+    index, rows = read_split_metadata(str(copy), "train")
+    entry = next(e for e in index.shards if e.name == victim)
+    keys = {r["key"] for r in rows if r["shard"] == victim}
+    tracemalloc.start()
+    with pytest.raises(CorruptShard, match="not an uncompressed tar" if index_updated else "index.json says"):
+        read_shard(str(copy / "train" / victim), entry, keys)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    # Invariant: memory stays at the compressed size; the 64 MB inside are never produced
+    assert peak < 8 << 20
+
+
+@pytest.mark.parametrize(
+    "name", ["../../elsewhere/x.tar", "/etc/passwd", "shard-000001.tar.gz", "shard-1.tar"]
+)
+def test_index_naming_anything_but_its_own_shards_is_refused(dataset, tmp_path, name):
+    copy, _ = _corrupt_copy(dataset, tmp_path, lambda data: data)
+    path = copy / "train" / manifest.INDEX
+    document = json.loads(path.read_text())
+    document["shards"][0]["name"] = name
+    path.write_text(json.dumps(document))
+    with pytest.raises(
+        ValueError, match=f"shard name '{re.escape(name)}' is not of the form shard-NNNNNN.tar"
+    ):
+        BatchStream(str(copy), "train")
 
 
 def test_a_corrupt_shard_can_be_skipped_and_counts_stay_equal(dataset, tmp_path, caplog):
@@ -286,3 +339,33 @@ def test_plan_command_prints_what_the_reader_yields(dataset):
         )
         assert document["ranks"][rank]["batches"] == _ids(stream)
     assert 0 < document["padding_efficiency"] <= 1 and document["repeated_utterances"] >= 0
+
+
+def _readme_reader_example() -> str:
+    text = (REPO / "README.md").read_text()
+    start = text.index("```python\n# read.py") + len("```python\n")
+    return text[start : text.index("```", start)]
+
+
+def test_the_readme_reader_example_runs_as_written(dataset, tmp_path):
+    script = tmp_path / "read.py"
+    script.write_text(_readme_reader_example())
+    result = subprocess.run(
+        [sys.executable, str(script), dataset], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "'epoch': 1, 'consumed': 0" in result.stdout
+
+
+def test_an_unguarded_script_fails_fast_naming_the_fix(dataset, tmp_path):
+    """The README example without its `__main__` guard: spawned workers re-run it and die starting."""
+    body = _readme_reader_example().split('if __name__ == "__main__":')[0]
+    script = tmp_path / "unguarded.py"
+    script.write_text(body + "main(sys.argv[1])\n")
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, str(script), dataset], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 1
+    assert "LoaderStartError" in result.stderr and 'under `if __name__ == "__main__":`' in result.stderr
+    assert time.monotonic() - started < 120

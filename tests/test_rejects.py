@@ -2,6 +2,7 @@
 
 import csv
 import io
+import os
 import pickle
 import subprocess
 import sys
@@ -24,6 +25,13 @@ def _npy(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def _header_only(shape: tuple[int, ...]) -> bytes:
+    """A .npy header declaring ``shape`` float32, with 64 bytes of data behind it."""
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": "<f4", "fortran_order": False, "shape": shape})
+    return buffer.getvalue() + bytes(64)
+
+
 def _nan_at_frame_7() -> np.ndarray:
     features = GOOD.copy()
     features[7, 3] = np.nan
@@ -33,7 +41,21 @@ def _nan_at_frame_7() -> np.ndarray:
 # id → (mfcc file bytes, transcript file bytes (None: no file), the reason rejects.csv gives, the file it names)
 BAD_TRAIN = {
     "garbage": (b"not a numpy file", _npy(GOOD_TRANSCRIPT), "unreadable .npy", "mfcc"),
-    "truncated": (_npy(GOOD)[:300], _npy(GOOD_TRANSCRIPT), "unreadable .npy", "mfcc"),
+    "truncated": (_npy(GOOD)[:300], _npy(GOOD_TRANSCRIPT), "truncated or padded .npy", "mfcc"),
+    "trailing": (_npy(GOOD) + b"x" * 9, _npy(GOOD_TRANSCRIPT), "the file holds 2609", "mfcc"),
+    # 192 bytes whose header declares 5 TB: refused before anything is allocated
+    "bomb": (
+        _header_only((10**11, 13)),
+        _npy(GOOD_TRANSCRIPT),
+        "header declares (100000000000, 13) float32 (5200000000000 bytes), the file holds 64",
+        "mfcc",
+    ),
+    "badversion": (
+        _npy(GOOD)[:6] + b"\x09\x00" + _npy(GOOD)[8:],
+        _npy(GOOD_TRANSCRIPT),
+        "version 9.0",
+        "mfcc",
+    ),
     "rawpickle": (
         pickle.dumps(GOOD),
         _npy(GOOD_TRANSCRIPT),
@@ -49,15 +71,24 @@ BAD_TRAIN = {
     "nan": (
         _npy(_nan_at_frame_7()),
         _npy(GOOD_TRANSCRIPT),
-        "non-finite values (NaN/Inf) in 1 of 50 frames",
+        "non-finite values in float32 (NaN/Inf, or beyond float32's range) in 1 of 50 frames",
         "mfcc",
     ),
-    "inf": (
-        _npy(GOOD + np.inf),
+    "inf": (_npy(GOOD + np.inf), _npy(GOOD_TRANSCRIPT), "non-finite values in float32", "mfcc"),
+    # finite in float64, infinite as the float32 the shards store: once made every feature of the dataset 0
+    "huge": (
+        _npy(np.full((50, 13), 1e200)),
         _npy(GOOD_TRANSCRIPT),
-        "non-finite values (NaN/Inf) in 50 of 50 frames",
+        "(NaN/Inf, or beyond float32's range) in 50 of 50 frames",
         "mfcc",
     ),
+    "large": (
+        _npy(np.where(np.arange(50)[:, None] == 3, 3e7, GOOD)),
+        _npy(GOOD_TRANSCRIPT),
+        "values beyond ±100000 (no MFCC is that large) in 1 of 50 frames",
+        "mfcc",
+    ),
+    "nocoefficients": (_npy(GOOD[:, :0]), _npy(GOOD_TRANSCRIPT), "zero frames or coefficients", "mfcc"),
     "rank": (
         _npy(GOOD[:, 0]),
         _npy(GOOD_TRANSCRIPT),
@@ -71,6 +102,12 @@ BAD_TRAIN = {
         "mfcc",
     ),
     "zero": (_npy(GOOD[:0]), _npy(GOOD_TRANSCRIPT), "zero frames", "mfcc"),
+    "ctrl\x07id": (
+        _npy(GOOD),
+        _npy(GOOD_TRANSCRIPT),
+        "holds control, non-UTF-8 or unassigned characters (U+0007)",
+        "mfcc",
+    ),
     "empty": (_npy(GOOD), _npy(np.array(["<sos>", "<eos>"])), "empty transcript", "transcript"),
     "unknown": (
         _npy(GOOD),
@@ -101,6 +138,11 @@ BAD_TRAIN = {
 }
 
 
+# files that must never be opened (reading a named pipe waits forever)
+NOT_REGULAR = {"fifo": os.mkfifo, "folder": os.mkdir}
+BAD_COUNT = len(BAD_TRAIN) + len(NOT_REGULAR)
+
+
 @pytest.fixture(scope="module")
 def bad_raw(tmp_path_factory) -> Path:
     root = write_hw3p2(tmp_path_factory.mktemp("bad"), counts=(30, 5, 5), seed=2)
@@ -108,6 +150,9 @@ def bad_raw(tmp_path_factory) -> Path:
         for folder, content in (("mfcc", features), ("transcript", transcript)):
             if content is not None:
                 (root / "train" / folder / f"{utterance_id}.npy").write_bytes(content)
+    for kind, make in NOT_REGULAR.items():
+        make(root / "train" / "mfcc" / f"{kind}.npy")
+        (root / "train" / "transcript" / f"{kind}.npy").write_bytes(_npy(GOOD_TRANSCRIPT))
     # the order file names a test utterance that has no features
     with open(root / "test" / "test_order.csv", "a") as order:
         order.write("ghost.npy\n")
@@ -115,7 +160,7 @@ def bad_raw(tmp_path_factory) -> Path:
 
 
 def _rejects(dst: Path) -> dict[str, dict[str, str]]:
-    rows = csv.DictReader(io.StringIO((dst / "rejects.csv").read_text()))
+    rows = csv.DictReader(io.StringIO((dst / "rejects.csv").read_text(), newline=""))
     return {row["id"]: row for row in rows}
 
 
@@ -127,9 +172,12 @@ def test_every_bad_kind_is_rejected_with_its_reason(bad_raw, tmp_path):
         assert rejects[utterance_id]["split"] == "train"
         assert reason in rejects[utterance_id]["reason"], utterance_id
         assert rejects[utterance_id]["file"] == f"train/{folder}/{utterance_id}.npy"
+    for kind in NOT_REGULAR:
+        assert "not a regular file: refused without opening it" in rejects[kind]["reason"]
+        assert rejects[kind]["file"] == f"train/mfcc/{kind}.npy"
     assert rejects["ghost"]["file"] == "test/mfcc/ghost.npy" and rejects["ghost"]["split"] == "test"
     # Invariant: every input utterance is in a shard or in rejects.csv, never both
-    for split, count in (("train", 30 + len(BAD_TRAIN)), ("dev", 5), ("test", 6)):
+    for split, count in (("train", 30 + BAD_COUNT), ("dev", 5), ("test", 6)):
         kept = {u.id for _, u in read_split(str(dst), split)}
         rejected = {i for i, row in rejects.items() if row["split"] == split}
         assert not kept & rejected
@@ -138,10 +186,10 @@ def test_every_bad_kind_is_rejected_with_its_reason(bad_raw, tmp_path):
 
 def test_too_many_rejects_fails_after_writing_the_report(bad_raw, tmp_path):
     dst = tmp_path / "shards"
-    bad = len(BAD_TRAIN)
+    bad = BAD_COUNT
     with pytest.raises(TooManyRejects, match=rf"train: kept 30, rejected {bad} \({bad / (30 + bad):.1%}\)"):
         build(Settings(str(bad_raw), str(dst)))
-    assert len(_rejects(dst)) == len(BAD_TRAIN) + 1
+    assert len(_rejects(dst)) == BAD_COUNT + 1
     # Invariant: a failed split is never published as complete
     assert not (dst / "train" / "index.json").exists()
 
@@ -163,4 +211,4 @@ def test_command_line_exits_non_zero_on_too_many_rejects(bad_raw, tmp_path):
     assert "too many rejects" in result.stderr and "rejects.csv" in result.stderr
     relaxed = subprocess.run([*command, "--max-rejects", "0.5"], capture_output=True, text=True)
     assert relaxed.returncode == 0, relaxed.stderr
-    assert f"train: kept 30, rejected {len(BAD_TRAIN)}" in relaxed.stdout
+    assert f"train: kept 30, rejected {BAD_COUNT}" in relaxed.stdout

@@ -42,7 +42,8 @@ def save(
     _publish_torch(store, state, f"{folder}/state.pt")
     _publish_torch(store, model_card, f"{folder}/model.pt")
     store.publish_bytes(json.dumps({"epoch": epoch, "folder": folder}).encode(), LATEST)
-    keep = {epoch_folder(e) for e in range(epoch - keep_last + 1, epoch + 1)}
+    # the folder latest.json names is always kept, whatever keep_last says
+    keep = {folder} | {epoch_folder(e) for e in range(epoch - keep_last + 1, epoch + 1)}
     if best_epoch is not None:
         keep.add(epoch_folder(best_epoch))
     for name in store.list(CHECKPOINTS):

@@ -1,17 +1,20 @@
 """The training configuration: one typed dataclass, loaded from YAML, overridden by ``key=value``."""
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
+from shards.reader import DEFAULT_MAX_FRAMES
+
 
 @dataclass
 class TrainConfig:
     # data
-    max_frames: int = 40_000  # padded frames per batch (batch size x longest utterance)
+    max_frames: int = DEFAULT_MAX_FRAMES  # padded frames per batch (batch size x longest utterance)
     num_workers: int = 2  # loader processes per rank
     seed: int = 0  # plans, initialisation and augmentation
     # model
@@ -66,50 +69,173 @@ class TrainConfig:
         return stride
 
     def check(self) -> "TrainConfig":
-        if len(self.strides) != self.conv_blocks or any(s not in (1, 2, 4) for s in self.strides):
-            raise ValueError(f"strides {self.strides}: one per conv block, each 1, 2 or 4")
-        if self.time_stride > 4:
-            raise ValueError(f"strides {self.strides} give a time stride of {self.time_stride}; at most 4")
-        if self.scheduler not in ("plateau", "cosine") or self.noise_kind not in ("gaussian", "gumbel"):
-            raise ValueError(f"scheduler {self.scheduler!r} / noise_kind {self.noise_kind!r} not known")
-        if self.utterance_norm not in ("none", "mean", "mean_var"):
-            raise ValueError(f"utterance_norm {self.utterance_norm!r}: none, mean or mean_var")
-        if self.lstm_impl not in ("auto", "packed", "padded"):
-            raise ValueError(f"lstm_impl {self.lstm_impl!r}: auto, packed or padded")
+        """The config itself, or a :class:`ConfigError` listing every problem, one line each."""
+        problems = problems_of(dataclasses.asdict(self))
+        if problems:
+            raise ConfigError("\n".join(problems))
         return self
 
 
-def _convert(value: str, kind: type, key: str):
-    if kind is bool:
-        if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-            raise ValueError(f"{key}={value}: not a boolean")
-        return value.lower() in ("true", "1", "yes")
-    if typing.get_origin(kind) is list:
-        (item,) = typing.get_args(kind)
-        return [item(v) for v in value.strip("[]").split(",") if v.strip()]
-    return kind(value)
+class ConfigError(ValueError):
+    """Invalid settings; the message has one line per problem, naming the key, the value and what is allowed."""
+
+
+# What each setting allows besides its type: (low, high, low inclusive, high inclusive) or choices.
+# Every field has a rule (tested), so a new setting cannot skip validation.
+def _at_least(low: float) -> tuple:
+    return (low, math.inf, True, False)
+
+
+_PROBABILITY = (0.0, 1.0, True, True)
+_FRACTION = (0.0, 1.0, True, False)  # dropout rates and ±perturbation widths
+RULES: dict[str, tuple] = {
+    "max_frames": _at_least(1),
+    "num_workers": _at_least(0),
+    "seed": _at_least(0),
+    "channels": _at_least(1),
+    "conv_blocks": _at_least(1),
+    "strides": ("each 1, 2 or 4", {1, 2, 4}),
+    "utterance_norm": ("none", "mean", "mean_var"),
+    "kernel_size": _at_least(1),
+    "conv_dropout": _FRACTION,
+    "lstm_layers": _at_least(1),
+    "lstm_hidden": _at_least(1),
+    "lstm_dropout": _FRACTION,
+    "classifier_hidden": _at_least(1),
+    "classifier_dropout": _FRACTION,
+    "noise_prob": _PROBABILITY,
+    "noise_kind": ("gaussian", "gumbel"),
+    "noise_std": _at_least(0),
+    "time_masks": _at_least(0),
+    "time_mask_max": _at_least(0),
+    "freq_masks": _at_least(0),
+    "freq_mask_max": _at_least(0),
+    "mask_prob": _PROBABILITY,
+    "mel_masks": _at_least(0),
+    "mel_mask_max": (0, 40, True, True),  # bands of the 40-band log-mel
+    "warp_prob": _PROBABILITY,
+    "warp_max": _FRACTION,
+    "stretch_prob": _PROBABILITY,
+    "stretch_max": _FRACTION,
+    "epochs": _at_least(1),
+    "lr": (0.0, math.inf, False, False),
+    "weight_decay": _at_least(0),
+    "grad_clip": (0.0, math.inf, False, False),
+    "grad_accum": _at_least(1),
+    "scheduler": ("plateau", "cosine"),
+    "warmup_steps": _at_least(0),
+    "plateau_factor": (0.0, 1.0, False, False),
+    "plateau_patience": _at_least(0),
+    "bf16": (),
+    "lstm_impl": ("auto", "packed", "padded"),
+    "keep_last": _at_least(1),
+}
+_TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+
+
+def _type_problem(value, hint) -> str | None:
+    if typing.get_origin(hint) is list:
+        if not isinstance(value, list) or any(_type_problem(v, int) for v in value):
+            return "expected a list of integers"
+        return None
+    if hint is float:  # an integer is a number too, a boolean is not
+        ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+        return None if ok else "expected a finite number"
+    if hint is int and isinstance(value, bool):
+        return "expected an integer, not true/false"
+    return None if isinstance(value, hint) else f"expected {_TYPE_NAMES[hint]}"
+
+
+def _range_problem(value, rule: tuple) -> str | None:
+    if not rule:
+        return None
+    if isinstance(rule[1], set):
+        return None if set(value) <= rule[1] else rule[0]
+    if isinstance(rule[0], str):
+        return None if value in rule else "allowed: " + ", ".join(rule)
+    low, high, low_in, high_in = rule
+    if (value > low or (low_in and value == low)) and (value < high or (high_in and value == high)):
+        return None
+    low_text = f"{'≥' if low_in else '>'} {low:g}"
+    return (
+        f"allowed: {low_text}"
+        if high == math.inf
+        else f"allowed: {low_text} and {'≤' if high_in else '<'} {high:g}"
+    )
+
+
+def problems_of(values: dict) -> list[str]:
+    """Every problem of a settings mapping, one line each: the key, the value, what is allowed."""
+    hints = typing.get_type_hints(TrainConfig)
+    problems = [
+        f"{key}: unknown setting (known: {', '.join(sorted(hints))})" for key in values if key not in hints
+    ]
+    for key, hint in hints.items():
+        if key not in values:
+            continue
+        value = values[key]
+        problem = _type_problem(value, hint) or _range_problem(value, RULES[key])
+        if problem:
+            problems.append(f"{key}={value!r}: {problem}")
+    strides = values.get("strides", TrainConfig().strides)
+    blocks = values.get("conv_blocks", TrainConfig.conv_blocks)
+    if not any(p.startswith(("strides", "conv_blocks")) for p in problems):
+        if len(strides) != blocks:
+            problems.append(f"strides={strides!r}: one per conv block (conv_blocks={blocks})")
+        elif math.prod(strides) > 4:
+            problems.append(f"strides={strides!r}: time stride {math.prod(strides)}; allowed: at most 4")
+    return problems
+
+
+def _convert(value: str, hint: type):
+    """A ``key=value`` string as the setting's type; a string that does not convert is left for the check."""
+    if typing.get_origin(hint) is list:
+        parts = [v.strip() for v in value.strip().strip("[]").split(",") if v.strip()]
+        return [int(v) if v.lstrip("-").isdigit() else v for v in parts]
+    if hint is bool:
+        return {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False}.get(
+            value.lower(), value
+        )
+    try:
+        return hint(value)
+    except ValueError:
+        return value
+
+
+def _read_yaml(path: str | Path) -> dict:
+    try:
+        values = yaml.safe_load(Path(path).read_text())  # safe: no tag builds Python objects
+    except yaml.YAMLError as error:
+        where = getattr(error, "problem_mark", None)
+        line = f" (line {where.line + 1}, column {where.column + 1})" if where else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ConfigError(f"{path}: not a valid settings file{line}: {problem}") from error
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}: cannot be read ({error})") from error
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise ConfigError(
+            f"{path}: expected a mapping of settings (key: value), found {type(values).__name__}"
+        )
+    return values
 
 
 def load_config(path: str | Path | None, overrides: list[str]) -> TrainConfig:
-    """Defaults, then the YAML file, then ``key=value`` overrides; unknown keys are errors."""
+    """Defaults, then the YAML file, then ``key=value`` overrides, validated as a whole."""
     hints = typing.get_type_hints(TrainConfig)
-    values: dict = {}
-    if path is not None:
-        values = yaml.safe_load(Path(path).read_text()) or {}
-        unknown = set(values) - set(hints)
-        if unknown:
-            raise ValueError(f"{path}: unknown settings {sorted(unknown)}")
+    values = _read_yaml(path) if path is not None else {}
+    problems = []
     for override in overrides:
         key, sep, value = override.partition("=")
-        if not sep or key not in hints:
-            raise ValueError(f"{override!r}: expected key=value with key one of {sorted(hints)}")
-        values[key] = _convert(value, hints[key], key)
-    config = TrainConfig(**values)
-    for f in dataclasses.fields(config):  # YAML types must match too (e.g. no "1e-3" strings)
-        value = getattr(config, f.name)
-        expected = typing.get_origin(hints[f.name]) or hints[f.name]
-        if expected is float and isinstance(value, int):
-            setattr(config, f.name, float(value))
-        elif not isinstance(value, expected):
-            raise ValueError(f"{f.name}={value!r}: expected {hints[f.name]}")
-    return config.check()
+        if not sep:
+            problems.append(f"{override!r}: expected key=value")
+        elif key not in hints:
+            problems.append(f"{key}: unknown setting (known: {', '.join(sorted(hints))})")
+        else:
+            values[key] = _convert(value, hints[key])
+    problems += problems_of(values)
+    if problems:
+        raise ConfigError("\n".join(problems))
+    floats = {k: float(v) for k, v in values.items() if hints[k] is float}  # YAML's 1 for a float setting
+    return TrainConfig(**(values | floats))

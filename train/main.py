@@ -23,12 +23,13 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python train/main.py` from anywhere
 
+from shards import s3  # noqa: E402
 from shards.reader import BatchStream, read_dataset_stats  # noqa: E402
 from shards.store import Store  # noqa: E402
 from shards.vocab import PHONEME_MAP, PHONEMES  # noqa: E402
 from train import checkpoint, report  # noqa: E402
 from train.augment import Augment  # noqa: E402
-from train.config import TrainConfig, load_config  # noqa: E402
+from train.config import ConfigError, TrainConfig, load_config  # noqa: E402
 from train.metric import Score, greedy_decode  # noqa: E402
 from train.model import CTCModel  # noqa: E402
 from train.precision import native_bf16  # noqa: E402
@@ -262,17 +263,23 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         config = load_config(args.config, args.overrides)
-    except (ValueError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
+    except ConfigError as error:
+        for line in str(error).splitlines():
+            print(f"error: {line}", file=sys.stderr)
         return 2
-    trainer = Trainer(args, config)
-    if args.resume:
-        try:
+    try:
+        for url in (args.data, args.out):  # credentials, bucket, endpoint: fail now, not after an epoch
+            s3.check_access(url)
+        trainer = Trainer(args, config)
+        if args.resume:
             trainer.resume()
-        except checkpoint.CheckpointError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
-    trainer.run()
+        trainer.run()
+    except Exception as error:
+        message = s3.refusal(error, [args.data, args.out], (checkpoint.CheckpointError, FileNotFoundError))
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -1,9 +1,11 @@
-"""Greedy CTC decoding and the HW3P2 metric, as validation during training needs them.
+"""The HW3P2 metric and greedy CTC decoding: the one home for validation, evaluation and ``score``.
 
+A frame path becomes a labelling by merging repeats and dropping blanks (:func:`collapse`).
 The metric is the course's: Levenshtein distance between PHONEME_MAP strings, averaged over
-utterances; PER is total edits over total reference phonemes. Evaluation uses the same code.
+utterances; PER is total edits over total reference phonemes.
 """
 
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
 import Levenshtein
@@ -12,20 +14,23 @@ import torch
 from shards.vocab import BLANK, to_string
 
 
+def collapse(path: Sequence[int], blank: int = BLANK) -> tuple[list[int], list[int]]:
+    """A frame path's labelling (merge repeats, drop blanks) and the frame where each label starts."""
+    labels, frames, previous = [], [], None
+    for frame, token in enumerate(path):
+        if token != previous and token != blank:
+            labels.append(int(token))
+            frames.append(frame)
+        previous = token
+    return labels, frames
+
+
 def greedy_decode(log_probs: torch.Tensor, lengths: torch.Tensor) -> list[list[int]]:
-    """Best path per utterance of (B, T, C) log-probabilities: argmax, collapse repeats, drop blanks."""
+    """Best path per utterance of (B, T, C) log-probabilities, collapsed."""
     best = log_probs.argmax(dim=-1).cpu()
-    decoded = []
-    for path, length in zip(best, lengths.cpu().tolist(), strict=True):
-        path = path[:length]
-        keep = torch.ones_like(path, dtype=torch.bool)
-        keep[1:] = path[1:] != path[:-1]
-        decoded.append([int(i) for i in path[keep] if i != BLANK])
-    return decoded
-
-
-def distance(hypothesis: list[int], reference: list[int]) -> int:
-    return Levenshtein.distance(to_string(hypothesis), to_string(reference))
+    return [
+        collapse(path[:length].tolist())[0] for path, length in zip(best, lengths.cpu().tolist(), strict=True)
+    ]
 
 
 @dataclass
@@ -34,10 +39,15 @@ class Score:
     edits: int = 0
     reference_phonemes: int = 0
 
-    def add(self, hypothesis: list[int], reference: list[int]) -> None:
+    def add_strings(self, hypothesis: str, reference: str) -> None:
+        """One utterance, both as PHONEME_MAP strings (one character per phoneme)."""
         self.utterances += 1
-        self.edits += distance(hypothesis, reference)
+        self.edits += Levenshtein.distance(hypothesis, reference)
         self.reference_phonemes += len(reference)
+
+    def add(self, hypothesis: list[int], reference: list[int]) -> None:
+        """One utterance, both as label indices."""
+        self.add_strings(to_string(hypothesis), to_string(reference))
 
     def merge(self, other: "Score") -> "Score":
         return Score(
@@ -53,3 +63,17 @@ class Score:
     @property
     def per(self) -> float:
         return self.edits / max(self.reference_phonemes, 1)
+
+
+def score(predictions: dict[Hashable, str], references: dict[Hashable, str], where: str) -> Score:
+    """Kaggle's scoring: every reference must be predicted, and nothing else."""
+    missing, extra = references.keys() - predictions.keys(), predictions.keys() - references.keys()
+    if missing or extra:
+        raise ValueError(
+            f"{where}: {len(missing)} ids of the solution are missing (e.g. {sorted(missing)[:3]}), "
+            f"{len(extra)} are not in it (e.g. {sorted(extra)[:3]})"
+        )
+    total = Score()
+    for key, reference in references.items():
+        total.add_strings(predictions[key], reference)
+    return total

@@ -32,6 +32,7 @@ from pipeline.corpus.voices import (
     voice_by_name,
 )
 from pipeline.validate import ctc_min_frames
+from shards import kaggle
 from shards.store import Store
 from shards.vocab import parse_transcript, to_string
 
@@ -266,8 +267,10 @@ def _publish_test_files(store: Store, settings: CorpusSettings, records: list[Re
     store.publish_bytes(
         ("file\n" + "".join(f"{r.id}.npy\n" for r in ordered)).encode(), "test/test_order.csv"
     )
-    rows = "".join(f"{r.id},{to_string(parse_transcript(r.phonemes, r.id))}\n" for r in ordered)
-    store.publish_bytes(("id,label\n" + rows).encode(), "test_solution.csv")
+    labels = [to_string(parse_transcript(r.phonemes, r.id)) for r in ordered]
+    store.publish_bytes(
+        kaggle.labels_bytes(labels, "id,label"), "test_solution.csv"
+    )  # Kaggle's positional ids
 
 
 def generate(settings: CorpusSettings) -> dict:

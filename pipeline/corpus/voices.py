@@ -33,6 +33,12 @@ class Spoken:
     phonemes: list[str]  # HW3P2 phonemes, as spoken
 
 
+# A synthesiser that hangs (it happens on odd input) is killed and its utterances count as failed
+# attempts. Generous: the slowest voice takes ~0.25 s per utterance on a loaded 2-core machine.
+TIMEOUT_START_S = 60.0  # a whole flite call; festival's start-up
+TIMEOUT_PER_UTTERANCE_S = 10.0  # festival's allowance per utterance of a batch
+
+
 class SynthesisFailed(Exception):
     """One utterance could not be synthesised with a label that matches its audio."""
 
@@ -96,15 +102,24 @@ def check_available(voice: Voice) -> None:
     """Fail early, naming the voice, if its synthesiser or voice data is not installed."""
     try:
         if voice.engine == "flite":
-            listed = subprocess.run(["flite", "-lv"], capture_output=True, text=True, check=True).stdout
+            listed = subprocess.run(
+                ["flite", "-lv"], capture_output=True, text=True, check=True, timeout=TIMEOUT_START_S
+            ).stdout
             if voice.code not in listed.split(":", 1)[-1].split():
                 raise VoiceUnavailable(f"{voice.name}: flite has no such voice ({listed.strip()})")
         else:
             probe = subprocess.run(
-                ["festival", "--batch", f"(voice_{voice.code})"], capture_output=True, text=True, timeout=60
+                ["festival", "--batch", f"(voice_{voice.code})"],
+                capture_output=True,
+                text=True,
+                timeout=TIMEOUT_START_S,
             )
             if probe.returncode != 0 or "unbound variable" in probe.stdout + probe.stderr:
                 raise VoiceUnavailable(f"{voice.name}: festival cannot load voice_{voice.code}")
+    except subprocess.TimeoutExpired as error:
+        raise VoiceUnavailable(
+            f"{voice.name}: {voice.engine} did not answer within {TIMEOUT_START_S:.0f} s"
+        ) from error
     except FileNotFoundError as error:
         raise VoiceUnavailable(
             f"{voice.name}: {voice.engine} is not installed (Debian: apt-get install festival flite "
@@ -165,12 +180,21 @@ def _festival_script(voice: Voice, requests: list[Request], folder: Path) -> str
 def _festival(voice: Voice, requests: list[Request], folder: Path) -> dict[str, Spoken | SynthesisFailed]:
     script = folder / "batch.scm"
     script.write_text(_festival_script(voice, requests, folder))
-    run = subprocess.run(
-        ["festival", "--batch", str(script)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    limit = TIMEOUT_START_S + TIMEOUT_PER_UTTERANCE_S * len(requests)
+    try:
+        run = subprocess.run(
+            ["festival", "--batch", str(script)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            timeout=limit,
+        )
+        output, exit_status = run.stdout.decode(errors="replace"), f"exited with {run.returncode}"
+    except subprocess.TimeoutExpired as expired:  # killed; what it finished before hanging still counts
+        output, exit_status = (expired.stdout or b"").decode(errors="replace"), None
+    finished = {line.split(" ", 1)[1] for line in output.splitlines() if line.startswith("@@end ")}
     complaints: dict[str, list[str]] = {}
     current = None
-    for line in run.stdout.splitlines():
+    for line in output.splitlines():
         if line.startswith("@@begin "):
             current = line.split(" ", 1)[1]
             complaints[current] = []
@@ -183,10 +207,14 @@ def _festival(voice: Voice, requests: list[Request], folder: Path) -> dict[str, 
         where = f"{voice.name} {r.key}"
         wav, segs = folder / f"{r.key}.wav", folder / f"{r.key}.segs"
         try:
+            if exit_status is None and r.key not in finished:
+                raise SynthesisFailed(
+                    where, "timeout", f"festival did not finish its batch within {limit:.0f} s"
+                )
             if complaints.get(r.key):
                 raise SynthesisFailed(where, "synthesiser warning", complaints[r.key][0])
             if not wav.exists() or not segs.exists():
-                raise SynthesisFailed(where, "no audio", f"festival exited with {run.returncode}")
+                raise SynthesisFailed(where, "no audio", f"festival {exit_status}")
             phones = [line.split()[2] for line in segs.read_text().splitlines()[1:] if line.strip()]
             results[r.key] = Spoken(_read_wav(wav, where), to_phonemes(phones, where))
         except SynthesisFailed as failed:
@@ -201,7 +229,12 @@ def _flite(voice: Voice, request: Request, folder: Path) -> Spoken:
     if voice.prosody:
         command += ["--setf", f"duration_stretch={request.stretch:.4f}"]
         command += ["--setf", f"int_f0_target_mean={request.f0:.1f}"]
-    run = subprocess.run(command, capture_output=True, text=True)
+    try:
+        run = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT_START_S)
+    except subprocess.TimeoutExpired:
+        raise SynthesisFailed(
+            where, "timeout", f"flite did not finish within {TIMEOUT_START_S:.0f} s"
+        ) from None
     if run.returncode != 0 or not wav.exists():
         raise SynthesisFailed(
             where, "no audio", f"flite exited with {run.returncode}: {run.stderr.strip()[-200:]}"

@@ -1,0 +1,77 @@
+"""What an object-store failure means, in one line a user can act on.
+
+botocore and s3fs report a wrong secret, an unknown key, a missing bucket or an unreachable
+endpoint as tracebacks of several types. :func:`explain` turns them into one line naming the
+URL, what failed and what to check — never a secret — and every command prints that line and
+exits 2. :func:`check_access` makes a destination fail before hours of work, not after.
+"""
+
+import os
+
+import botocore.exceptions
+import fsspec
+
+ENDPOINT_VARIABLE = "AWS_ENDPOINT_URL"
+
+
+def _endpoint() -> str:
+    endpoint = os.environ.get(ENDPOINT_VARIABLE)
+    if endpoint:
+        return endpoint
+    return (
+        f"Amazon S3 ({ENDPOINT_VARIABLE} is not set; for another S3 server such as MinIO, SeaweedFS "
+        f"or Ceph set {ENDPOINT_VARIABLE}=http://host:port)"
+    )
+
+
+def _chain(error: BaseException):
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or error.__context__
+
+
+def _problem(error: BaseException) -> str | None:
+    text = str(error)
+    lowered = text.lower()
+    if isinstance(
+        error, botocore.exceptions.NoCredentialsError | botocore.exceptions.PartialCredentialsError
+    ):
+        return "no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE)"
+    if isinstance(error, botocore.exceptions.ConnectionError | botocore.exceptions.ConnectTimeoutError):
+        return f"cannot reach the S3 endpoint {_endpoint()}: is the server running and the address right?"
+    if isinstance(error, PermissionError):
+        if "signature" in lowered:
+            return f"{_endpoint()} refused the secret key: check AWS_SECRET_ACCESS_KEY"
+        if "access key" in lowered:
+            return f"{_endpoint()} does not know the access key: check AWS_ACCESS_KEY_ID"
+        return f"access denied by {_endpoint()}: check the credentials and the bucket's permissions"
+    if isinstance(error, FileNotFoundError) and "bucket does not exist" in lowered:
+        return f"the bucket does not exist at {_endpoint()}: create it, or check the URL"
+    return None
+
+
+def explain(error: BaseException, urls: list[str | None]) -> str | None:
+    """One line for an object-store failure behind ``error``, or None if it is something else."""
+    remote = [url for url in urls if url and url.startswith("s3://")]
+    if not remote:
+        return None
+    for cause in _chain(error):
+        problem = _problem(cause)
+        if problem:
+            return f"{', '.join(remote)}: {problem}"
+    return None
+
+
+def refusal(error: BaseException, urls: list[str | None], expected: tuple[type, ...]) -> str | None:
+    """The one line a command prints before exiting 2: an object-store failure explained, or the
+    message of an ``expected`` error (which names its file or key); None means a bug: re-raise."""
+    return explain(error, urls) or (str(error) if isinstance(error, expected) else None)
+
+
+def check_access(url: str) -> None:
+    """Raise what a first request to ``url``'s bucket raises (credentials, bucket, endpoint); local: nothing."""
+    if url.startswith("s3://"):
+        fs, path = fsspec.core.url_to_fs(url)
+        fs.ls(path.split("/", 1)[0])

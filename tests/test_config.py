@@ -1,0 +1,118 @@
+"""Settings are validated as a whole: one line per problem naming the key, the value and what is allowed."""
+
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from shards.store import Store
+from train import checkpoint
+from train.config import RULES, ConfigError, TrainConfig, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _train_main(*args: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, str(REPO / "train" / "main.py"), "--data", "x", "--out", "y", *args]
+    return subprocess.run(command, capture_output=True, text=True)
+
+
+def test_every_setting_has_a_rule():
+    assert set(RULES) == {f.name for f in dataclasses.fields(TrainConfig)}
+
+
+@pytest.mark.parametrize(
+    "override, line",
+    [
+        ("epochs=abc", "epochs='abc': expected an integer"),
+        ("epochs=-5", "epochs=-5: allowed: ≥ 1"),
+        ("lr=nan", "lr=nan: expected a finite number"),
+        ("lr=0", "lr=0.0: allowed: > 0"),
+        ("max_frames=0", "max_frames=0: allowed: ≥ 1"),
+        ("grad_accum=0", "grad_accum=0: allowed: ≥ 1"),
+        ("noise_prob=9", "noise_prob=9.0: allowed: ≥ 0 and ≤ 1"),
+        ("num_workers=-1", "num_workers=-1: allowed: ≥ 0"),
+        ("keep_last=0", "keep_last=0: allowed: ≥ 1"),
+        ("scheduler=linear", "scheduler='linear': allowed: plateau, cosine"),
+        ("bf16=maybe", "bf16='maybe': expected true or false"),
+        ("strides=[2,4]", "strides=[2, 4]: time stride 8; allowed: at most 4"),
+        ("strides=[3,1]", "strides=[3, 1]: each 1, 2 or 4"),
+        ("lstm_dropout=1", "lstm_dropout=1.0: allowed: ≥ 0 and < 1"),
+        ("colour=blue", "colour: unknown setting"),
+        ("epochs", "'epochs': expected key=value"),
+    ],
+)
+def test_a_bad_override_names_the_key_value_and_what_is_allowed(override, line):
+    with pytest.raises(ConfigError) as caught:
+        load_config(REPO / "train" / "configs" / "cpu.yaml", [override])
+    assert str(caught.value).splitlines() == [line] or line in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "text, line",
+    [
+        ("epochs: true\n", "epochs=True: expected an integer, not true/false"),
+        ("epochs: 2.5\n", "epochs=2.5: expected an integer"),
+        ("lr: '1e-3'\n", "lr='1e-3': expected a finite number"),
+        ("strides: 2\n", "strides=2: expected a list of integers"),
+    ],
+)
+def test_a_bad_yaml_value_is_named(tmp_path, text, line):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=line.replace("[", r"\[").replace("(", r"\(")):
+        load_config(path, [])
+
+
+def test_every_problem_is_reported_at_once(tmp_path):
+    with pytest.raises(ConfigError) as caught:
+        load_config(None, ["epochs=0", "lr=-1", "noise_kind=pink"])
+    assert len(str(caught.value).splitlines()) == 3
+
+
+def test_yaml_values_of_the_right_type_load():
+    config = load_config(
+        REPO / "train" / "configs" / "medium.yaml", ["lr=1e-3", "strides=[1,4]", "bf16=false"]
+    )
+    assert (config.lr, config.strides, config.bf16) == (1e-3, [1, 4], False)
+    assert isinstance(load_config(None, ["weight_decay=0"]).weight_decay, float)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (
+            "!!python/object/apply:os.system ['echo owned']\n",
+            "not a valid settings file (line 1, column 1): could not determine a constructor",
+        ),
+        ("epochs: [1,\n", "not a valid settings file (line 2, column 1)"),
+        ("- epochs\n", "expected a mapping of settings"),
+    ],
+)
+def test_hostile_or_broken_yaml_is_one_line_and_exit_2(tmp_path, text, message):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    result = _train_main("--config", str(path))
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and message in result.stderr
+    assert "Traceback" not in result.stderr and "owned" not in result.stdout
+
+
+def test_bad_overrides_exit_2_with_one_line_each(tmp_path):
+    result = _train_main("epochs=abc", "lr=nan")
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "error: epochs='abc': expected an integer",
+        "error: lr=nan: expected a finite number",
+    ]
+
+
+def test_latest_checkpoint_is_never_removed(tmp_path):
+    store = Store(str(tmp_path))
+    for epoch in range(3):
+        checkpoint.save(store, epoch, {"epoch": epoch}, {"epoch": epoch}, keep_last=0, best_epoch=0)
+    # Invariant: latest.json names a folder that exists, whatever keep_last says
+    assert checkpoint.load(checkpoint.latest(str(tmp_path), "state.pt"))["epoch"] == 2
+    assert sorted(p.name for p in (tmp_path / "checkpoints").glob("epoch-*")) == ["epoch-0000", "epoch-0002"]
