@@ -83,7 +83,7 @@ train: setup
 	@if [ "$(DATA)" = "$(DEMO)/shards" ] && [ ! -f $(DEMO)/shards/train/index.json ]; then $(MAKE) shards SRC=$(DEMO)/corpus DST=$(DEMO)/shards SHARD_MB=16; fi
 	$(if $(filter 1,$(RANKS)),$(BIN)/python,OMP_NUM_THREADS=$$(( $(WORKERS) / $(RANKS) > 0 ? $(WORKERS) / $(RANKS) : 1 )) \
 		$(BIN)/accelerate launch --config_file accelerate_config.yaml --num_processes $(RANKS)) train/main.py --config $(CONFIG) --data $(DATA) --out $(OUT) \
-		$(if $(wildcard $(OUT)/checkpoints/latest.json),--resume) $(ARGS)
+		$(ARGS)
 
 # make eval [CHECKPOINT=model.pt or run folder (its latest; default OUT)] DATA=... SPLIT=test [SOLUTION=...]
 #           SUBMISSION=... LEADERBOARD=... [BEAM=50]

@@ -312,6 +312,9 @@ class BatchStream:
             multiprocessing_context="spawn"
             if self.num_workers
             else None,  # fsspec clients do not survive fork
+            # its own generator: starting a loader must not draw from the global RNG, or a run resumed
+            # mid-epoch (whose loader starts at another moment) would see other dropout and augmentation
+            generator=torch.Generator().manual_seed(self.seed),
         )
         delivered = False
         try:

@@ -1,7 +1,6 @@
 import io
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tarfile
@@ -15,7 +14,7 @@ import pytest
 
 from shards import manifest, sample
 from shards.manifest import SplitIndex
-from tests.s3server import running_s3_server
+from tests.s3server import free_port, running_s3_server
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -82,14 +81,14 @@ def kill_when(command: list[str], ready, timeout: float = 300) -> None:
     process.wait()
 
 
-def accelerate_launch(script: list[str], processes: int = 2) -> subprocess.CompletedProcess:
-    """Run ``script`` (path and arguments) in ``processes`` ranks with the shipped accelerate_config.yaml,
-    as `make train RANKS=N` does: on a machine without a GPU the scripts ask for gloo CPU ranks
-    (``--cpu`` or a MULTI_CPU config would silently run one process)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+def accelerate_command(script: list[str], processes: int = 2, *launch_options: str) -> list[str]:
+    """``accelerate launch`` of ``script`` (path and arguments) in ``processes`` ranks with the shipped
+    accelerate_config.yaml, as `make train RANKS=N` does: on a machine without a GPU the scripts ask
+    for gloo CPU ranks (``--cpu`` or a MULTI_CPU config would silently run one process)."""
     command = [sys.executable, "-m", "accelerate.commands.launch"]
     command += ["--config_file", str(REPO / "accelerate_config.yaml"), "--num_processes", str(processes)]
-    command += ["--main_process_port", str(port), *script]
-    return subprocess.run(command, capture_output=True, text=True, timeout=600)
+    return command + ["--main_process_port", str(free_port()), *launch_options, *script]
+
+
+def accelerate_launch(script: list[str], processes: int = 2) -> subprocess.CompletedProcess:
+    return subprocess.run(accelerate_command(script, processes), capture_output=True, text=True, timeout=600)

@@ -45,14 +45,17 @@ def _port_is_free(port: int) -> bool:
     return True
 
 
-def _free_port_pair(taken: set[int]) -> int:
-    """A port p with p and p + GRPC_OFFSET both free."""
+def free_port(taken: set[int] | None = None, offset: int = 0) -> int:
+    """A loopback port p (with p + offset) free now, drawn below the ephemeral range (32768-60999): there
+    the outgoing connections of other processes (the S3 server's, gloo's), which take ephemeral ports,
+    cannot grab it before whoever asked binds it."""
+    taken = set() if taken is None else taken
     for _ in range(1000):
         port = random.randint(20000, 29999)
-        if port not in taken and _port_is_free(port) and _port_is_free(port + GRPC_OFFSET):
+        if port not in taken and _port_is_free(port) and _port_is_free(port + offset):
             taken.add(port)
             return port
-    raise RuntimeError("no free port pair found for the S3 server")
+    raise RuntimeError("no free loopback port found in 20000-29999")
 
 
 def _weed_binary() -> str:
@@ -97,7 +100,7 @@ def running_s3_server(data_dir: Path, timeout: float = 60.0) -> Iterator[S3Serve
     identity["actions"] = ["Admin", "Read", "List", "Tagging", "Write"]
     config.write_text(json.dumps({"identities": [identity]}))
     taken: set[int] = set()
-    master, volume, filer, s3 = (_free_port_pair(taken) for _ in range(4))
+    master, volume, filer, s3 = (free_port(taken, GRPC_OFFSET) for _ in range(4))
     command = [
         _weed_binary(),
         "mini",

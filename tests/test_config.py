@@ -111,8 +111,13 @@ def test_bad_overrides_exit_2_with_one_line_each(tmp_path):
 
 def test_latest_checkpoint_is_never_removed(tmp_path):
     store = Store(str(tmp_path))
+    best = checkpoint.epoch_folder(0)
     for epoch in range(3):
-        checkpoint.save(store, epoch, {"epoch": epoch}, {"epoch": epoch}, keep_last=0, best_epoch=0)
+        card = {"epoch": epoch, "step": epoch}
+        checkpoint.save(store, checkpoint.epoch_folder(epoch), card, card, keep_last=0, best=best)
+    checkpoint.save(
+        store, checkpoint.step_folder(7), {"epoch": 2, "step": 7}, {"epoch": 2, "step": 7}, 0, best
+    )
     # Invariant: latest.json names a folder that exists, whatever keep_last says
-    assert checkpoint.load(checkpoint.latest(str(tmp_path), "state.pt"))["epoch"] == 2
-    assert sorted(p.name for p in (tmp_path / "checkpoints").glob("epoch-*")) == ["epoch-0000", "epoch-0002"]
+    assert checkpoint.load(checkpoint.latest(str(tmp_path), "state.pt"))["step"] == 7
+    assert sorted(p.name for p in (tmp_path / "checkpoints").glob("*-*")) == ["epoch-0000", "step-00000007"]

@@ -36,7 +36,7 @@ def data(tmp_path_factory) -> str:
 
 def _train(data: str, out: str, *overrides: str, resume: bool = False) -> list[str]:
     command = [sys.executable, str(REPO / "train" / "main.py"), "--data", data, "--out", out]
-    return command + (["--resume"] if resume else []) + TINY + list(overrides)
+    return command + (["--resume", "must"] if resume else []) + TINY + list(overrides)
 
 
 def _weights(out: str, epoch: int) -> dict[str, torch.Tensor]:

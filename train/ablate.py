@@ -22,7 +22,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from shards.store import Store  # noqa: E402
-from train import checkpoint  # noqa: E402
 from train.config import load_config  # noqa: E402
 from train.report import figure_png  # noqa: E402
 
@@ -107,9 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, key, value, overrides in runs(args.base, varied):
         run_url = f"{out}/{name}"
         command = [*args.launcher.split(), str(MAIN), "--data", args.data, "--out", run_url]
-        command += ["--config", args.config] if args.config else []
-        if Store(run_url).exists(checkpoint.LATEST):
-            command.append("--resume")
+        command += ["--config", args.config] if args.config else []  # a finished run resumes to itself
         print(f"ablation run {name}: {' '.join(overrides) or '(base settings)'}", flush=True)
         subprocess.run([*command, *overrides], check=True)
         rows.append(_summary(name, key, value, _read_metrics(f"{run_url}/metrics.csv")))

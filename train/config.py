@@ -60,6 +60,8 @@ class TrainConfig:
     lstm_impl: str = "auto"  # packed (cuDNN), padded (exact equivalent, fast on CPU) or auto
     # checkpoints
     keep_last: int = 3  # epoch checkpoints kept besides the best
+    checkpoint_every_steps: int = 0  # also checkpoint mid-epoch every N optimiser steps (0 = off)
+    checkpoint_every_minutes: float = 10.0  # ... and every N minutes of training (0 = off)
 
     @property
     def time_stride(self) -> int:
@@ -129,6 +131,8 @@ RULES: dict[str, tuple] = {
     "bf16": (),
     "lstm_impl": ("auto", "packed", "padded"),
     "keep_last": _at_least(1),
+    "checkpoint_every_steps": _at_least(0),
+    "checkpoint_every_minutes": _at_least(0),
 }
 _TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
 

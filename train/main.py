@@ -33,6 +33,7 @@ from train.config import ConfigError, TrainConfig, load_config  # noqa: E402
 from train.metric import Score, greedy_decode  # noqa: E402
 from train.model import CTCModel  # noqa: E402
 from train.precision import native_bf16  # noqa: E402
+from train.preemption import EXIT_PREEMPTED, Preempted, PreemptionWatch  # noqa: E402
 
 log = logging.getLogger("train")
 
@@ -42,7 +43,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--config", help="YAML file (train/configs/*.yaml); defaults without it")
     parser.add_argument("--data", required=True, help="dataset URL written by `python -m pipeline`")
     parser.add_argument("--out", required=True, help="run folder URL: checkpoints, metrics.csv, curves.png")
-    parser.add_argument("--resume", action="store_true", help="continue from OUT's latest checkpoint")
+    parser.add_argument(
+        "--resume",
+        choices=("auto", "never", "must"),
+        default="auto",
+        help="auto (default): continue OUT's latest checkpoint if it has one; never: refuse if it has one; "
+        "must: refuse if it has none",
+    )
     parser.add_argument(
         "--timeout", type=int, default=1800, help="seconds a collective may wait (hang guard)"
     )
@@ -107,14 +114,29 @@ class Trainer:
         self.store = Store(args.out)
         self.history: list[dict] = []
         self.step = 0
+        self.elapsed = 0.0  # seconds of training and validation so far, over all sessions
+        self.progress = _fresh_progress()  # running totals of the epoch in progress
         self.best: tuple[float, int] | None = None  # (dev distance, epoch)
+        self.preemption = PreemptionWatch()
+        self.last_checkpoint = time.monotonic()
         torch.manual_seed(config.seed + 1 + self.rank)  # different augmentation and dropout per rank
 
     # --- checkpoints ---------------------------------------------------------------------
 
+    def fingerprints(self) -> dict[str, str]:
+        return {"train": self.train_stream.index.fingerprint, "dev": self.dev_stream.index.fingerprint}
+
     def resume(self) -> None:
         url = checkpoint.latest(self.args.out, "state.pt")
         state = checkpoint.load(url)
+        changed = checkpoint.differences(state.get("config", {}), asdict(self.config))
+        if changed:
+            raise checkpoint.CheckpointError(f"{url}: saved with other settings: {'; '.join(changed)}")
+        if state.get("fingerprints") != self.fingerprints():
+            raise checkpoint.CheckpointError(
+                f"{url}: saved for another dataset (index fingerprints {state.get('fingerprints')} differ from "
+                f"{self.args.data}'s {self.fingerprints()})"
+            )
         if state["world_size"] != self.world:
             raise checkpoint.CheckpointError(
                 f"{url}: saved by {state['world_size']} ranks, resuming with {self.world}"
@@ -127,13 +149,18 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.train_stream.load_state_dict(state["train_stream"])
         self.dev_stream.load_state_dict(state["dev_stream"])
-        self.history, self.step = state["history"], state["step"]
+        self.history, self.step, self.elapsed = state["history"], state["step"], state["elapsed_s"]
         self.best = tuple(state["best"]) if state["best"] else None
-        torch.set_rng_state(state["rng"][self.rank])
-        log.info("resumed from %s at epoch %d", url, self.train_stream.epoch)
+        self.progress = dict(state["progress"][self.rank])
+        checkpoint.set_rng_state(state["rng"][self.rank])
+        log.info(
+            "resumed from %s at epoch %d, batch %d", url, self.train_stream.epoch, self.train_stream.consumed
+        )
 
-    def save(self, epoch: int) -> None:
-        rng_states = gather_object([torch.get_rng_state()])
+    def save(self, folder: str) -> None:
+        """A checkpoint of this very moment (every rank calls it: the random states are gathered)."""
+        rng_states = gather_object([checkpoint.rng_state()])
+        progress = gather_object([dict(self.progress)])
         if not self.accelerator.is_main_process:
             return
         model = self.accelerator.unwrap_model(self.model)
@@ -146,10 +173,13 @@ class Trainer:
             "dev_stream": self.dev_stream.state_dict(),
             "history": self.history,
             "step": self.step,
+            "elapsed_s": self.elapsed,
             "best": list(self.best) if self.best else None,
+            "progress": progress,  # each rank's running totals of the epoch in progress
             "rng": rng_states,
             "world_size": self.world,
             "config": asdict(self.config),
+            "fingerprints": self.fingerprints(),
         }
         card = {
             "model": weights,
@@ -158,21 +188,42 @@ class Trainer:
             "phonemes": list(PHONEMES),
             "phoneme_map": PHONEME_MAP,
             "stats": self.stats,
-            "epoch": epoch,
+            "epoch": self.history[-1]["epoch"] if self.history else -1,  # the last finished epoch
             "step": self.step,
-            "dev_distance": self.history[-1]["dev_distance"],
+            "dev_distance": self.history[-1]["dev_distance"] if self.history else None,
         }
-        best_epoch = self.best[1] if self.best else None
-        checkpoint.save(self.store, epoch, state, card, self.config.keep_last, best_epoch)
+        best = checkpoint.epoch_folder(self.best[1]) if self.best else None
+        checkpoint.save(self.store, folder, state, card, self.config.keep_last, best)
+        self.last_checkpoint = time.monotonic()
 
     # --- one epoch -----------------------------------------------------------------------
 
-    def train_epoch(self) -> tuple[float, int]:
+    def _after_step(self) -> None:
+        """Once per optimiser step: agree on preemption and on timed checkpoints, then act on both."""
+        every_steps, every_minutes = self.config.checkpoint_every_steps, self.config.checkpoint_every_minutes
+        timed = every_minutes > 0 and time.monotonic() - self.last_checkpoint >= 60 * every_minutes
+        preempted, timed = self.preemption.agree(self.accelerator, timed)
+        if preempted or timed or (every_steps > 0 and self.step % every_steps == 0):
+            self._account_time()
+            self.save(checkpoint.step_folder(self.step))
+        if preempted:
+            raise Preempted(
+                f"checkpoint at step {self.step} ({self.args.out}/{checkpoint.step_folder(self.step)})"
+            )
+
+    def _account_time(self) -> None:
+        now = time.monotonic()
+        self.progress["seconds"] += now - self.clock
+        self.elapsed += now - self.clock
+        self.clock = now
+
+    def train_epoch(self) -> tuple[float, int, float]:
+        """(mean loss, real frames, seconds) of the epoch, continuing a resumed one where it stopped."""
         self.model.train()
         self.augment.train()
-        total_loss, batches, frames = 0.0, 0, 0
-        bar = tqdm(total=len(self.train_stream), desc=f"epoch {self.train_stream.epoch}", unit="batch",
-                   disable=not self.accelerator.is_main_process, mininterval=2)  # fmt: skip
+        self.clock = time.monotonic()
+        bar = tqdm(total=len(self.train_stream), initial=self.train_stream.consumed, desc=f"epoch {self.train_stream.epoch}",
+                   unit="batch", disable=not self.accelerator.is_main_process, mininterval=2)  # fmt: skip
         for batch in self.train_stream:
             batch = batch.to(self.accelerator.device)
             with self.accelerator.accumulate(self.model):
@@ -185,20 +236,26 @@ class Trainer:
                     self.accelerator.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
                 self.optimizer.step()
                 self.optimizer.zero_grad()
-                if self.accelerator.sync_gradients:
-                    self.step += 1
-                    if self.config.scheduler == "cosine":
-                        self.scheduler.step()
             value = loss.detach().item()
-            total_loss += value
-            batches += 1
-            frames += int(batch.feature_lengths.sum())
+            self.progress["loss_sum"] += value
+            self.progress["batches"] += 1
+            self.progress["frames"] += int(batch.feature_lengths.sum())
             bar.update()
             bar.set_postfix(loss=f"{value:.3f}")
+            if self.accelerator.sync_gradients:
+                self.step += 1
+                if self.config.scheduler == "cosine":
+                    self.scheduler.step()
+                self._after_step()
         bar.close()
-        losses = gather_object([(total_loss, batches, frames)])
-        return sum(t for t, _, _ in losses) / max(sum(b for _, b, _ in losses), 1), sum(
-            f for _, _, f in losses
+        self._account_time()
+        totals = gather_object([dict(self.progress)])
+        self.progress = _fresh_progress()
+        batches = max(sum(t["batches"] for t in totals), 1)
+        return (
+            sum(t["loss_sum"] for t in totals) / batches,
+            sum(t["frames"] for t in totals),
+            totals[0]["seconds"],
         )
 
     @torch.no_grad()
@@ -226,18 +283,17 @@ class Trainer:
             log.info("weights identical on %d ranks", self.world)
 
     def run(self) -> None:
-        started = time.monotonic() - (self.history[-1]["elapsed_s"] if self.history else 0.0)
         while self.train_stream.epoch < self.config.epochs:
             epoch = self.train_stream.epoch
-            epoch_start = time.monotonic()
-            train_loss, frames = self.train_epoch()
-            seconds = time.monotonic() - epoch_start
+            train_loss, frames, seconds = self.train_epoch()
+            validation_start = time.monotonic()
             dev = self.validate()
             if self.config.scheduler == "plateau":
                 self.scheduler.step(dev.mean_distance)
             self.check_replicas()
             if self.best is None or dev.mean_distance < self.best[0]:
                 self.best = (dev.mean_distance, epoch)
+            self.elapsed += time.monotonic() - validation_start
             self.history.append(
                 {
                     "epoch": epoch,
@@ -246,16 +302,20 @@ class Trainer:
                     "dev_distance": round(dev.mean_distance, 4),
                     "dev_per": round(dev.per, 5),
                     "lr": self.optimizer.param_groups[0]["lr"],
-                    "frames_per_s": round(frames / seconds, 1),
-                    "elapsed_s": round(time.monotonic() - started, 1),
+                    "frames_per_s": round(frames / max(seconds, 1e-9), 1),
+                    "elapsed_s": round(self.elapsed, 1),
                 }
             )
             log.info("epoch %d: %s", epoch, self.history[-1])
-            self.save(epoch)
+            self.save(checkpoint.epoch_folder(epoch))
             if self.accelerator.is_main_process:
                 report.publish(self.store, self.history)
             self.accelerator.wait_for_everyone()
         self.accelerator.end_training()
+
+
+def _fresh_progress() -> dict:
+    return {"loss_sum": 0.0, "batches": 0, "frames": 0, "seconds": 0.0}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -270,10 +330,23 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for url in (args.data, args.out):  # credentials, bucket, endpoint: fail now, not after an epoch
             s3.check_access(url)
+        found = checkpoint.has_checkpoint(args.out)
+        if found and args.resume == "never":
+            raise checkpoint.CheckpointError(f"{args.out}: holds a checkpoint and --resume never refuses it")
+        if not found and args.resume == "must":
+            checkpoint.latest(args.out, "state.pt")  # the error naming what is missing
         trainer = Trainer(args, config)
-        if args.resume:
+        if found:
             trainer.resume()
         trainer.run()
+    except Preempted as preempted:
+        waited = (
+            time.monotonic() - trainer.preemption.signalled_at if trainer.preemption.signalled_at else 0.0
+        )
+        log.warning(
+            "preempted: %s, %.1f s after the signal; exiting with %d", preempted, waited, EXIT_PREEMPTED
+        )
+        return EXIT_PREEMPTED
     except Exception as error:
         message = s3.refusal(error, [args.data, args.out], (checkpoint.CheckpointError, FileNotFoundError))
         if message is None:

@@ -1,0 +1,157 @@
+"""Runs survive being stopped: mid-epoch checkpoints, automatic resume, coordinated SIGTERM, killed ranks.
+
+Every check compares against an uninterrupted run of the same settings: the continued run must
+end with bit-identical weights (every random state, reader position and running total restored).
+"""
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipeline.build import Settings, build
+from tests.conftest import accelerate_command, kill_when
+from tests.hw3p2_fixture import write_hw3p2
+from train import checkpoint
+from train.preemption import EXIT_PREEMPTED
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["channels=16", "lstm_layers=1", "lstm_hidden=16", "classifier_hidden=32", "max_frames=2000"]
+TINY += ["num_workers=0", "warmup_steps=5", "scheduler=cosine", "epochs=2", "checkpoint_every_minutes=0"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> str:
+    raw = write_hw3p2(tmp_path_factory.mktemp("raw"), counts=(48, 8, 4), frames=(60, 300), seed=12)
+    dst = tmp_path_factory.mktemp("shards")
+    build(Settings(str(raw), str(dst), shard_mb=0.2))
+    return str(dst)
+
+
+def _script(data: str, out: Path, *overrides: str) -> list[str]:
+    return [str(REPO / "train" / "main.py"), "--data", data, "--out", str(out), *TINY, *overrides]
+
+
+def _final_weights(out: Path) -> dict[str, torch.Tensor]:
+    return checkpoint.load(str(out / checkpoint.epoch_folder(1) / "model.pt"))["model"]
+
+
+def _assert_same_weights(expected: Path, resumed: Path) -> None:
+    a, b = _final_weights(expected), _final_weights(resumed)
+    # Invariant: bit-identical weights, as if never interrupted
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _latest(out: Path) -> dict:
+    path = out / checkpoint.LATEST
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+@pytest.fixture(scope="module")
+def whole_one_rank(data, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("whole1") / "run"
+    subprocess.run([sys.executable, *_script(data, out)], check=True, capture_output=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def whole_two_ranks(data, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("whole2") / "run"
+    result = subprocess.run(
+        accelerate_command(_script(data, out)), capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+def test_killed_mid_epoch_a_rerun_continues_from_the_step_checkpoint(data, whole_one_rank, tmp_path):
+    out = tmp_path / "run"
+    command = [sys.executable, *_script(data, out, "checkpoint_every_steps=3")]
+    # kill -9 once a mid-epoch checkpoint of epoch 1 exists (epoch 0 is done)
+    kill_when(command, lambda: _latest(out).get("epoch") == 0 and "step-" in _latest(out).get("folder", ""))
+    state = checkpoint.load(str(out / _latest(out)["folder"] / "state.pt"))
+    assert state["train_stream"]["consumed"] > 0  # mid-epoch indeed
+    subprocess.run(command, check=True, capture_output=True)  # the same command: --resume auto
+    _assert_same_weights(whole_one_rank, out)
+    # Invariant: mid-epoch folders go once a newer checkpoint exists
+    assert not list((out / "checkpoints").glob("step-*"))
+
+
+def test_sigterm_to_one_rank_stops_both_at_one_step_and_the_rerun_finishes_the_same(
+    data, whole_two_ranks, tmp_path
+):
+    out = tmp_path / "run"
+    launcher = subprocess.Popen(accelerate_command(_script(data, out)), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    deadline = time.monotonic() + 300
+    while _latest(out).get("epoch") != 0:  # epoch 0 checkpointed: epoch 1 is under way
+        assert launcher.poll() is None and time.monotonic() < deadline
+        time.sleep(0.01)
+    ranks = subprocess.run(["pgrep", "-P", str(launcher.pid)], capture_output=True, text=True).stdout.split()
+    assert len(ranks) == 2
+    subprocess.run(["kill", "-TERM", ranks[1]], check=True)  # rank 1 only: rank 0 must hear of it
+    output, _ = launcher.communicate(timeout=300)
+    stops = re.findall(
+        r"preempted: checkpoint at step (\d+) .*, ([\d.]+) s after the signal; exiting with (\d+)", output
+    )
+    # Invariant: both ranks stopped at the same step with the documented status; one checkpoint names it
+    assert len(stops) == 1 or len({s[0] for s in stops}) == 1, output[-3000:]
+    assert stops and all(int(code) == EXIT_PREEMPTED for _, _, code in stops), output[-3000:]
+    assert _latest(out)["folder"] == checkpoint.step_folder(int(stops[0][0]))
+    print(f"signal to checkpoint written: {max(float(s[1]) for s in stops):.2f} s")
+    result = subprocess.run(
+        accelerate_command(_script(data, out)), capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    _assert_same_weights(whole_two_ranks, out)
+
+
+def test_a_killed_rank_is_restarted_by_torchrun_and_resumes_alone(data, whole_two_ranks, tmp_path):
+    """`accelerate launch --max_restarts N`: kill -9 one rank; the group restarts and continues by itself."""
+    out = tmp_path / "run"
+    command = accelerate_command(_script(data, out, "checkpoint_every_steps=2"), 2, "--max_restarts", "3")
+    launcher = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 300
+    while _latest(out).get("epoch") != 0:
+        assert launcher.poll() is None and time.monotonic() < deadline
+        time.sleep(0.01)
+    ranks = subprocess.run(["pgrep", "-P", str(launcher.pid)], capture_output=True, text=True).stdout.split()
+    subprocess.run(["kill", "-KILL", ranks[0]], check=True)
+    output, _ = launcher.communicate(timeout=600)
+    assert launcher.returncode == 0, output[-3000:]
+    assert "resumed from" in output
+    _assert_same_weights(whole_two_ranks, out)
+
+
+def test_resume_rules(data, whole_one_rank, tmp_path):
+    run = [sys.executable, *_script(data, whole_one_rank)]
+    never = subprocess.run([*run, "--resume", "never"], capture_output=True, text=True)
+    assert never.returncode == 2 and "holds a checkpoint and --resume never refuses it" in never.stderr
+    must = subprocess.run([sys.executable, *_script(data, tmp_path / "empty"), "--resume", "must"], capture_output=True, text=True)  # fmt: skip
+    assert must.returncode == 2 and "no checkpoint in this run folder" in must.stderr
+    other = subprocess.run([*run, "lstm_hidden=24", "lr=1e-3"], capture_output=True, text=True)
+    # Invariant: a different config is an error naming each difference
+    assert other.returncode == 2
+    assert "saved with other settings: lr: 0.002 → 0.001; lstm_hidden: 16 → 24" in other.stderr
+    finished = subprocess.run(run, capture_output=True, text=True)  # resumes a finished run: nothing to do
+    assert finished.returncode == 0 and "resumed from" in finished.stderr
+
+
+def test_preemption_signal_handler_exits_at_once_on_a_second_signal(tmp_path):
+    script = tmp_path / "wait.py"
+    script.write_text(
+        "import time\nfrom train.preemption import PreemptionWatch\nwatch = PreemptionWatch()\n"
+        "print('ready', flush=True)\nwhile True:\n    time.sleep(0.05)\n"
+    )
+    process = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, cwd=REPO)
+    assert process.stdout.readline().strip() == "ready"
+    process.send_signal(signal.SIGUSR1)
+    time.sleep(0.3)
+    assert process.poll() is None  # the first signal only asks for a checkpoint
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=10) == 128 + signal.SIGTERM
