@@ -30,7 +30,13 @@ from eval.decode import make_decoder  # noqa: E402
 from eval.model import check_normalisation, load_model, model_url  # noqa: E402
 from shards import manifest, s3  # noqa: E402
 from shards.kaggle import HEADERS, ids_bytes, ids_name, labels_bytes, read_labels  # noqa: E402
-from shards.reader import DEFAULT_MAX_FRAMES, BatchStream, read_dataset_stats  # noqa: E402
+from shards.reader import (  # noqa: E402
+    DEFAULT_MAX_FRAMES,
+    BatchStream,
+    CorruptShard,
+    LoaderStartError,
+    read_dataset_stats,
+)
 from shards.store import Store  # noqa: E402
 from shards.vocab import to_string  # noqa: E402
 from train.checkpoint import CheckpointError  # noqa: E402
@@ -218,7 +224,9 @@ def main(argv: list[str] | None = None) -> int:
         row = evaluate(args)
     except Exception as error:
         urls = [args.checkpoint, args.data, args.submission, args.leaderboard, args.solution]
-        message = s3.refusal(error, urls, (CheckpointError, ValueError, FileNotFoundError))
+        message = s3.refusal(
+            error, urls, (CheckpointError, ValueError, FileNotFoundError, CorruptShard, LoaderStartError)
+        )
         if message is None:
             raise
         print(f"error: {message}", file=sys.stderr)

@@ -44,7 +44,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except Exception as error:
         message = s3.refusal(
-            error, [settings.src, settings.dst, settings.stats], (PipelineError, LayoutError, ValueError)
+            error,
+            [settings.src, settings.dst, settings.stats],
+            (PipelineError, LayoutError, ValueError, FileNotFoundError),
         )
         if message is None:
             raise

@@ -33,7 +33,7 @@ from pipeline.validate import Rejected
 from shards import manifest, s3
 from shards.manifest import Rejection, ShardEntry, SplitIndex
 from shards.sample import Utterance, sample_key
-from shards.stats import FeatureStats
+from shards.stats import FeatureStats, read_stats
 from shards.store import Store
 from shards.writer import write_shard
 
@@ -297,17 +297,9 @@ def _write_split(
     return index
 
 
-def _load_stats(url: str) -> FeatureStats:
-    try:
-        with fsspec.open(url, "rb") as handle:
-            return FeatureStats.from_json(handle.read(), url)
-    except FileNotFoundError as error:
-        raise PipelineError(f"{url}: statistics file not found") from error
-
-
 def build(settings: Settings) -> list[SplitSummary]:
     """Run the whole pipeline; returns per-split kept/rejected counts."""
-    given = _load_stats(settings.stats) if settings.stats else None
+    given = read_stats(settings.stats) if settings.stats else None
     for url in (settings.src, settings.dst):  # credentials, bucket, endpoint: fail now, not after the scan
         s3.check_access(url)
     store = Store(settings.dst)

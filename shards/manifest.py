@@ -20,6 +20,11 @@ from dataclasses import asdict, dataclass, field
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+
+class DatasetError(ValueError):
+    """A dataset file that is malformed, inconsistent or hostile; the message names it."""
+
+
 INDEX = "index.json"
 MANIFEST = "manifest.parquet"
 STATS = "stats.json"
@@ -85,10 +90,10 @@ class SplitIndex:
             shards = [ShardEntry(**entry) for entry in document.pop("shards")]
             index = cls(**document, shards=shards)
         except (ValueError, KeyError, TypeError) as error:
-            raise ValueError(f"{where}: not a split index ({error})") from error
+            raise DatasetError(f"{where}: not a split index ({error})") from error
         for entry in index.shards:
             if not isinstance(entry.name, str) or not SHARD_NAME.fullmatch(entry.name):
-                raise ValueError(f"{where}: shard name {entry.name!r} is not of the form shard-NNNNNN.tar")
+                raise DatasetError(f"{where}: shard name {entry.name!r} is not of the form shard-NNNNNN.tar")
         return index
 
 
@@ -126,12 +131,12 @@ def _csv_rows(data: bytes, header: list[str], where: str) -> list[list[str]]:
     try:
         rows = list(csv.reader(io.StringIO(data.decode("utf-8"), newline="")))
     except (UnicodeDecodeError, csv.Error) as error:
-        raise ValueError(f"{where}: not a CSV file ({error})") from error
+        raise DatasetError(f"{where}: not a CSV file ({error})") from error
     if not rows or rows[0] != header:
-        raise ValueError(f"{where}: expected the header {','.join(header)}")
+        raise DatasetError(f"{where}: expected the header {','.join(header)}")
     for number, row in enumerate(rows[1:], start=2):
         if len(row) != len(header):
-            raise ValueError(f"{where}: line {number} has {len(row)} fields, expected {len(header)}")
+            raise DatasetError(f"{where}: line {number} has {len(row)} fields, expected {len(header)}")
     return rows[1:]
 
 

@@ -16,7 +16,6 @@ replaced by repeats of the worker's other batches (so the counts stay equal).
 
 import hashlib
 import io
-import json
 import logging
 import tarfile
 import time
@@ -32,6 +31,7 @@ import webdataset as wds
 from shards import manifest, sample
 from shards.manifest import SplitIndex
 from shards.plan import EpochPlan, PlannedBatch, plan_epoch
+from shards.stats import read_stats
 
 log = logging.getLogger("shards.reader")
 
@@ -120,9 +120,8 @@ def read_split_metadata(url: str, split: str) -> tuple[SplitIndex, list[dict]]:
 
 
 def read_dataset_stats(url: str) -> dict:
-    """The dataset's ``stats.json`` (feature_dim, frames, mean, std, m2) as a dict."""
-    with fsspec.open(f"{url.rstrip('/')}/{manifest.STATS}", "rb") as handle:
-        return json.loads(handle.read())
+    """The dataset's ``stats.json`` (feature_dim, frames, mean, std, m2) as a dict, checked."""
+    return read_stats(f"{url.rstrip('/')}/{manifest.STATS}").document()
 
 
 def _verified_bytes(url: str, entry: manifest.ShardEntry) -> bytes:

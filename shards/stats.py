@@ -10,7 +10,10 @@ met later is normalised exactly like the training data the model saw.
 import json
 from dataclasses import dataclass
 
+import fsspec
 import numpy as np
+
+from shards.manifest import DatasetError
 
 MIN_STD = 1e-8  # a constant coefficient is centred but not blown up
 
@@ -57,15 +60,18 @@ class FeatureStats:
         values = np.asarray(features, dtype=np.float64)
         return ((values - self.mean) / self.std).astype(np.float32)
 
-    def to_json(self) -> bytes:
-        document = {
+    def document(self) -> dict:
+        """What stats.json holds: feature_dim, frames, mean, std, m2 (plain lists)."""
+        return {
             "feature_dim": self.dim,
             "frames": self.count,
             "mean": self.mean.tolist(),
             "std": self.std.tolist(),
             "m2": self.m2.tolist(),
         }
-        return (json.dumps(document, indent=1) + "\n").encode()
+
+    def to_json(self) -> bytes:
+        return (json.dumps(self.document(), indent=1) + "\n").encode()
 
     @classmethod
     def from_json(cls, data: bytes, where: str) -> "FeatureStats":
@@ -77,7 +83,20 @@ class FeatureStats:
                 np.array(document["m2"], dtype=np.float64),
             )
         except (ValueError, KeyError, TypeError) as error:
-            raise ValueError(f"{where}: not a statistics file ({error})") from error
-        if stats.count <= 0 or stats.mean.shape != stats.m2.shape or stats.mean.ndim != 1:
-            raise ValueError(f"{where}: statistics are empty or inconsistent")
+            raise DatasetError(f"{where}: not a statistics file ({error})") from error
+        if stats.count <= 0 or stats.mean.shape != stats.m2.shape or stats.mean.ndim != 1 or stats.dim == 0:
+            raise DatasetError(f"{where}: statistics are empty or inconsistent")
+        if not (np.isfinite(stats.mean).all() and np.isfinite(stats.m2).all() and (stats.m2 >= 0).all()):
+            raise DatasetError(
+                f"{where}: statistics hold non-finite or negative values; they would corrupt every feature"
+            )
         return stats
+
+
+def read_stats(url: str) -> FeatureStats:
+    """A ``stats.json`` at any fsspec URL (a dataset's, or one handed to ``--stats``), checked."""
+    try:
+        with fsspec.open(url, "rb") as handle:
+            return FeatureStats.from_json(handle.read(), url)
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"{url}: statistics file not found") from error

@@ -10,6 +10,8 @@ import hashlib
 import io
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -119,3 +121,53 @@ def test_non_utf8_file_names_are_rejected_and_reported_visibly(tmp_path):
     assert "caf\\udce9" in rejects and "non-UTF-8" in rejects
     assert len(read_split(str(tmp_path / "shards"), "train")) == 9
     assert Path(tmp_path / "shards" / "train" / manifest.INDEX).exists()
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"frames": 10, "mean": [0.0] * 13, "m2": [float("inf")] * 13},
+        {"frames": 10, "mean": [0.0] * 13, "m2": [-1.0] * 13},
+        {"frames": 10, "mean": [float("nan")] * 13, "m2": [1.0] * 13},
+    ],
+)
+def test_a_poisoned_stats_file_is_refused(tmp_path, document):
+    raw = write_hw3p2(tmp_path / "raw", counts=(4, 2, 2), seed=44)
+    stats = tmp_path / "stats.json"
+    stats.write_text(json.dumps(document))
+    command = [
+        sys.executable,
+        "-m",
+        "pipeline",
+        "--src",
+        str(raw),
+        "--dst",
+        str(tmp_path / "out"),
+        "--stats",
+        str(stats),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"error: {stats}: statistics hold non-finite or negative values" in result.stderr
+
+
+def test_training_on_a_damaged_shard_is_one_line_naming_it(tmp_path):
+    raw = write_hw3p2(tmp_path / "raw", counts=(12, 3, 2), frames=(40, 120), seed=45)
+    build(Settings(str(raw), str(tmp_path / "shards"), shard_mb=0.05))
+    victim = sorted((tmp_path / "shards" / "train").glob("shard-*.tar"))[0]
+    victim.write_bytes(_damaged(victim.read_bytes(), np.random.default_rng(0)) + b"x")
+    command = [
+        sys.executable,
+        "-m",
+        "train.main",
+        "--data",
+        str(tmp_path / "shards"),
+        "--out",
+        str(tmp_path / "run"),
+    ]
+    result = subprocess.run(
+        [*command, "epochs=1", "num_workers=0", "channels=8", "lstm_layers=1"], capture_output=True, text=True
+    )
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert len(errors) == 1 and f"{victim}:" in errors[0] and "index.json says" in errors[0]

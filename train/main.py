@@ -24,7 +24,8 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python train/main.py` from anywhere
 
 from shards import s3  # noqa: E402
-from shards.reader import BatchStream, read_dataset_stats  # noqa: E402
+from shards.manifest import DatasetError  # noqa: E402
+from shards.reader import BatchStream, CorruptShard, LoaderStartError, read_dataset_stats  # noqa: E402
 from shards.store import Store  # noqa: E402
 from shards.vocab import PHONEME_MAP, PHONEMES  # noqa: E402
 from train import checkpoint, report  # noqa: E402
@@ -217,6 +218,25 @@ class Trainer:
         self.elapsed += now - self.clock
         self.clock = now
 
+    def _train_batch(self, batch) -> float:
+        """Forward, backward and (at accumulation boundaries) an optimiser step; the batch's loss."""
+        batch = batch.to(self.accelerator.device)
+        with self.accelerator.accumulate(self.model):
+            features, lengths = self.augment(batch.features, batch.feature_lengths)
+            with torch.autocast(self.accelerator.device.type, torch.bfloat16, enabled=self.bf16):
+                log_probs, lengths = self.model(features, lengths)
+            loss = ctc_loss(log_probs, lengths, batch)
+            self.accelerator.backward(loss)
+            if self.accelerator.sync_gradients:
+                self.accelerator.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+            self.optimizer.step()
+            self.optimizer.zero_grad()
+        value = loss.detach().item()
+        self.progress["loss_sum"] += value
+        self.progress["batches"] += 1
+        self.progress["frames"] += int(batch.feature_lengths.sum())
+        return value
+
     def train_epoch(self) -> tuple[float, int, float]:
         """(mean loss, real frames, seconds) of the epoch, continuing a resumed one where it stopped."""
         self.model.train()
@@ -224,30 +244,16 @@ class Trainer:
         self.clock = time.monotonic()
         bar = tqdm(total=len(self.train_stream), initial=self.train_stream.consumed, desc=f"epoch {self.train_stream.epoch}",
                    unit="batch", disable=not self.accelerator.is_main_process, mininterval=2)  # fmt: skip
-        for batch in self.train_stream:
-            batch = batch.to(self.accelerator.device)
-            with self.accelerator.accumulate(self.model):
-                features, lengths = self.augment(batch.features, batch.feature_lengths)
-                with torch.autocast(self.accelerator.device.type, torch.bfloat16, enabled=self.bf16):
-                    log_probs, lengths = self.model(features, lengths)
-                loss = ctc_loss(log_probs, lengths, batch)
-                self.accelerator.backward(loss)
+        with bar:  # closed, its line ended, even when the loop raises: an error message starts a line
+            for batch in self.train_stream:
+                value = self._train_batch(batch)
+                bar.update()
+                bar.set_postfix(loss=f"{value:.3f}")
                 if self.accelerator.sync_gradients:
-                    self.accelerator.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
-                self.optimizer.step()
-                self.optimizer.zero_grad()
-            value = loss.detach().item()
-            self.progress["loss_sum"] += value
-            self.progress["batches"] += 1
-            self.progress["frames"] += int(batch.feature_lengths.sum())
-            bar.update()
-            bar.set_postfix(loss=f"{value:.3f}")
-            if self.accelerator.sync_gradients:
-                self.step += 1
-                if self.config.scheduler == "cosine":
-                    self.scheduler.step()
-                self._after_step()
-        bar.close()
+                    self.step += 1
+                    if self.config.scheduler == "cosine":
+                        self.scheduler.step()
+                    self._after_step()
         self._account_time()
         totals = gather_object([dict(self.progress)])
         self.progress = _fresh_progress()
@@ -348,7 +354,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         return EXIT_PREEMPTED
     except Exception as error:
-        message = s3.refusal(error, [args.data, args.out], (checkpoint.CheckpointError, FileNotFoundError))
+        message = s3.refusal(
+            error,
+            [args.data, args.out],
+            (checkpoint.CheckpointError, FileNotFoundError, DatasetError, CorruptShard, LoaderStartError),
+        )
         if message is None:
             raise
         print(f"error: {message}", file=sys.stderr)
