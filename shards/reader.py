@@ -18,7 +18,6 @@ import hashlib
 import io
 import logging
 import tarfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import urlparse
@@ -31,6 +30,7 @@ import webdataset as wds
 from shards import manifest, sample
 from shards.manifest import SplitIndex
 from shards.plan import EpochPlan, PlannedBatch, plan_epoch
+from shards.retry import IO_DEADLINE_S, with_retries
 from shards.stats import read_stats
 
 log = logging.getLogger("shards.reader")
@@ -160,21 +160,13 @@ def _read_samples(url: str, entry: manifest.ShardEntry, keys: set[str]) -> dict[
 
 
 def read_shard(
-    url: str, entry: manifest.ShardEntry, keys: set[str], retries: int = 4
+    url: str, entry: manifest.ShardEntry, keys: set[str], deadline_s: float = IO_DEADLINE_S
 ) -> dict[str, sample.Utterance]:
-    """``_read_samples`` with bounded retries and exponential backoff on transient I/O errors."""
-    for attempt in range(retries + 1):
-        try:
-            return _read_samples(url, entry, keys)
-        except FileNotFoundError as error:
-            raise CorruptShard(f"{url}: shard missing ({error})") from error
-        except OSError as error:
-            if attempt == retries:
-                raise OSError(f"{url}: still failing after {retries} retries: {error}") from error
-            delay = 0.5 * 2**attempt
-            log.warning("%s: %s; retrying in %.1fs", url, error, delay)
-            time.sleep(delay)
-    raise AssertionError("unreachable")
+    """``_read_samples``, transient I/O failures retried with backoff for up to ``deadline_s``."""
+    try:
+        return with_retries(lambda: _read_samples(url, entry, keys), url, deadline_s)
+    except FileNotFoundError as error:
+        raise CorruptShard(f"{url}: shard missing ({error})") from error
 
 
 class ShardDataset(torch.utils.data.IterableDataset):
@@ -189,10 +181,11 @@ class ShardDataset(torch.utils.data.IterableDataset):
         rank: int,
         skip_first: int,
         skip_corrupt: bool,
+        io_deadline_s: float,
     ):
         self.url, self.split, self.plan, self.rank = url.rstrip("/"), split, plan, rank
         self.entries = {entry.name: entry for entry in index.shards}
-        self.skip_first, self.skip_corrupt = skip_first, skip_corrupt
+        self.skip_first, self.skip_corrupt, self.io_deadline_s = skip_first, skip_corrupt, io_deadline_s
 
     def __iter__(self) -> Iterator[Batch]:
         info = torch.utils.data.get_worker_info()
@@ -217,7 +210,8 @@ class ShardDataset(torch.utils.data.IterableDataset):
                 position += 1
             keys = {u.key for b in run for u in b.utterances}
             try:
-                samples = read_shard(f"{self.url}/{self.split}/{shard}", self.entries[shard], keys)
+                url = f"{self.url}/{self.split}/{shard}"
+                samples = read_shard(url, self.entries[shard], keys, self.io_deadline_s)
             except CorruptShard as error:
                 if not self.skip_corrupt:
                     raise
@@ -269,6 +263,7 @@ class BatchStream:
         epoch: int = 0,
         skip_corrupt: bool = False,
         prefetch_factor: int = 4,
+        io_deadline_s: float = IO_DEADLINE_S,
     ):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is outside world size {world_size}")
@@ -276,6 +271,7 @@ class BatchStream:
         self.rank, self.world_size, self.num_workers = rank, world_size, num_workers
         self.max_frames, self.seed, self.epoch = max_frames, seed, epoch
         self.skip_corrupt, self.prefetch_factor = skip_corrupt, prefetch_factor
+        self.io_deadline_s = io_deadline_s  # how long a shard read waits out an unreachable store
         self.consumed = 0  # batches of the current epoch already handed out
         self.index, self.rows = read_split_metadata(url, split)
 
@@ -300,7 +296,14 @@ class BatchStream:
     def __iter__(self) -> Iterator[Batch]:
         plan = self.plan()
         dataset = ShardDataset(
-            self.url, self.split, plan, self.index, self.rank, self.consumed, self.skip_corrupt
+            self.url,
+            self.split,
+            plan,
+            self.index,
+            self.rank,
+            self.consumed,
+            self.skip_corrupt,
+            self.io_deadline_s,
         )
         loader = torch.utils.data.DataLoader(
             dataset,

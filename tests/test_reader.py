@@ -269,24 +269,25 @@ def test_a_corrupt_shard_can_be_skipped_and_counts_stay_equal(dataset, tmp_path,
 def test_transient_read_errors_are_retried(dataset, monkeypatch):
     import webdataset as wds
 
-    failures = []
+    failures, failing = [], [2]  # the next failing[0] opens fail
 
     def flaky_open(url: str, mode: str = "rb", bufsize: int = 8192, **_):
-        if len(failures) < 2:
+        if failing[0] > 0:
+            failing[0] -= 1
             failures.append(url)
             raise ConnectionResetError("connection reset by peer")
         return open(url.removeprefix("flaky://"), mode)
 
     monkeypatch.setitem(wds.gopen_schemes, "flaky", flaky_open)
-    monkeypatch.setattr("shards.reader.time.sleep", lambda seconds: None)
+    monkeypatch.setattr("shards.retry.FIRST_DELAY_S", 0.01)
     index, rows = read_split_metadata(dataset, "train")
     entry = index.shards[0]
     keys = {r["key"] for r in rows if r["shard"] == entry.name}
     samples = read_shard(f"flaky://{dataset}/train/{entry.name}", entry, keys)
     assert len(failures) == 2 and set(samples) == keys
-    failures.clear()
-    with pytest.raises(OSError, match="still failing after 1 retries: connection reset"):
-        read_shard(f"flaky://{dataset}/train/{entry.name}", entry, keys, retries=1)
+    failing[0] = 10**9  # the store stays away: past the deadline, an error naming the URL
+    with pytest.raises(OSError, match=r"flaky://.*: still failing after \d+ s of retries: connection reset"):
+        read_shard(f"flaky://{dataset}/train/{entry.name}", entry, keys, deadline_s=0.5)
 
 
 def test_two_accelerate_ranks_get_equal_batches_covering_everything(raw, s3_bucket, tmp_path):

@@ -10,24 +10,30 @@
     OUT/checkpoints/latest.json      the newest complete checkpoint (written after its files)
 
 The last ``keep_last`` epoch folders, the best one (lowest dev distance) and the newest checkpoint
-are kept; a step folder goes once a newer checkpoint exists. Loading never unpickles code:
-``torch.load(..., weights_only=True)``.
+are kept; a step folder goes once a newer checkpoint exists. :class:`CheckpointWriter` writes off
+the training thread. Loading never unpickles code: ``torch.load(..., weights_only=True)``.
 """
 
 import io
 import json
+import logging
 import random
+import threading
+import time
 
 import fsspec
 import numpy as np
 import torch
 
+from shards.retry import with_retries
 from shards.store import Store
+
+log = logging.getLogger("train.checkpoint")
 
 CHECKPOINTS = "checkpoints"
 LATEST = f"{CHECKPOINTS}/latest.json"
 # what may change between a run and its continuation: none of these alters the trajectory
-RESUMABLE_CHANGES = {"keep_last", "checkpoint_every_steps", "checkpoint_every_minutes"}
+RESUMABLE_CHANGES = {"keep_last", "checkpoint_every_steps", "checkpoint_every_minutes", "io_deadline_s"}
 
 
 class CheckpointError(RuntimeError):
@@ -60,6 +66,59 @@ def save(store: Store, folder: str, state: dict, model_card: dict, keep_last: in
     for name in names:
         if name.startswith(("epoch-", "step-")) and f"{CHECKPOINTS}/{name}" not in keep:
             store.remove(f"{CHECKPOINTS}/{name}")
+
+
+def _snapshot(obj):
+    """A copy training can no longer change: tensors cloned to the CPU, containers rebuilt."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {key: _snapshot(value) for key, value in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(_snapshot(value) for value in obj)
+    return obj  # numbers, strings, None: immutable
+
+
+class CheckpointWriter:
+    """Writes checkpoints on a background thread, so that an upload does not stall training.
+
+    The state is copied to host memory before the call returns; at most one checkpoint is in
+    flight (the next one waits for it); a failed write is retried with backoff for up to
+    ``deadline_s`` and then reported by the next :meth:`wait`. latest.json is published after the
+    checkpoint's files, so it never names an incomplete one, whatever fails.
+    """
+
+    def __init__(self, store: Store, deadline_s: float):
+        self.store, self.deadline_s = store, deadline_s
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def submit(self, folder: str, state: dict, card: dict, keep_last: int, best: str | None) -> None:
+        self.wait()
+        args = (folder, _snapshot(state), _snapshot(card), keep_last, best)
+        self._thread = threading.Thread(target=self._write, args=args, name=f"checkpoint {folder}")
+        self._thread.start()
+
+    def _write(self, folder: str, *rest) -> None:
+        started = time.monotonic()
+        try:
+            with_retries(
+                lambda: save(self.store, folder, *rest), f"{self.store.url}/{folder}", self.deadline_s
+            )
+            log.info("checkpoint %s/%s written in %.1f s", self.store.url, folder, time.monotonic() - started)
+        except Exception as error:
+            self._error = error
+
+    def wait(self) -> None:
+        """Until the checkpoint in flight is written; raises CheckpointError if it could not be."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise CheckpointError(
+                f"checkpoint not written, the newest complete one is kept: {error}"
+            ) from error
 
 
 def load(url: str) -> dict:

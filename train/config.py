@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 
 from shards.reader import DEFAULT_MAX_FRAMES
+from shards.retry import IO_DEADLINE_S
 
 
 @dataclass
@@ -62,6 +63,9 @@ class TrainConfig:
     keep_last: int = 3  # epoch checkpoints kept besides the best
     checkpoint_every_steps: int = 0  # also checkpoint mid-epoch every N optimiser steps (0 = off)
     checkpoint_every_minutes: float = 10.0  # ... and every N minutes of training (0 = off)
+    io_deadline_s: float = (
+        IO_DEADLINE_S  # an unreachable object store is waited out this long (reads, writes)
+    )
 
     @property
     def time_stride(self) -> int:
@@ -133,6 +137,7 @@ RULES: dict[str, tuple] = {
     "keep_last": _at_least(1),
     "checkpoint_every_steps": _at_least(0),
     "checkpoint_every_minutes": _at_least(0),
+    "io_deadline_s": (0.0, math.inf, False, False),
 }
 _TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
 

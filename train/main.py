@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python train/ma
 from shards import s3  # noqa: E402
 from shards.manifest import DatasetError  # noqa: E402
 from shards.reader import BatchStream, CorruptShard, LoaderStartError, read_dataset_stats  # noqa: E402
+from shards.retry import with_retries  # noqa: E402
 from shards.store import Store  # noqa: E402
 from shards.vocab import PHONEME_MAP, PHONEMES  # noqa: E402
 from train import checkpoint, report  # noqa: E402
@@ -102,7 +103,13 @@ class Trainer:
         self.bf16 = config.bf16 and native_bf16(self.accelerator.device)
         log.info("training forward in %s", "bfloat16 autocast" if self.bf16 else "float32")
         torch.manual_seed(config.seed)  # the same initial weights on every rank
-        common = dict(rank=self.rank, world_size=self.world, num_workers=config.num_workers, seed=config.seed)
+        common = dict(
+            rank=self.rank,
+            world_size=self.world,
+            num_workers=config.num_workers,
+            seed=config.seed,
+            io_deadline_s=config.io_deadline_s,
+        )
         self.train_stream = BatchStream(args.data, "train", max_frames=config.max_frames, **common)
         self.dev_stream = BatchStream(args.data, "dev", max_frames=config.max_frames, **common)
         self.stats = read_dataset_stats(args.data)
@@ -119,6 +126,7 @@ class Trainer:
         self.progress = _fresh_progress()  # running totals of the epoch in progress
         self.best: tuple[float, int] | None = None  # (dev distance, epoch)
         self.preemption = PreemptionWatch()
+        self.writer = checkpoint.CheckpointWriter(self.store, config.io_deadline_s)  # rank 0's
         self.last_checkpoint = time.monotonic()
         torch.manual_seed(config.seed + 1 + self.rank)  # different augmentation and dropout per rank
 
@@ -194,7 +202,7 @@ class Trainer:
             "dev_distance": self.history[-1]["dev_distance"] if self.history else None,
         }
         best = checkpoint.epoch_folder(self.best[1]) if self.best else None
-        checkpoint.save(self.store, folder, state, card, self.config.keep_last, best)
+        self.writer.submit(folder, state, card, self.config.keep_last, best)
         self.last_checkpoint = time.monotonic()
 
     # --- one epoch -----------------------------------------------------------------------
@@ -208,6 +216,8 @@ class Trainer:
             self._account_time()
             self.save(checkpoint.step_folder(self.step))
         if preempted:
+            self.writer.wait()  # the checkpoint is complete before anyone exits
+            self.accelerator.wait_for_everyone()
             raise Preempted(
                 f"checkpoint at step {self.step} ({self.args.out}/{checkpoint.step_folder(self.step)})"
             )
@@ -315,8 +325,11 @@ class Trainer:
             log.info("epoch %d: %s", epoch, self.history[-1])
             self.save(checkpoint.epoch_folder(epoch))
             if self.accelerator.is_main_process:
-                report.publish(self.store, self.history)
+                with_retries(
+                    lambda: report.publish(self.store, self.history), self.args.out, self.config.io_deadline_s
+                )
             self.accelerator.wait_for_everyone()
+        self.writer.wait()
         self.accelerator.end_training()
 
 
