@@ -81,13 +81,15 @@ def kill_when(command: list[str], ready, timeout: float = 300) -> None:
     process.wait()
 
 
-def accelerate_command(script: list[str], processes: int = 2, *launch_options: str) -> list[str]:
+def accelerate_command(
+    script: list[str], processes: int = 2, *launch_options: str, port: int | None = None
+) -> list[str]:
     """``accelerate launch`` of ``script`` (path and arguments) in ``processes`` ranks with the shipped
     accelerate_config.yaml, as `make train RANKS=N` does: on a machine without a GPU the scripts ask
     for gloo CPU ranks (``--cpu`` or a MULTI_CPU config would silently run one process)."""
     command = [sys.executable, "-m", "accelerate.commands.launch"]
     command += ["--config_file", str(REPO / "accelerate_config.yaml"), "--num_processes", str(processes)]
-    return command + ["--main_process_port", str(free_port()), *launch_options, *script]
+    return command + ["--main_process_port", str(port or free_port()), *launch_options, *script]
 
 
 def accelerate_launch(script: list[str], processes: int = 2) -> subprocess.CompletedProcess:
