@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from train.checkpoint import CheckpointError, latest, load
+from train.checkpoint import CheckpointError, ModelCard, latest
 from train.config import TrainConfig
 from train.model import CTCModel
 
@@ -12,12 +12,12 @@ def model_url(checkpoint: str) -> str:
     return checkpoint if checkpoint.endswith(".pt") else latest(checkpoint, "model.pt")
 
 
-def load_model(url: str) -> tuple[CTCModel, dict]:
+def load_model(url: str) -> tuple[CTCModel, ModelCard]:
     """The model in eval mode, and the checkpoint's card (config, vocabulary, stats, epoch, step)."""
-    card = load(url)
+    card = ModelCard.load(url)
     try:
-        model = CTCModel(card["feature_dim"], TrainConfig(**card["config"]).check())
-        model.load_state_dict(card["model"])
+        model = CTCModel(card.feature_dim, TrainConfig(**card.config).check())
+        model.load_state_dict(card.model)
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
         raise CheckpointError(
             f"{url}: not a model checkpoint of this project ({type(error).__name__}: {error})"
@@ -25,10 +25,10 @@ def load_model(url: str) -> tuple[CTCModel, dict]:
     return model.eval(), card
 
 
-def check_normalisation(card: dict, dataset_stats: dict, checkpoint_url: str, data_url: str) -> None:
+def check_normalisation(card: ModelCard, dataset_stats: dict, checkpoint_url: str, data_url: str) -> None:
     """The data must be normalised exactly as the model's training data was."""
-    same = np.allclose(card["stats"]["mean"], dataset_stats["mean"], rtol=0, atol=1e-12) and np.allclose(
-        card["stats"]["std"], dataset_stats["std"], rtol=0, atol=1e-12
+    same = np.allclose(card.stats["mean"], dataset_stats["mean"], rtol=0, atol=1e-12) and np.allclose(
+        card.stats["std"], dataset_stats["std"], rtol=0, atol=1e-12
     )
     if not same:
         raise ValueError(

@@ -28,8 +28,8 @@ class SlowStore(Store):
         super().publish(staged, relative)
 
 
-def _card(step: int, weight: torch.Tensor) -> dict:
-    return {"epoch": 0, "step": step, "model": {"w": weight}}
+def _card(step: int, weight: torch.Tensor) -> checkpoint.ModelCard:
+    return checkpoint.ModelCard({"w": weight}, {}, 13, {}, epoch=0, step=step, dev_distance=None)
 
 
 def test_a_slow_upload_does_not_stall_the_caller_and_saves_a_snapshot(tmp_path):
@@ -37,7 +37,9 @@ def test_a_slow_upload_does_not_stall_the_caller_and_saves_a_snapshot(tmp_path):
     writer = checkpoint.CheckpointWriter(store, deadline_s=30)
     weight = torch.zeros(3)
     started = time.monotonic()
-    writer.submit(checkpoint.step_folder(1), _card(1, weight), _card(1, weight), keep_last=1, best=None)
+    writer.submit(
+        checkpoint.step_folder(1), _card(1, weight).to_dict(), _card(1, weight), keep_last=1, best=None
+    )
     # Invariant: the call returns before the upload (3 files × 0.5 s) is done
     assert time.monotonic() - started < 0.4
     weight += 1  # training goes on changing the live tensors
@@ -52,7 +54,11 @@ def test_one_checkpoint_in_flight_and_latest_names_the_newest(tmp_path):
     writer = checkpoint.CheckpointWriter(store, deadline_s=30)
     for step in (1, 2, 3):
         writer.submit(
-            checkpoint.step_folder(step), _card(step, torch.ones(1)), _card(step, torch.ones(1)), 1, None
+            checkpoint.step_folder(step),
+            _card(step, torch.ones(1)).to_dict(),
+            _card(step, torch.ones(1)),
+            1,
+            None,
         )
     writer.wait()
     assert checkpoint.latest(str(tmp_path), "state.pt").endswith("step-00000003/state.pt")
@@ -63,12 +69,16 @@ def test_a_failing_store_is_retried_then_reported_and_latest_stays_complete(tmp_
     monkeypatch.setattr("shards.retry.FIRST_DELAY_S", 0.05)
     store = SlowStore(str(tmp_path), failures=2)
     writer = checkpoint.CheckpointWriter(store, deadline_s=30)
-    writer.submit(checkpoint.epoch_folder(0), _card(5, torch.ones(1)), _card(5, torch.ones(1)), 1, None)
+    writer.submit(
+        checkpoint.epoch_folder(0), _card(5, torch.ones(1)).to_dict(), _card(5, torch.ones(1)), 1, None
+    )
     writer.wait()  # two failed publishes, retried
     assert caplog.text.count("connection reset by peer; retrying") == 2
     store.failures = 10**9  # the store goes away for good
     writer.deadline_s = 0.5
-    writer.submit(checkpoint.epoch_folder(1), _card(9, torch.ones(1)), _card(9, torch.ones(1)), 1, None)
+    writer.submit(
+        checkpoint.epoch_folder(1), _card(9, torch.ones(1)).to_dict(), _card(9, torch.ones(1)), 1, None
+    )
     with pytest.raises(
         checkpoint.CheckpointError, match=rf"{tmp_path}/checkpoints/epoch-0001: still failing after"
     ):

@@ -112,12 +112,13 @@ def test_bad_overrides_exit_2_with_one_line_each(tmp_path):
 def test_latest_checkpoint_is_never_removed(tmp_path):
     store = Store(str(tmp_path))
     best = checkpoint.epoch_folder(0)
+
+    def card(epoch: int, step: int) -> checkpoint.ModelCard:
+        return checkpoint.ModelCard({}, {}, 13, {}, epoch=epoch, step=step, dev_distance=None)
+
     for epoch in range(3):
-        card = {"epoch": epoch, "step": epoch}
-        checkpoint.save(store, checkpoint.epoch_folder(epoch), card, card, keep_last=0, best=best)
-    checkpoint.save(
-        store, checkpoint.step_folder(7), {"epoch": 2, "step": 7}, {"epoch": 2, "step": 7}, 0, best
-    )
+        checkpoint.save(store, checkpoint.epoch_folder(epoch), {"step": epoch}, card(epoch, epoch), 0, best)
+    checkpoint.save(store, checkpoint.step_folder(7), {"step": 7}, card(2, 7), 0, best)
     # Invariant: latest.json names a folder that exists, whatever keep_last says
     assert checkpoint.load(checkpoint.latest(str(tmp_path), "state.pt"))["step"] == 7
     assert sorted(p.name for p in (tmp_path / "checkpoints").glob("*-*")) == ["epoch-0000", "step-00000007"]

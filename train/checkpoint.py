@@ -20,6 +20,7 @@ import logging
 import random
 import threading
 import time
+from dataclasses import dataclass, field, fields
 
 import fsspec
 import numpy as np
@@ -27,6 +28,7 @@ import torch
 
 from shards.retry import with_retries
 from shards.store import Store
+from shards.vocab import PHONEME_MAP, PHONEMES
 
 log = logging.getLogger("train.checkpoint")
 
@@ -48,17 +50,47 @@ def step_folder(step: int) -> str:
     return f"{CHECKPOINTS}/step-{step:08d}"
 
 
+@dataclass(frozen=True)
+class ModelCard:
+    """What ``model.pt`` holds: all evaluation needs to rebuild the model and check its input.
+
+    Training writes it, evaluation reads it, through :meth:`to_dict` / :meth:`load` only. The file
+    is a plain dict (weights under ``model``), so ``torch.load(weights_only=True)`` reads it.
+    """
+
+    model: dict[str, torch.Tensor]  # the state_dict
+    config: dict  # TrainConfig as a dict
+    feature_dim: int
+    stats: dict  # the dataset's stats.json: the normalisation the model was trained under
+    epoch: int  # the last finished epoch (-1: none yet)
+    step: int
+    dev_distance: float | None
+    phonemes: list[str] = field(default_factory=lambda: list(PHONEMES))
+    phoneme_map: str = PHONEME_MAP
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}  # asdict would deep-copy every tensor
+
+    @classmethod
+    def load(cls, url: str) -> "ModelCard":
+        document = load(url)
+        try:
+            return cls(**document)
+        except TypeError as error:
+            raise CheckpointError(f"{url}: not a model card of this project ({error})") from error
+
+
 def _publish_torch(store: Store, obj: dict, relative: str) -> None:
     staged = store.staging_file(relative.rsplit("/", 1)[-1])
     torch.save(obj, staged)
     store.publish(staged, relative)
 
 
-def save(store: Store, folder: str, state: dict, model_card: dict, keep_last: int, best: str | None) -> None:
+def save(store: Store, folder: str, state: dict, card: ModelCard, keep_last: int, best: str | None) -> None:
     """Publish ``folder``'s files, then point latest.json at it, then drop what is no longer kept."""
     _publish_torch(store, state, f"{folder}/state.pt")
-    _publish_torch(store, model_card, f"{folder}/model.pt")
-    pointer = {"folder": folder, "epoch": model_card["epoch"], "step": model_card["step"]}
+    _publish_torch(store, card.to_dict(), f"{folder}/model.pt")
+    pointer = {"folder": folder, "epoch": card.epoch, "step": card.step}
     store.publish_bytes(json.dumps(pointer).encode(), LATEST)
     names = store.list(CHECKPOINTS)
     epochs = sorted(n for n in names if n.startswith("epoch-"))
@@ -93,9 +125,10 @@ class CheckpointWriter:
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
 
-    def submit(self, folder: str, state: dict, card: dict, keep_last: int, best: str | None) -> None:
+    def submit(self, folder: str, state: dict, card: ModelCard, keep_last: int, best: str | None) -> None:
         self.wait()
-        args = (folder, _snapshot(state), _snapshot(card), keep_last, best)
+        card = ModelCard(**(card.to_dict() | {"model": _snapshot(card.model)}))
+        args = (folder, _snapshot(state), card, keep_last, best)
         self._thread = threading.Thread(target=self._write, args=args, name=f"checkpoint {folder}")
         self._thread.start()
 

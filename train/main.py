@@ -28,7 +28,6 @@ from shards.manifest import DatasetError  # noqa: E402
 from shards.reader import BatchStream, CorruptShard, LoaderStartError, read_dataset_stats  # noqa: E402
 from shards.retry import with_retries  # noqa: E402
 from shards.store import Store  # noqa: E402
-from shards.vocab import PHONEME_MAP, PHONEMES  # noqa: E402
 from train import checkpoint, report  # noqa: E402
 from train.augment import Augment  # noqa: E402
 from train.config import ConfigError, TrainConfig, load_config  # noqa: E402
@@ -190,17 +189,15 @@ class Trainer:
             "config": asdict(self.config),
             "fingerprints": self.fingerprints(),
         }
-        card = {
-            "model": weights,
-            "config": asdict(self.config),
-            "feature_dim": self.train_stream.feature_dim,
-            "phonemes": list(PHONEMES),
-            "phoneme_map": PHONEME_MAP,
-            "stats": self.stats,
-            "epoch": self.history[-1]["epoch"] if self.history else -1,  # the last finished epoch
-            "step": self.step,
-            "dev_distance": self.history[-1]["dev_distance"] if self.history else None,
-        }
+        card = checkpoint.ModelCard(
+            model=weights,
+            config=asdict(self.config),
+            feature_dim=self.train_stream.feature_dim,
+            stats=self.stats,
+            epoch=self.history[-1]["epoch"] if self.history else -1,  # the last finished epoch
+            step=self.step,
+            dev_distance=self.history[-1]["dev_distance"] if self.history else None,
+        )
         best = checkpoint.epoch_folder(self.best[1]) if self.best else None
         self.writer.submit(folder, state, card, self.config.keep_last, best)
         self.last_checkpoint = time.monotonic()
