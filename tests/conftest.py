@@ -1,3 +1,4 @@
+import contextlib
 import io
 import os
 import signal
@@ -7,6 +8,7 @@ import tarfile
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 
 import fsspec
@@ -79,6 +81,26 @@ def kill_when(command: list[str], ready, timeout: float = 300) -> None:
         time.sleep(0.01)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
+
+
+@contextlib.contextmanager
+def launched(command: list[str], **options) -> Iterator[subprocess.Popen]:
+    """``command`` in a process group of its own, output captured; whatever it started is killed
+    when the block ends, so a failed or timed-out test leaves no ranks or servers behind."""
+    process = subprocess.Popen(
+        command,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **options,
+    )
+    try:
+        yield process
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 def accelerate_command(

@@ -4,6 +4,7 @@ Every check compares against an uninterrupted run of the same settings: the cont
 end with bit-identical weights (every random state, reader position and running total restored).
 """
 
+import contextlib
 import json
 import os
 import re
@@ -18,7 +19,7 @@ import pytest
 import torch
 
 from pipeline.build import Settings, build
-from tests.conftest import accelerate_command, kill_when
+from tests.conftest import accelerate_command, kill_when, launched
 from tests.hw3p2_fixture import write_hw3p2
 from tests.outage import CuttableProxy
 from tests.s3server import free_port
@@ -91,15 +92,17 @@ def test_sigterm_to_one_rank_stops_both_at_one_step_and_the_rerun_finishes_the_s
     data, whole_two_ranks, tmp_path
 ):
     out = tmp_path / "run"
-    launcher = subprocess.Popen(accelerate_command(_script(data, out)), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
-    deadline = time.monotonic() + 300
-    while _latest(out).get("epoch") != 0:  # epoch 0 checkpointed: epoch 1 is under way
-        assert launcher.poll() is None and time.monotonic() < deadline
-        time.sleep(0.01)
-    ranks = subprocess.run(["pgrep", "-P", str(launcher.pid)], capture_output=True, text=True).stdout.split()
-    assert len(ranks) == 2
-    subprocess.run(["kill", "-TERM", ranks[1]], check=True)  # rank 1 only: rank 0 must hear of it
-    output, _ = launcher.communicate(timeout=300)
+    with launched(accelerate_command(_script(data, out))) as launcher:
+        deadline = time.monotonic() + 300
+        while _latest(out).get("epoch") != 0:  # epoch 0 checkpointed: epoch 1 is under way
+            assert launcher.poll() is None and time.monotonic() < deadline
+            time.sleep(0.01)
+        ranks = subprocess.run(
+            ["pgrep", "-P", str(launcher.pid)], capture_output=True, text=True
+        ).stdout.split()
+        assert len(ranks) == 2
+        subprocess.run(["kill", "-TERM", ranks[1]], check=True)  # rank 1 only: rank 0 must hear of it
+        output, _ = launcher.communicate(timeout=300)
     stops = re.findall(
         r"preempted: checkpoint at step (\d+) .*, ([\d.]+) s after the signal; exiting with (\d+)", output
     )
@@ -124,14 +127,16 @@ def test_a_killed_rank_is_restarted_by_torchrun_and_resumes_alone(data, whole_tw
     # slow restarts (every restart failed); 300 s bounds the first and tolerates the second
     script = [*_script(data, out, "checkpoint_every_steps=2"), "--timeout", "300"]
     command = accelerate_command(script, 2, "--max_restarts", "3")
-    launcher = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 300
-    while _latest(out).get("epoch") != 0:
-        assert launcher.poll() is None and time.monotonic() < deadline
-        time.sleep(0.01)
-    ranks = subprocess.run(["pgrep", "-P", str(launcher.pid)], capture_output=True, text=True).stdout.split()
-    subprocess.run(["kill", "-KILL", ranks[0]], check=True)
-    output, _ = launcher.communicate(timeout=1500)
+    with launched(command) as launcher:
+        deadline = time.monotonic() + 300
+        while _latest(out).get("epoch") != 0:
+            assert launcher.poll() is None and time.monotonic() < deadline
+            time.sleep(0.01)
+        ranks = subprocess.run(
+            ["pgrep", "-P", str(launcher.pid)], capture_output=True, text=True
+        ).stdout.split()
+        subprocess.run(["kill", "-KILL", ranks[0]], check=True)
+        output, _ = launcher.communicate(timeout=1500)
     assert launcher.returncode == 0, output[-3000:]
     assert "resumed from" in output
     _assert_same_weights(whole_two_ranks, out)
@@ -157,38 +162,31 @@ def test_preemption_signal_handler_exits_at_once_on_a_second_signal(tmp_path):
         "import time\nfrom train.preemption import PreemptionWatch\nwatch = PreemptionWatch()\n"
         "print('ready', flush=True)\nwhile True:\n    time.sleep(0.05)\n"
     )
-    process = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, cwd=REPO)
-    assert process.stdout.readline().strip() == "ready"
-    process.send_signal(signal.SIGUSR1)
-    time.sleep(0.3)
-    assert process.poll() is None  # the first signal only asks for a checkpoint
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=10) == 128 + signal.SIGTERM
+    with launched([sys.executable, str(script)], cwd=REPO) as process:
+        assert process.stdout.readline().strip() == "ready"
+        process.send_signal(signal.SIGUSR1)
+        time.sleep(0.3)
+        assert process.poll() is None  # the first signal only asks for a checkpoint
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 128 + signal.SIGTERM
 
 
 def test_two_machines_of_one_rank_train_like_two_ranks_on_one_machine(data, whole_two_ranks, tmp_path):
     """The README's multi-machine command, both "machines" on loopback: the same weights as one machine."""
     out, port = tmp_path / "run", free_port()
-    launchers = [
-        subprocess.Popen(
-            accelerate_command(
-                _script(data, out),
-                2,
-                "--num_machines",
-                "2",
-                "--machine_rank",
-                str(rank),
-                "--main_process_ip",
-                "127.0.0.1",
-                port=port,
-            ),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )  # fmt: skip
-        for rank in (0, 1)
-    ]
-    outputs = [launcher.communicate(timeout=600)[0] for launcher in launchers]
+    machine = ["--num_machines", "2", "--main_process_ip", "127.0.0.1"]
+    with contextlib.ExitStack() as stack:
+        launchers = [
+            stack.enter_context(
+                launched(
+                    accelerate_command(
+                        _script(data, out), 2, *machine, "--machine_rank", str(rank), port=port
+                    )
+                )
+            )
+            for rank in (0, 1)
+        ]
+        outputs = [launcher.communicate(timeout=600)[0] for launcher in launchers]
     assert [launcher.returncode for launcher in launchers] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
     assert "weights identical on 2 ranks" in outputs[0]
     _assert_same_weights(whole_two_ranks, out)
@@ -206,16 +204,16 @@ def test_an_object_store_outage_is_waited_out_and_past_the_deadline_named(
         sys.executable,
         *_script(f"{s3_bucket}/shards", out, "checkpoint_every_steps=2", "io_deadline_s=60"),
     ]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     fs = fsspec.filesystem("s3", skip_instance_cache=True)
     deadline = time.monotonic() + 300
-    while not fs.exists(f"{out}/{checkpoint.LATEST}"):
-        assert process.poll() is None and time.monotonic() < deadline
-        time.sleep(0.05)
-    proxy.down()
-    time.sleep(30)  # longer than s3fs's and botocore's own retries absorb
-    proxy.up()
-    output, _ = process.communicate(timeout=600)
+    with launched(command, env=env) as process:
+        while not fs.exists(f"{out}/{checkpoint.LATEST}"):
+            assert process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        proxy.down()
+        time.sleep(30)  # longer than s3fs's and botocore's own retries absorb
+        proxy.up()
+        output, _ = process.communicate(timeout=600)
     assert process.returncode == 0, output[-3000:]
     # Invariant: the outage was met (each retry logged with the URL) and changed nothing
     retries = [line for line in output.splitlines() if "shards.retry" in line and "retrying in" in line]
@@ -229,13 +227,13 @@ def test_an_object_store_outage_is_waited_out_and_past_the_deadline_named(
         sys.executable,
         *_script(f"{s3_bucket}/shards", broken, "checkpoint_every_steps=2", "io_deadline_s=3"),
     ]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    while not fs.exists(f"{broken}/{checkpoint.LATEST}"):
-        assert process.poll() is None and time.monotonic() < deadline
-        time.sleep(0.05)
-    proxy.down()
-    output, _ = process.communicate(timeout=300)
-    proxy.up()
+    with launched(command, env=env) as process:
+        while not fs.exists(f"{broken}/{checkpoint.LATEST}"):
+            assert process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        proxy.down()
+        output, _ = process.communicate(timeout=300)
+        proxy.up()
     errors = [line for line in output.splitlines() if line.startswith("error:")]
     assert process.returncode == 2 and len(errors) == 1 and "Traceback" not in output, output[-3000:]
     assert broken in errors[0] or "still failing after" in errors[0], errors
