@@ -97,7 +97,7 @@ def test_randomly_damaged_shards_are_read_or_refused_never_crash(tmp_path):
                 **{**entry.__dict__, "bytes": len(damaged), "sha256": hashlib.sha256(damaged).hexdigest()}
             )
         try:
-            samples = read_shard(str(victim), entry, keys, retries=0)
+            samples = read_shard(str(victim), entry, keys, deadline_s=0)
         except CorruptShard:
             outcomes["refused"] += 1
             continue
