@@ -100,14 +100,17 @@ def save(store: Store, folder: str, state: dict, card: ModelCard, keep_last: int
             store.remove(f"{CHECKPOINTS}/{name}")
 
 
-def _snapshot(obj):
-    """A copy training can no longer change: tensors cloned to the CPU, containers rebuilt."""
+def _snapshot(obj, copies: dict[int, torch.Tensor]):
+    """A copy training can no longer change: tensors cloned to the CPU, containers rebuilt. A tensor
+    met twice (the weights are in state.pt and in model.pt) is copied once, through ``copies``."""
     if isinstance(obj, torch.Tensor):
-        return obj.detach().to("cpu", copy=True)
+        if id(obj) not in copies:
+            copies[id(obj)] = obj.detach().to("cpu", copy=True)
+        return copies[id(obj)]
     if isinstance(obj, dict):
-        return {key: _snapshot(value) for key, value in obj.items()}
+        return {key: _snapshot(value, copies) for key, value in obj.items()}
     if isinstance(obj, list | tuple):
-        return type(obj)(_snapshot(value) for value in obj)
+        return type(obj)(_snapshot(value, copies) for value in obj)
     return obj  # numbers, strings, None: immutable
 
 
@@ -127,8 +130,9 @@ class CheckpointWriter:
 
     def submit(self, folder: str, state: dict, card: ModelCard, keep_last: int, best: str | None) -> None:
         self.wait()
-        card = ModelCard(**(card.to_dict() | {"model": _snapshot(card.model)}))
-        args = (folder, _snapshot(state), card, keep_last, best)
+        copies: dict[int, torch.Tensor] = {}
+        card = ModelCard(**(card.to_dict() | {"model": _snapshot(card.model, copies)}))
+        args = (folder, _snapshot(state, copies), card, keep_last, best)
         self._thread = threading.Thread(target=self._write, args=args, name=f"checkpoint {folder}")
         self._thread.start()
 

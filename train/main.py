@@ -167,12 +167,11 @@ class Trainer:
 
     def save(self, folder: str) -> None:
         """A checkpoint of this very moment (every rank calls it: the random states are gathered)."""
-        rng_states = gather_object([checkpoint.rng_state()])
-        progress = gather_object([dict(self.progress)])
+        per_rank = gather_object([(checkpoint.rng_state(), dict(self.progress))])  # one collective
         if not self.accelerator.is_main_process:
             return
         model = self.accelerator.unwrap_model(self.model)
-        weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        weights = model.state_dict()  # the writer copies it to host memory, once for both files
         state = {
             "model": weights,
             "optimizer": self.optimizer.state_dict(),
@@ -183,8 +182,8 @@ class Trainer:
             "step": self.step,
             "elapsed_s": self.elapsed,
             "best": list(self.best) if self.best else None,
-            "progress": progress,  # each rank's running totals of the epoch in progress
-            "rng": rng_states,
+            "progress": [p for _, p in per_rank],  # each rank's running totals of the epoch in progress
+            "rng": [r for r, _ in per_rank],
             "world_size": self.world,
             "config": asdict(self.config),
             "fingerprints": self.fingerprints(),
