@@ -41,6 +41,7 @@ from shards.store import Store  # noqa: E402
 from shards.vocab import to_string  # noqa: E402
 from train.checkpoint import CheckpointError  # noqa: E402
 from train.metric import score  # noqa: E402
+from train.rendezvous import join_process_group  # noqa: E402
 
 log = logging.getLogger("eval")
 
@@ -128,9 +129,11 @@ def _check_once(found: list[str], expected: list[str], where: str) -> None:
 
 
 def evaluate(args: argparse.Namespace) -> dict | None:
+    timeout = datetime.timedelta(seconds=1800)
+    join_process_group(timeout)  # so that `accelerate launch --max_restarts N` restarts work
     accelerator = Accelerator(
         cpu=not torch.cuda.is_available(),  # gloo ranks when launched as multi_gpu on a CPU machine
-        kwargs_handlers=[InitProcessGroupKwargs(timeout=datetime.timedelta(seconds=1800))],
+        kwargs_handlers=[InitProcessGroupKwargs(timeout=timeout)],
     )
     for url in (args.checkpoint, args.data, args.solution, args.submission, args.leaderboard):
         if url:  # credentials, bucket, endpoint: fail before decoding, not after

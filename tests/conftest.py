@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import fsspec
+import psutil
 import pytest
 
 from shards import manifest, sample
@@ -86,7 +87,8 @@ def kill_when(command: list[str], ready, timeout: float = 300) -> None:
 @contextlib.contextmanager
 def launched(command: list[str], **options) -> Iterator[subprocess.Popen]:
     """``command`` in a process group of its own, output captured; whatever it started is killed
-    when the block ends, so a failed or timed-out test leaves no ranks or servers behind."""
+    when the block ends, so a failed or timed-out test leaves no ranks or servers behind (torchrun
+    starts each rank in a session of its own: they are found as descendants, not by group)."""
     process = subprocess.Popen(
         command,
         start_new_session=True,
@@ -98,6 +100,10 @@ def launched(command: list[str], **options) -> Iterator[subprocess.Popen]:
     try:
         yield process
     finally:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            for descendant in psutil.Process(process.pid).children(recursive=True):
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    descendant.kill()
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()

@@ -118,13 +118,10 @@ def test_sigterm_to_one_rank_stops_both_at_one_step_and_the_rerun_finishes_the_s
     _assert_same_weights(whole_two_ranks, out)
 
 
-@pytest.mark.timeout(1800)
 def test_a_killed_rank_is_restarted_by_torchrun_and_resumes_alone(data, whole_two_ranks, tmp_path):
     """`accelerate launch --max_restarts N`: kill -9 one rank; the group restarts and continues by itself."""
     out = tmp_path / "run"
-    # --timeout: under load a restarted rank can wait in gloo's connect to a peer that is not there
-    # (seen with the 1800 s default: the test hung), while 60 s was too short for a loaded machine's
-    # slow restarts (every restart failed); 300 s bounds the first and tolerates the second
+    # --timeout bounds a hung collective (the default is 30 minutes)
     script = [*_script(data, out, "checkpoint_every_steps=2"), "--timeout", "300"]
     command = accelerate_command(script, 2, "--max_restarts", "3")
     with launched(command) as launcher:
@@ -136,9 +133,11 @@ def test_a_killed_rank_is_restarted_by_torchrun_and_resumes_alone(data, whole_tw
             ["pgrep", "-P", str(launcher.pid)], capture_output=True, text=True
         ).stdout.split()
         subprocess.run(["kill", "-KILL", ranks[0]], check=True)
-        output, _ = launcher.communicate(timeout=1500)
+        output, _ = launcher.communicate(timeout=600)
     assert launcher.returncode == 0, output[-3000:]
-    assert "resumed from" in output
+    # Invariant: the first restarted group connects (no stale rendezvous keys, train/rendezvous.py)
+    assert "connectFullMesh failed" not in output, output[-3000:]
+    assert output.count("resumed from") == 2  # each rank, once
     _assert_same_weights(whole_two_ranks, out)
 
 

@@ -35,6 +35,7 @@ from train.metric import Score, greedy_decode  # noqa: E402
 from train.model import CTCModel  # noqa: E402
 from train.precision import native_bf16  # noqa: E402
 from train.preemption import EXIT_PREEMPTED, Preempted, PreemptionWatch  # noqa: E402
+from train.rendezvous import join_process_group  # noqa: E402
 
 log = logging.getLogger("train")
 
@@ -92,10 +93,12 @@ def replica_checksum(model: torch.nn.Module) -> list[float]:
 class Trainer:
     def __init__(self, args: argparse.Namespace, config: TrainConfig):
         self.args, self.config = args, config
+        timeout = datetime.timedelta(seconds=args.timeout)
+        join_process_group(timeout)
         self.accelerator = Accelerator(
             cpu=not torch.cuda.is_available(),  # gloo ranks when launched as multi_gpu on a CPU machine
             gradient_accumulation_steps=config.grad_accum,
-            kwargs_handlers=[InitProcessGroupKwargs(timeout=datetime.timedelta(seconds=args.timeout))],
+            kwargs_handlers=[InitProcessGroupKwargs(timeout=timeout)],
         )
         self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
         # the training forward only: validation (like eval/) decodes in float32
