@@ -20,6 +20,14 @@ opened), identically on every rank, from (seed, epoch, world size, workers, fram
 
 A rank's loader interleaves its workers round-robin, so its i-th batch is batch ``i // K``
 of worker ``i % K``; resuming after ``k`` batches skips exactly those in each worker.
+
+Elastic resume: when a run stopped after every rank took ``k`` batches of an epoch continues on
+another number of ranks or workers, the rest of that epoch is re-planned (``rest_of_epoch``): the
+batches no rank consumed, in slot order (so each slot's shard runs stay together), without the old
+plan's repeats, evened out and cut for the new slots by rules 3 and 4. Every utterance is still
+seen exactly once in the epoch, and every rank gets the same count. It is computed from metadata
+in the same O(plan) time as any plan, however far into the epoch the run was; later epochs are
+planned for the new layout from scratch.
 """
 
 from dataclasses import dataclass
@@ -138,7 +146,33 @@ def plan_epoch(
         shard = index.shards[position].name
         cut = _cut(shard, by_shard.get(shard, []), max_frames)
         batches += [cut[i] for i in rng.permutation(len(cut))]
+    return _into_slots(epoch, batches, world_size, workers)
+
+
+def _into_slots(epoch: int, batches: list[PlannedBatch], world_size: int, workers: int) -> EpochPlan:
     batches = _even_out(batches, world_size * workers)
     per_slot = len(batches) // (world_size * workers)
     slots = [batches[j * per_slot : (j + 1) * per_slot] for j in range(world_size * workers)]
     return EpochPlan(epoch, world_size, workers, slots)
+
+
+def consumed_from_worker(consumed: int, worker: int, num_workers: int) -> int:
+    """How many of a worker's batches are among the first ``consumed`` of its rank (round-robin)."""
+    return max(0, -(-(consumed - worker) // num_workers))
+
+
+def rest_of_epoch(plan: EpochPlan, consumed: int, *, world_size: int, num_workers: int) -> EpochPlan:
+    """What ``plan`` still holds after every rank took ``consumed`` batches, re-planned for
+    ``world_size`` ranks of ``num_workers`` workers (see the module's note on elastic resume)."""
+    if not 0 <= consumed <= plan.batches_per_rank:
+        raise ValueError(f"{consumed} batches consumed of an epoch of {plan.batches_per_rank} per rank")
+    left = [
+        batch
+        for rank in range(plan.world_size)
+        for worker in range(plan.num_workers)
+        for batch in plan.worker_batches(rank, worker)[
+            consumed_from_worker(consumed, worker, plan.num_workers) :
+        ]
+        if not batch.repeated  # a copy: its original is in the plan, consumed or left
+    ]
+    return _into_slots(plan.epoch, left, world_size, max(num_workers, 1))

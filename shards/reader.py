@@ -16,6 +16,7 @@ replaced by repeats of the worker's other batches (so the counts stay equal).
 
 import hashlib
 import io
+import itertools
 import logging
 import tarfile
 from collections.abc import Iterator
@@ -29,7 +30,7 @@ import webdataset as wds
 
 from shards import manifest, sample
 from shards.manifest import SplitIndex
-from shards.plan import EpochPlan, PlannedBatch, plan_epoch
+from shards.plan import EpochPlan, PlannedBatch, consumed_from_worker, plan_epoch, rest_of_epoch
 from shards.retry import IO_DEADLINE_S, with_retries
 from shards.stats import read_stats
 
@@ -195,7 +196,7 @@ class ShardDataset(torch.utils.data.IterableDataset):
         # among the rank's first k, were consumed already.
         worker = ((0 if info is None else info.id) + self.skip_first) % workers
         batches = self.plan.worker_batches(self.rank, worker)
-        done = max(0, -(-(self.skip_first - worker) // workers))
+        done = consumed_from_worker(self.skip_first, worker, workers)
         yield from self._batches(batches[done:])
 
     def _batches(self, batches: list[PlannedBatch]) -> Iterator[Batch]:
@@ -273,6 +274,9 @@ class BatchStream:
         self.skip_corrupt, self.prefetch_factor = skip_corrupt, prefetch_factor
         self.io_deadline_s = io_deadline_s  # how long a shard read waits out an unreachable store
         self.consumed = 0  # batches of the current epoch already handed out
+        # (world_size, num_workers, consumed) of the layouts this epoch ran on before a resume on
+        # another layout: the current epoch is what they left, re-planned (shards/plan.py)
+        self.earlier_layouts: list[tuple[int, int, int]] = []
         self.index, self.rows = read_split_metadata(url, split)
 
     @property
@@ -280,15 +284,22 @@ class BatchStream:
         return self.index.feature_dim
 
     def plan(self, epoch: int | None = None) -> EpochPlan:
-        return plan_epoch(
+        """The plan of ``epoch`` (default: the current one, as re-planned by elastic resumes)."""
+        current = epoch is None or epoch == self.epoch
+        layouts = [*self.earlier_layouts, (self.world_size, self.num_workers, 0)] if current else []
+        first_world, first_workers = layouts[0][:2] if layouts else (self.world_size, self.num_workers)
+        plan = plan_epoch(
             self.index,
             self.rows,
-            world_size=self.world_size,
-            num_workers=self.num_workers,
+            world_size=first_world,
+            num_workers=first_workers,
             max_frames=self.max_frames,
             seed=self.seed,
             epoch=self.epoch if epoch is None else epoch,
         )
+        for (_, _, consumed), (world, workers, _) in itertools.pairwise(layouts):
+            plan = rest_of_epoch(plan, consumed, world_size=world, num_workers=workers)
+        return plan
 
     def __len__(self) -> int:
         return self.plan().batches_per_rank
@@ -339,6 +350,7 @@ class BatchStream:
             )
         self.epoch += 1
         self.consumed = 0
+        self.earlier_layouts = []
 
     def state_dict(self) -> dict:
         return {
@@ -348,13 +360,25 @@ class BatchStream:
             "num_workers": self.num_workers,
             "max_frames": self.max_frames,
             "seed": self.seed,
+            "earlier_layouts": [list(layout) for layout in self.earlier_layouts],
         }
 
     def load_state_dict(self, state: dict) -> None:
-        for key in ("world_size", "num_workers", "max_frames", "seed"):
+        """Continue where ``state`` was taken. Another world size or worker count is fine (elastic
+        resume: the rest of the epoch is re-planned); the frame budget and seed make the batches."""
+        for key in ("max_frames", "seed"):
             if state[key] != getattr(self, key):
                 raise ValueError(
                     f"cannot resume: the saved position is for {key}={state[key]}, this stream has "
                     f"{getattr(self, key)} (the epoch plan depends on it)"
                 )
         self.epoch, self.consumed = state["epoch"], state["consumed"]
+        self.earlier_layouts = [tuple(layout) for layout in state.get("earlier_layouts", [])]
+        saved_layout = (state["world_size"], state["num_workers"])
+        if _slots(*saved_layout) != _slots(self.world_size, self.num_workers) and self.consumed:
+            self.earlier_layouts.append((*saved_layout, self.consumed))
+            self.consumed = 0
+
+
+def _slots(world_size: int, num_workers: int) -> tuple[int, int]:
+    return world_size, max(num_workers, 1)  # no workers reads like one (the plan's rule)

@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from pipeline.build import Settings, build
+from shards.reader import read_split_metadata
 from tests.conftest import accelerate_command, kill_when, launched
 from tests.hw3p2_fixture import write_hw3p2
 from tests.outage import CuttableProxy
@@ -88,21 +89,29 @@ def test_killed_mid_epoch_a_rerun_continues_from_the_step_checkpoint(data, whole
     assert not list((out / "checkpoints").glob("step-*"))
 
 
-def test_sigterm_to_one_rank_stops_both_at_one_step_and_the_rerun_finishes_the_same(
-    data, whole_two_ranks, tmp_path
-):
-    out = tmp_path / "run"
-    with launched(accelerate_command(_script(data, out))) as launcher:
+def _stop_mid_epoch_one(command: list[str], out: Path) -> str:
+    """Run ``command`` (2 ranks) until epoch 0 is checkpointed, then SIGTERM rank 1 only (rank 0 must
+    hear of it): a checkpoint mid-epoch 1. The launcher's output."""
+    with launched(command) as launcher:
         deadline = time.monotonic() + 300
-        while _latest(out).get("epoch") != 0:  # epoch 0 checkpointed: epoch 1 is under way
+        while _latest(out).get("epoch") != 0:
             assert launcher.poll() is None and time.monotonic() < deadline
             time.sleep(0.01)
         ranks = subprocess.run(
             ["pgrep", "-P", str(launcher.pid)], capture_output=True, text=True
         ).stdout.split()
         assert len(ranks) == 2
-        subprocess.run(["kill", "-TERM", ranks[1]], check=True)  # rank 1 only: rank 0 must hear of it
+        subprocess.run(["kill", "-TERM", ranks[1]], check=True)
         output, _ = launcher.communicate(timeout=300)
+    assert "preempted: checkpoint at step" in output, output[-3000:]
+    return output
+
+
+def test_sigterm_to_one_rank_stops_both_at_one_step_and_the_rerun_finishes_the_same(
+    data, whole_two_ranks, tmp_path
+):
+    out = tmp_path / "run"
+    output = _stop_mid_epoch_one(accelerate_command(_script(data, out)), out)
     stops = re.findall(
         r"preempted: checkpoint at step (\d+) .*, ([\d.]+) s after the signal; exiting with (\d+)", output
     )
@@ -116,6 +125,26 @@ def test_sigterm_to_one_rank_stops_both_at_one_step_and_the_rerun_finishes_the_s
     )
     assert result.returncode == 0, result.stderr[-3000:]
     _assert_same_weights(whole_two_ranks, out)
+
+
+def test_a_checkpoint_of_two_ranks_resumes_on_three_with_other_workers(data, tmp_path):
+    """Elastic resume: stopped mid-epoch on 2 ranks, continued on 3 ranks with loader workers."""
+    out = tmp_path / "run"
+    _stop_mid_epoch_one(accelerate_command(_script(data, out)), out)
+    stopped = checkpoint.load(str(out / _latest(out)["folder"] / "state.pt"))
+    result = subprocess.run(
+        accelerate_command(_script(data, out, "num_workers=1"), 3),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "saved by 2 ranks, resuming on 3" in result.stderr
+    history = checkpoint.load(str(out / checkpoint.epoch_folder(1) / "state.pt"))["history"]
+    utterances = len(read_split_metadata(data, "train")[1])
+    # Invariant: each epoch trained on every utterance exactly once, the interrupted one included
+    assert [row["train_utterances"] for row in history] == [utterances, utterances]
+    assert stopped["train_stream"]["consumed"] > 0 and history[1]["step"] > stopped["step"]
 
 
 def test_a_killed_rank_is_restarted_by_torchrun_and_resumes_alone(data, whole_two_ranks, tmp_path):

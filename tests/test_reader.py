@@ -19,7 +19,7 @@ import pytest
 from pipeline.build import Settings, build
 from shards import manifest
 from shards.manifest import ShardEntry, SplitIndex
-from shards.plan import plan_epoch
+from shards.plan import plan_epoch, rest_of_epoch
 from shards.reader import DEFAULT_MAX_FRAMES, BatchStream, CorruptShard, read_shard, read_split_metadata
 from tests.conftest import accelerate_launch, read_split
 from tests.hw3p2_fixture import write_hw3p2
@@ -85,6 +85,40 @@ def test_plan_is_balanced_and_covers_every_utterance(world_size, num_workers, ut
     for b in batches:
         assert {shard_of[u.id] for u in b.utterances} == {b.shard}
         assert b.padded_frames <= 6000 or len(b.utterances) == 1
+
+
+def _consumed_ids(plan, consumed: int) -> list[str]:
+    return [u.id for r in range(plan.world_size) for b in plan.rank_batches(r)[:consumed] if not b.repeated for u in b.utterances]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "again"),
+    [((2, 2), (3, 1), None), ((4, 0), (1, 3), None), ((1, 1), (8, 2), None), ((3, 2), (2, 2), (5, 1))],
+)
+@pytest.mark.parametrize("fraction", [0.0, 0.3, 0.99, 1.0])
+@pytest.mark.parametrize("lengths", [(50, 2000), (3100, 5000)])  # the second: one per batch, so repeats
+def test_the_rest_of_an_epoch_replanned_on_another_layout_sees_every_utterance_once(
+    before, after, again, fraction, lengths
+):
+    """Elastic resume: the batches no rank took, over new ranks and workers (and again)."""
+    rng = np.random.default_rng(7)
+    index, rows = _synthetic_split(rng.integers(*lengths, size=301).tolist(), 40)
+    plan = plan_epoch(
+        index, rows, world_size=before[0], num_workers=before[1], max_frames=6000, seed=0, epoch=3
+    )
+    taken = int(fraction * plan.batches_per_rank)
+    seen = _consumed_ids(plan, taken)
+    for world_size, num_workers in [after] + ([again] if again else []):
+        plan = rest_of_epoch(plan, taken, world_size=world_size, num_workers=num_workers)
+        slots = world_size * max(num_workers, 1)
+        # Invariant: the new layout's every rank and worker yields the same number of batches
+        assert len(plan.slots) == slots and len({len(slot) for slot in plan.slots}) == 1
+        assert sum(b.repeated for slot in plan.slots for b in slot) <= slots - 1
+        taken = plan.batches_per_rank // 2
+        seen += _consumed_ids(plan, taken)
+    rest = [u.id for r in range(plan.world_size) for b in plan.rank_batches(r)[taken:] if not b.repeated for u in b.utterances]  # fmt: skip
+    # Invariant: consumed before, consumed after and still to come: every utterance exactly once
+    assert sorted(seen + rest) == sorted(r["id"] for r in rows)
 
 
 def test_splitting_beats_repeating_when_it_can():
@@ -162,10 +196,43 @@ def test_resume_after_k_batches_continues_exactly(dataset, num_workers, consumed
     assert resumed.epoch == 1 and resumed.consumed == 0
 
 
-def test_resume_refuses_another_plan(dataset):
-    state = BatchStream(dataset, "train", num_workers=0).state_dict()
-    with pytest.raises(ValueError, match="num_workers=0"):
-        BatchStream(dataset, "train", num_workers=2).load_state_dict(state)
+def test_resume_refuses_another_frame_budget(dataset):
+    state = BatchStream(dataset, "train", max_frames=3000).state_dict()
+    with pytest.raises(ValueError, match="max_frames=3000"):
+        BatchStream(dataset, "train", max_frames=4000).load_state_dict(state)
+
+
+def _real_ids(batches) -> list[str]:
+    return [i for batch in batches for i, repeated in zip(batch.ids, batch.repeated.tolist(), strict=True) if not repeated]  # fmt: skip
+
+
+def test_elastic_resume_on_other_ranks_and_workers_reads_every_utterance_once(dataset):
+    """2 ranks of 2 workers stop after 2 batches each; 3 ranks of 1 worker, then 1 of 0, go on."""
+    old = [
+        BatchStream(dataset, "train", rank=r, world_size=2, num_workers=2, max_frames=3000) for r in range(2)
+    ]
+    seen, saved = [], []
+    for stream in old:
+        batches = iter(stream)
+        seen += _real_ids([next(batches), next(batches)])
+        saved.append(json.loads(json.dumps(stream.state_dict())))
+    new = [
+        BatchStream(dataset, "train", rank=r, world_size=3, num_workers=1, max_frames=3000) for r in range(3)
+    ]
+    for stream in new:
+        stream.load_state_dict(saved[0])
+        batches = iter(stream)
+        seen += _real_ids([next(batches)])
+        saved.append(json.loads(json.dumps(stream.state_dict())))
+    counts = {len(stream) for stream in new}
+    assert len(counts) == 1  # Invariant: equal batch counts on the new ranks
+    last = BatchStream(dataset, "train", num_workers=0, max_frames=3000)
+    last.load_state_dict(saved[-1])
+    seen += _real_ids(list(last))
+    # Invariant: the epoch read every utterance exactly once over the three layouts
+    assert sorted(seen) == sorted(u.id for _, u in read_split(dataset, "train"))
+    assert last.epoch == 1 and last.state_dict()["earlier_layouts"] == []
+    assert len(_ids(last)) == len(BatchStream(dataset, "train", max_frames=3000))  # later epochs: plain plans
 
 
 def test_same_batches_from_local_disk_and_s3(raw, dataset, s3_bucket):

@@ -1,5 +1,6 @@
 """Training end to end: real processes, real shards, checkpoints and exact resumption."""
 
+import csv
 import subprocess
 import sys
 from pathlib import Path
@@ -46,17 +47,17 @@ def _weights(out: str, epoch: int) -> dict[str, torch.Tensor]:
 def test_one_process_writes_checkpoints_metrics_and_curves(data, tmp_path):
     out = tmp_path / "run"
     subprocess.run(_train(data, str(out), "epochs=2", "keep_last=1"), check=True, capture_output=True)
-    rows = (out / "metrics.csv").read_text().splitlines()
-    assert (
-        rows[0] == "epoch,step,train_loss,dev_distance,dev_per,lr,frames_per_s,elapsed_s" and len(rows) == 3
-    )
+    lines = (out / "metrics.csv").read_text().splitlines()
+    assert lines[0] == "epoch,step,train_loss,train_utterances,dev_distance,dev_per,lr,frames_per_s,elapsed_s"
+    rows = list(csv.DictReader(lines))
+    assert len(rows) == 2 and all(int(row["train_utterances"]) == 48 for row in rows)
     assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
     card = checkpoint.load(str(out / checkpoint.epoch_folder(1) / "model.pt"))
     assert card["feature_dim"] == 13 and len(card["phonemes"]) == 41 and card["epoch"] == 1
     assert len(card["stats"]["mean"]) == 13 and card["config"]["lstm_hidden"] == 16
     kept = sorted(p.name for p in (out / "checkpoints").iterdir())
     # Invariant: the last keep_last epochs and the best survive, besides the pointer
-    best = min(range(2), key=lambda e: float(rows[1 + e].split(",")[3]))
+    best = min(range(2), key=lambda e: float(rows[e]["dev_distance"]))
     assert kept == sorted({f"epoch-{e:04d}" for e in (1, best)} | {"latest.json"})
 
 

@@ -35,7 +35,14 @@ log = logging.getLogger("train.checkpoint")
 CHECKPOINTS = "checkpoints"
 LATEST = f"{CHECKPOINTS}/latest.json"
 # what may change between a run and its continuation: none of these alters the trajectory
-RESUMABLE_CHANGES = {"keep_last", "checkpoint_every_steps", "checkpoint_every_minutes", "io_deadline_s"}
+# settings a run may change when it resumes (num_workers: the rest of the epoch is re-planned)
+RESUMABLE_CHANGES = {
+    "keep_last",
+    "checkpoint_every_steps",
+    "checkpoint_every_minutes",
+    "io_deadline_s",
+    "num_workers",
+}
 
 
 class CheckpointError(RuntimeError):
@@ -206,6 +213,15 @@ def rng_state() -> dict:
         },
         "python": random.getstate(),
     }
+
+
+def seed_everything(seed: int, step: int) -> None:
+    """Every random state of this process from (seed, step): where a resume cannot restore the saved
+    states (another world size), the continuation is still a function of the checkpoint alone."""
+    numbers = np.random.SeedSequence([seed, step]).generate_state(3)
+    torch.manual_seed(int(numbers[0]))  # all CUDA devices too
+    np.random.seed(int(numbers[1]))
+    random.seed(int(numbers[2]))
 
 
 def set_rng_state(state: dict) -> None:

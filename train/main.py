@@ -148,10 +148,6 @@ class Trainer:
                 f"{url}: saved for another dataset (index fingerprints {state.get('fingerprints')} differ from "
                 f"{self.args.data}'s {self.fingerprints()})"
             )
-        if state["world_size"] != self.world:
-            raise checkpoint.CheckpointError(
-                f"{url}: saved by {state['world_size']} ranks, resuming with {self.world}"
-            )
         try:
             self.accelerator.unwrap_model(self.model).load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
@@ -162,8 +158,17 @@ class Trainer:
         self.dev_stream.load_state_dict(state["dev_stream"])
         self.history, self.step, self.elapsed = state["history"], state["step"], state["elapsed_s"]
         self.best = tuple(state["best"]) if state["best"] else None
-        self.progress = dict(state["progress"][self.rank])
-        checkpoint.set_rng_state(state["rng"][self.rank])
+        if state["world_size"] == self.world:
+            self.progress = dict(state["progress"][self.rank])
+            checkpoint.set_rng_state(state["rng"][self.rank])
+        else:  # elastic resume: the streams re-plan the rest of the epoch over this many ranks
+            log.warning(
+                "%s was saved by %d ranks, resuming on %d: the rest of epoch %d is re-planned over %d ranks "
+                "(every utterance still once), and random streams restart from the seed and step",
+                url, state["world_size"], self.world, self.train_stream.epoch, self.world,
+            )  # fmt: skip
+            self.progress = _merged_progress(state["progress"]) if self.rank == 0 else _fresh_progress()
+            checkpoint.seed_everything(self.config.seed + 1 + self.rank, self.step)
         log.info(
             "resumed from %s at epoch %d, batch %d", url, self.train_stream.epoch, self.train_stream.consumed
         )
@@ -244,10 +249,12 @@ class Trainer:
         self.progress["loss_sum"] += value
         self.progress["batches"] += 1
         self.progress["frames"] += int(batch.feature_lengths.sum())
+        self.progress["utterances"] += int((~batch.repeated).sum())
         return value
 
-    def train_epoch(self) -> tuple[float, int, float]:
-        """(mean loss, real frames, seconds) of the epoch, continuing a resumed one where it stopped."""
+    def train_epoch(self) -> dict:
+        """The epoch's totals over all ranks (mean loss, real frames, utterances trained on once,
+        seconds), continuing a resumed one where it stopped."""
         self.model.train()
         self.augment.train()
         self.clock = time.monotonic()
@@ -266,12 +273,12 @@ class Trainer:
         self._account_time()
         totals = gather_object([dict(self.progress)])
         self.progress = _fresh_progress()
-        batches = max(sum(t["batches"] for t in totals), 1)
-        return (
-            sum(t["loss_sum"] for t in totals) / batches,
-            sum(t["frames"] for t in totals),
-            totals[0]["seconds"],
-        )
+        return {
+            "loss": sum(t["loss_sum"] for t in totals) / max(sum(t["batches"] for t in totals), 1),
+            "frames": sum(t["frames"] for t in totals),
+            "utterances": sum(t.get("utterances", 0) for t in totals),
+            "seconds": totals[0]["seconds"],
+        }
 
     @torch.no_grad()
     def validate(self) -> Score:
@@ -300,7 +307,7 @@ class Trainer:
     def run(self) -> None:
         while self.train_stream.epoch < self.config.epochs:
             epoch = self.train_stream.epoch
-            train_loss, frames, seconds = self.train_epoch()
+            trained = self.train_epoch()
             validation_start = time.monotonic()
             dev = self.validate()
             if self.config.scheduler == "plateau":
@@ -313,11 +320,12 @@ class Trainer:
                 {
                     "epoch": epoch,
                     "step": self.step,
-                    "train_loss": round(train_loss, 5),
+                    "train_loss": round(trained["loss"], 5),
+                    "train_utterances": trained["utterances"],  # each once an epoch, whatever the resumes
                     "dev_distance": round(dev.mean_distance, 4),
                     "dev_per": round(dev.per, 5),
                     "lr": self.optimizer.param_groups[0]["lr"],
-                    "frames_per_s": round(frames / max(seconds, 1e-9), 1),
+                    "frames_per_s": round(trained["frames"] / max(trained["seconds"], 1e-9), 1),
                     "elapsed_s": round(self.elapsed, 1),
                 }
             )
@@ -333,7 +341,17 @@ class Trainer:
 
 
 def _fresh_progress() -> dict:
-    return {"loss_sum": 0.0, "batches": 0, "frames": 0, "seconds": 0.0}
+    return {"loss_sum": 0.0, "batches": 0, "frames": 0, "utterances": 0, "seconds": 0.0}
+
+
+def _merged_progress(per_rank: list[dict]) -> dict:
+    """The running totals of all the ranks that saved them, as one rank's (the epoch's sums stay right)."""
+    merged = _fresh_progress()
+    for progress in per_rank:
+        for key in ("loss_sum", "batches", "frames", "utterances"):
+            merged[key] += progress.get(key, 0)
+    merged["seconds"] = max(p["seconds"] for p in per_rank)
+    return merged
 
 
 def main(argv: list[str] | None = None) -> int:

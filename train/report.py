@@ -10,7 +10,17 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from shards.store import Store  # noqa: E402
 
-COLUMNS = ["epoch", "step", "train_loss", "dev_distance", "dev_per", "lr", "frames_per_s", "elapsed_s"]
+COLUMNS = [
+    "epoch",
+    "step",
+    "train_loss",
+    "train_utterances",
+    "dev_distance",
+    "dev_per",
+    "lr",
+    "frames_per_s",
+    "elapsed_s",
+]
 
 
 def publish(store: Store, history: list[dict]) -> None:
