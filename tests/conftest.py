@@ -18,6 +18,7 @@ import pytest
 from shards import manifest, sample
 from shards.manifest import SplitIndex
 from tests.s3server import free_port, running_s3_server
+from train import checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -122,3 +123,8 @@ def accelerate_command(
 
 def accelerate_launch(script: list[str], processes: int = 2) -> subprocess.CompletedProcess:
     return subprocess.run(accelerate_command(script, processes), capture_output=True, text=True, timeout=600)
+
+
+def training_state(step: int, weights: dict | None = None) -> checkpoint.TrainingState:
+    """A minimal state.pt for checkpoint-writing tests."""
+    return checkpoint.TrainingState(weights or {}, {}, {}, {}, {}, [], step, 0.0, None, [], [], 1, {}, {})

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from shards.store import Store
+from tests.conftest import training_state
 from train import checkpoint
 
 
@@ -38,7 +39,7 @@ def test_a_slow_upload_does_not_stall_the_caller_and_saves_a_snapshot(tmp_path):
     weight = torch.zeros(3)
     started = time.monotonic()
     writer.submit(
-        checkpoint.step_folder(1), _card(1, weight).to_dict(), _card(1, weight), keep_last=1, best=None
+        checkpoint.step_folder(1), training_state(1, {"w": weight}), _card(1, weight), keep_last=1, best=None
     )
     # Invariant: the call returns before the upload (3 files × 0.5 s) is done
     assert time.monotonic() - started < 0.4
@@ -55,7 +56,7 @@ def test_one_checkpoint_in_flight_and_latest_names_the_newest(tmp_path):
     for step in (1, 2, 3):
         writer.submit(
             checkpoint.step_folder(step),
-            _card(step, torch.ones(1)).to_dict(),
+            training_state(step, {"w": torch.ones(1)}),
             _card(step, torch.ones(1)),
             1,
             None,
@@ -70,14 +71,14 @@ def test_a_failing_store_is_retried_then_reported_and_latest_stays_complete(tmp_
     store = SlowStore(str(tmp_path), failures=2)
     writer = checkpoint.CheckpointWriter(store, deadline_s=30)
     writer.submit(
-        checkpoint.epoch_folder(0), _card(5, torch.ones(1)).to_dict(), _card(5, torch.ones(1)), 1, None
+        checkpoint.epoch_folder(0), training_state(5, {"w": torch.ones(1)}), _card(5, torch.ones(1)), 1, None
     )
     writer.wait()  # two failed publishes, retried
     assert caplog.text.count("connection reset by peer; retrying") == 2
     store.failures = 10**9  # the store goes away for good
     writer.deadline_s = 0.5
     writer.submit(
-        checkpoint.epoch_folder(1), _card(9, torch.ones(1)).to_dict(), _card(9, torch.ones(1)), 1, None
+        checkpoint.epoch_folder(1), training_state(9, {"w": torch.ones(1)}), _card(9, torch.ones(1)), 1, None
     )
     with pytest.raises(
         checkpoint.CheckpointError, match=rf"{tmp_path}/checkpoints/epoch-0001: still failing after"

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from shards.store import Store
+from tests.conftest import training_state
 from train import checkpoint
 from train.config import RULES, ConfigError, TrainConfig, load_config
 
@@ -117,8 +118,10 @@ def test_latest_checkpoint_is_never_removed(tmp_path):
         return checkpoint.ModelCard({}, {}, 13, {}, epoch=epoch, step=step, dev_distance=None)
 
     for epoch in range(3):
-        checkpoint.save(store, checkpoint.epoch_folder(epoch), {"step": epoch}, card(epoch, epoch), 0, best)
-    checkpoint.save(store, checkpoint.step_folder(7), {"step": 7}, card(2, 7), 0, best)
+        checkpoint.save(
+            store, checkpoint.epoch_folder(epoch), training_state(epoch), card(epoch, epoch), 0, best
+        )
+    checkpoint.save(store, checkpoint.step_folder(7), training_state(7), card(2, 7), 0, best)
     # Invariant: latest.json names a folder that exists, whatever keep_last says
     assert checkpoint.load(checkpoint.latest(str(tmp_path), "state.pt"))["step"] == 7
     assert sorted(p.name for p in (tmp_path / "checkpoints").glob("*-*")) == ["epoch-0000", "step-00000007"]

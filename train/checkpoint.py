@@ -87,15 +87,52 @@ class ModelCard:
             raise CheckpointError(f"{url}: not a model card of this project ({error})") from error
 
 
+@dataclass(frozen=True)
+class TrainingState:
+    """What ``state.pt`` holds: everything an exact continuation needs (``model.pt`` besides it).
+
+    Training writes and reads it through :meth:`to_dict` / :meth:`load` only; a plain dict on disk,
+    so ``torch.load(weights_only=True)`` reads it.
+    """
+
+    model: dict[str, torch.Tensor]
+    optimizer: dict
+    scheduler: dict
+    train_stream: dict  # BatchStream.state_dict(): epoch, batches taken, layout, earlier layouts
+    dev_stream: dict
+    history: list[dict]  # a row per finished epoch (metrics.csv)
+    step: int
+    elapsed_s: float
+    best: list | None  # [dev distance, epoch]
+    progress: list[dict]  # each rank's running totals of the epoch in progress
+    rng: list[dict]  # each rank's random states (rng_state())
+    world_size: int
+    config: dict  # TrainConfig as a dict
+    fingerprints: dict  # split → index.json fingerprint
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def load(cls, url: str) -> "TrainingState":
+        document = load(url)
+        try:
+            return cls(**document)
+        except TypeError as error:
+            raise CheckpointError(f"{url}: not a training state of this project ({error})") from error
+
+
 def _publish_torch(store: Store, obj: dict, relative: str) -> None:
     staged = store.staging_file(relative.rsplit("/", 1)[-1])
     torch.save(obj, staged)
     store.publish(staged, relative)
 
 
-def save(store: Store, folder: str, state: dict, card: ModelCard, keep_last: int, best: str | None) -> None:
+def save(
+    store: Store, folder: str, state: TrainingState, card: ModelCard, keep_last: int, best: str | None
+) -> None:
     """Publish ``folder``'s files, then point latest.json at it, then drop what is no longer kept."""
-    _publish_torch(store, state, f"{folder}/state.pt")
+    _publish_torch(store, state.to_dict(), f"{folder}/state.pt")
     _publish_torch(store, card.to_dict(), f"{folder}/model.pt")
     pointer = {"folder": folder, "epoch": card.epoch, "step": card.step}
     store.publish_bytes(json.dumps(pointer).encode(), LATEST)
@@ -135,11 +172,14 @@ class CheckpointWriter:
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
 
-    def submit(self, folder: str, state: dict, card: ModelCard, keep_last: int, best: str | None) -> None:
+    def submit(
+        self, folder: str, state: TrainingState, card: ModelCard, keep_last: int, best: str | None
+    ) -> None:
         self.wait()
         copies: dict[int, torch.Tensor] = {}
         card = ModelCard(**(card.to_dict() | {"model": _snapshot(card.model, copies)}))
-        args = (folder, _snapshot(state, copies), card, keep_last, best)
+        state = TrainingState(**_snapshot(state.to_dict(), copies))
+        args = (folder, state, card, keep_last, best)
         self._thread = threading.Thread(target=self._write, args=args, name=f"checkpoint {folder}")
         self._thread.start()
 

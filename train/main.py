@@ -139,35 +139,35 @@ class Trainer:
 
     def resume(self) -> None:
         url = checkpoint.latest(self.args.out, "state.pt")
-        state = checkpoint.load(url)
-        changed = checkpoint.differences(state.get("config", {}), asdict(self.config))
+        state = checkpoint.TrainingState.load(url)
+        changed = checkpoint.differences(state.config, asdict(self.config))
         if changed:
             raise checkpoint.CheckpointError(f"{url}: saved with other settings: {'; '.join(changed)}")
-        if state.get("fingerprints") != self.fingerprints():
+        if state.fingerprints != self.fingerprints():
             raise checkpoint.CheckpointError(
-                f"{url}: saved for another dataset (index fingerprints {state.get('fingerprints')} differ from "
+                f"{url}: saved for another dataset (index fingerprints {state.fingerprints} differ from "
                 f"{self.args.data}'s {self.fingerprints()})"
             )
         try:
-            self.accelerator.unwrap_model(self.model).load_state_dict(state["model"])
-            self.optimizer.load_state_dict(state["optimizer"])
+            self.accelerator.unwrap_model(self.model).load_state_dict(state.model)
+            self.optimizer.load_state_dict(state.optimizer)
         except (RuntimeError, ValueError, KeyError) as error:
             raise checkpoint.CheckpointError(f"{url}: does not fit this model/config: {error}") from error
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.train_stream.load_state_dict(state["train_stream"])
-        self.dev_stream.load_state_dict(state["dev_stream"])
-        self.history, self.step, self.elapsed = state["history"], state["step"], state["elapsed_s"]
-        self.best = tuple(state["best"]) if state["best"] else None
-        if state["world_size"] == self.world:
-            self.progress = dict(state["progress"][self.rank])
-            checkpoint.set_rng_state(state["rng"][self.rank])
+        self.scheduler.load_state_dict(state.scheduler)
+        self.train_stream.load_state_dict(state.train_stream)
+        self.dev_stream.load_state_dict(state.dev_stream)
+        self.history, self.step, self.elapsed = state.history, state.step, state.elapsed_s
+        self.best = tuple(state.best) if state.best else None
+        if state.world_size == self.world:
+            self.progress = dict(state.progress[self.rank])
+            checkpoint.set_rng_state(state.rng[self.rank])
         else:  # elastic resume: the streams re-plan the rest of the epoch over this many ranks
             log.warning(
                 "%s was saved by %d ranks, resuming on %d: the rest of epoch %d is re-planned over %d ranks "
                 "(every utterance still once), and random streams restart from the seed and step",
-                url, state["world_size"], self.world, self.train_stream.epoch, self.world,
+                url, state.world_size, self.world, self.train_stream.epoch, self.world,
             )  # fmt: skip
-            self.progress = _merged_progress(state["progress"]) if self.rank == 0 else _fresh_progress()
+            self.progress = _merged_progress(state.progress) if self.rank == 0 else _fresh_progress()
             checkpoint.seed_everything(self.config.seed + 1 + self.rank, self.step)
         log.info(
             "resumed from %s at epoch %d, batch %d", url, self.train_stream.epoch, self.train_stream.consumed
@@ -180,22 +180,22 @@ class Trainer:
             return
         model = self.accelerator.unwrap_model(self.model)
         weights = model.state_dict()  # the writer copies it to host memory, once for both files
-        state = {
-            "model": weights,
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "train_stream": self.train_stream.state_dict(),
-            "dev_stream": self.dev_stream.state_dict(),
-            "history": self.history,
-            "step": self.step,
-            "elapsed_s": self.elapsed,
-            "best": list(self.best) if self.best else None,
-            "progress": [p for _, p in per_rank],  # each rank's running totals of the epoch in progress
-            "rng": [r for r, _ in per_rank],
-            "world_size": self.world,
-            "config": asdict(self.config),
-            "fingerprints": self.fingerprints(),
-        }
+        state = checkpoint.TrainingState(
+            model=weights,
+            optimizer=self.optimizer.state_dict(),
+            scheduler=self.scheduler.state_dict(),
+            train_stream=self.train_stream.state_dict(),
+            dev_stream=self.dev_stream.state_dict(),
+            history=self.history,
+            step=self.step,
+            elapsed_s=self.elapsed,
+            best=list(self.best) if self.best else None,
+            progress=[p for _, p in per_rank],
+            rng=[r for r, _ in per_rank],
+            world_size=self.world,
+            config=asdict(self.config),
+            fingerprints=self.fingerprints(),
+        )
         card = checkpoint.ModelCard(
             model=weights,
             config=asdict(self.config),
