@@ -21,6 +21,7 @@ import random
 import threading
 import time
 from dataclasses import dataclass, field, fields
+from typing import Self
 
 import fsspec
 import numpy as np
@@ -57,8 +58,23 @@ def step_folder(step: int) -> str:
     return f"{CHECKPOINTS}/step-{step:08d}"
 
 
+class _CheckpointFile:
+    """A checkpoint file as a typed dataclass, stored as a plain dict of its fields."""
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}  # asdict would deep-copy every tensor
+
+    @classmethod
+    def load(cls, url: str) -> Self:
+        document = load(url)
+        try:
+            return cls(**document)
+        except TypeError as error:
+            raise CheckpointError(f"{url}: not a {cls.__name__} of this project ({error})") from error
+
+
 @dataclass(frozen=True)
-class ModelCard:
+class ModelCard(_CheckpointFile):
     """What ``model.pt`` holds: all evaluation needs to rebuild the model and check its input.
 
     Training writes it, evaluation reads it, through :meth:`to_dict` / :meth:`load` only. The file
@@ -75,20 +91,9 @@ class ModelCard:
     phonemes: list[str] = field(default_factory=lambda: list(PHONEMES))
     phoneme_map: str = PHONEME_MAP
 
-    def to_dict(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in fields(self)}  # asdict would deep-copy every tensor
-
-    @classmethod
-    def load(cls, url: str) -> "ModelCard":
-        document = load(url)
-        try:
-            return cls(**document)
-        except TypeError as error:
-            raise CheckpointError(f"{url}: not a model card of this project ({error})") from error
-
 
 @dataclass(frozen=True)
-class TrainingState:
+class TrainingState(_CheckpointFile):
     """What ``state.pt`` holds: everything an exact continuation needs (``model.pt`` besides it).
 
     Training writes and reads it through :meth:`to_dict` / :meth:`load` only; a plain dict on disk,
@@ -109,17 +114,6 @@ class TrainingState:
     world_size: int
     config: dict  # TrainConfig as a dict
     fingerprints: dict  # split → index.json fingerprint
-
-    def to_dict(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
-    @classmethod
-    def load(cls, url: str) -> "TrainingState":
-        document = load(url)
-        try:
-            return cls(**document)
-        except TypeError as error:
-            raise CheckpointError(f"{url}: not a training state of this project ({error})") from error
 
 
 def _publish_torch(store: Store, obj: dict, relative: str) -> None:
