@@ -37,6 +37,7 @@ from shards.reader import (  # noqa: E402
     LoaderStartError,
     read_dataset_stats,
 )
+from shards.retry import IO_DEADLINE_S, with_retries  # noqa: E402
 from shards.store import Store  # noqa: E402
 from shards.vocab import to_string  # noqa: E402
 from train.checkpoint import CheckpointError  # noqa: E402
@@ -53,9 +54,15 @@ def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-frames", type=int, default=DEFAULT_MAX_FRAMES, help="padded frames per batch")
     parser.add_argument("--num-workers", type=int, default=1, help="loader processes per rank")
     parser.add_argument("--decoders", type=int, default=1, help="beam-search processes per rank")
+    parser.add_argument(
+        "--io-deadline-s",
+        type=float,
+        default=IO_DEADLINE_S,
+        help="seconds an unreachable object store is waited out (shard reads, submission and leaderboard writes)",
+    )
 
 
-DECODING_OPTIONS = ("beam", "top_n", "max_frames", "num_workers", "decoders")
+DECODING_OPTIONS = ("beam", "top_n", "max_frames", "num_workers", "decoders", "io_deadline_s")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -149,6 +156,7 @@ def evaluate(args: argparse.Namespace) -> dict | None:
         world_size=accelerator.num_processes,
         num_workers=args.num_workers,
         max_frames=args.max_frames,
+        io_deadline_s=args.io_deadline_s,
     )
     decoder = make_decoder(args.beam, args.decoders, args.top_n)
     results: list[tuple[str, str, str | None]] = []  # id, prediction, reference
@@ -189,8 +197,14 @@ def evaluate(args: argparse.Namespace) -> dict | None:
     if args.submission:
         folder, _, name = args.submission.rstrip("/").rpartition("/")
         store = Store(folder or ".")
-        store.publish_bytes(labels_bytes(predictions, args.format), name)
-        store.publish_bytes(ids_bytes(order), ids_name(name))
+        with_retries(
+            lambda: store.publish_bytes(labels_bytes(predictions, args.format), name),
+            args.submission,
+            args.io_deadline_s,
+        )
+        with_retries(
+            lambda: store.publish_bytes(ids_bytes(order), ids_name(name)), args.submission, args.io_deadline_s
+        )
     positional = dict(enumerate(predictions))
     if args.solution:  # Kaggle's file: every row, rejected utterances' empty predictions included
         references = read_labels(args.solution)
@@ -216,7 +230,7 @@ def evaluate(args: argparse.Namespace) -> dict | None:
         "decode_seconds": round(max(seconds), 2),
     }
     if args.leaderboard:
-        leaderboard.append(args.leaderboard, row)
+        with_retries(lambda: leaderboard.append(args.leaderboard, row), args.leaderboard, args.io_deadline_s)
     return row
 
 

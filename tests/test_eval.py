@@ -1,5 +1,6 @@
 """Evaluation: decoders against brute force, distributed decoding, submissions, leaderboards, watch."""
 
+import contextlib
 import csv
 import io
 import itertools
@@ -8,6 +9,7 @@ import multiprocessing
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import fsspec
@@ -22,8 +24,9 @@ from eval.main import _check_once
 from eval.model import load_model
 from pipeline.build import Settings, build
 from shards.kaggle import read_labels
+from shards.store import STAGING
 from shards.vocab import to_string
-from tests.conftest import accelerate_launch, read_index
+from tests.conftest import accelerate_launch, kill_when, read_index
 from tests.hw3p2_fixture import write_hw3p2
 from train.checkpoint import epoch_folder
 from train.metric import collapse, greedy_decode, score
@@ -227,6 +230,33 @@ def test_two_processes_write_the_same_submission_as_one(trained, tmp_path):
     ]
     rows = leaderboard.read(str(tmp_path / "b.csv"))
     assert len(rows) == 2 and rows[0]["distance"] == rows[1]["distance"] != ""
+
+
+def test_an_evaluation_killed_at_any_moment_leaves_no_partial_file(trained, tmp_path):
+    """kill -9 at moments spread over a whole run, the end (when it writes) most densely."""
+    _, _, solution = trained
+    whole = tmp_path / "whole"
+    outputs = ["--split", "test", "--beam", "8", "--solution", str(solution)]
+
+    def command(folder: Path) -> list[str]:
+        return [sys.executable, *_evaluate(trained, *outputs, "--submission", str(folder / "sub.csv"),
+                                           "--leaderboard", str(folder / "board.csv"))]  # fmt: skip
+
+    started = time.monotonic()
+    subprocess.run(command(whole), check=True, capture_output=True)
+    seconds = time.monotonic() - started
+    for k, fraction in enumerate([0.7, 0.95, 1.0, 1.05]):
+        folder = tmp_path / f"killed{k}"
+        at = time.monotonic() + fraction * seconds
+        with contextlib.suppress(AssertionError):  # finished first: then everything must be complete
+            kill_when(command(folder), lambda at=at: time.monotonic() >= at)
+        visible = {p.name for p in folder.iterdir()} - {STAGING} if folder.exists() else set()
+        # Invariant: each file is absent or complete, whenever the kill came
+        assert visible <= {"sub.csv", "sub.ids.csv", "board.csv", "board.csv.lock"}
+        for name in visible & {"sub.csv", "sub.ids.csv"}:
+            assert (folder / name).read_bytes() == (whole / name).read_bytes()
+        rows = leaderboard.read(str(folder / "board.csv"))
+        assert len(rows) <= 1 and all(row["distance"] == leaderboard.read(str(whole / "board.csv"))[0]["distance"] for row in rows)  # fmt: skip
 
 
 def test_missing_or_corrupt_checkpoint_is_named(trained, tmp_path):
