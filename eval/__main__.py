@@ -1,21 +1,25 @@
-"""``python -m eval score|leaderboard|watch``: Kaggle-style scoring, the ranked board, scheduled evaluation.
+"""``python -m eval score|leaderboard|watch|lm``: Kaggle-style scoring, the ranked board, scheduled
+evaluation, phoneme language models.
 
     python -m eval score SUBMISSION SOLUTION
     python -m eval leaderboard URL
     python -m eval watch --runs URL --data URL --leaderboard URL [--split dev] [--beam 50] [--every S | --once]
+
+    python -m eval lm --data URL --order N --out URL
 
 ``watch`` finds every ``<runs>/<run>/checkpoints/epoch-*/model.pt`` that has no leaderboard row
 for its split and beam yet, and evaluates it (one process; cron it with ``--once``).
 """
 
 import argparse
+import json
 import logging
 import sys
 import time
 
 import fsspec
 
-from eval import leaderboard
+from eval import leaderboard, lm
 from eval.main import DECODING_OPTIONS, add_decoding_arguments, evaluate
 from eval.main import parse_args as parse_eval_args
 from shards import s3
@@ -73,8 +77,15 @@ def main(argv: list[str] | None = None) -> int:
     when = watching.add_mutually_exclusive_group()
     when.add_argument("--every", type=float, default=600, help="seconds between looks")
     when.add_argument("--once", action="store_true")
+    modelling = commands.add_parser("lm", help="estimate a phoneme n-gram (ARPA) from the train split")
+    modelling.add_argument("--data", required=True, help="dataset URL (its train and dev splits)")
+    modelling.add_argument("--order", type=int, default=4)
+    modelling.add_argument("--out", required=True, help="where to write the ARPA file (local or URL)")
     args = parser.parse_args(argv)
     try:
+        if args.command == "lm":
+            print(json.dumps(lm.build(args.data, args.order, args.out)))
+            return 0
         if args.command == "score":
             result = score(read_labels(args.submission), read_labels(args.solution), args.submission)
             print(
@@ -93,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as error:
         urls = [
             getattr(args, name, None)
-            for name in ("submission", "solution", "url", "runs", "data", "leaderboard")
+            for name in ("submission", "solution", "url", "runs", "data", "leaderboard", "out")
         ]
         message = s3.refusal(error, urls, (ValueError, FileNotFoundError))
         if message is None:

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from eval import leaderboard
-from eval.decode import CTCBeamDecoder, GreedyDecoder
+from eval.decode import CTCBeamDecoder, GreedyDecoder, _PrefixBeam
 from eval.main import _check_once
 from eval.model import load_model
 from pipeline.build import Settings, build
@@ -57,6 +57,49 @@ def test_beam_search_finds_the_most_probable_labelling(seed):
     # Invariant: the beam's labelling is the most probable one, and never less probable than greedy's
     assert tuple(best.labels) == max(truth, key=truth.get)
     assert truth[tuple(best.labels)] >= truth[tuple(greedy.labels)]
+
+
+def _lm_objective(labels: tuple[int, ...], table: np.ndarray, alpha: float, beta: float) -> float:
+    """alpha · ln P_LM(labels </s>) + beta · len, walking the table as the decoder does (base = classes)."""
+    rows, classes = table.shape
+    context, total = 0, 0.0
+    for k in labels:
+        total += alpha * table[context, k] + beta
+        context = (context * classes + k) % rows
+    return total + alpha * table[context, 0]
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_lm_beam_search_maximises_ctc_plus_lm_plus_bonus(seed):
+    """Exhaustively: the best labelling of ln P_CTC + alpha ln P_LM(· </s>) + beta · length."""
+    generator = torch.Generator().manual_seed(seed)
+    log_probs = (torch.randn(6, 4, generator=generator) * 2).log_softmax(-1)
+    table = np.log(np.random.default_rng(seed).dirichlet(np.ones(4), size=16)).astype(np.float32)  # a trigram
+    alpha, beta = [(0.8, 0.0), (0.5, 1.5), (1.2, -1.0), (0.0, 2.0)][seed % 4]
+    truth = _labelling_log_probs(log_probs)
+    objective = {labels: p + _lm_objective(labels, table, alpha, beta) for labels, p in truth.items()}
+    beam = _PrefixBeam(beam_width=256, cutoff_top_n=4, table=table, alpha=alpha, beta=beta)
+    (best,) = beam(log_probs.numpy(), 1)
+    # Invariant: the decoder's labelling and score are the objective's maximum
+    assert tuple(best.labels) == max(objective, key=objective.get)
+    assert best.score == pytest.approx(max(objective.values()), abs=1e-4)
+
+
+def test_no_lm_no_bonus_is_flashlights_decoder_and_a_bonus_lengthens_the_output():
+    torch.manual_seed(3)
+    log_probs = (torch.randn(2, 80, 41) * 3).log_softmax(-1)
+    lengths = torch.tensor([80, 60])
+    plain = CTCBeamDecoder(beam_width=16)
+    assert type(plain.beam).__name__ == "_Beam"  # ctcdecode's defaults: no LM, no bonus
+    lengths_by_beta = []
+    for beta in (-3.0, 0.0, 3.0):
+        found = CTCBeamDecoder(beam_width=16, beta=beta, cutoff_top_n=41).best(log_probs, lengths)
+        lengths_by_beta.append(sum(len(h[0].labels) for h in found))
+    # Invariant: a larger per-phoneme bonus never shortens the output
+    assert (
+        lengths_by_beta[0] <= lengths_by_beta[1] <= lengths_by_beta[2]
+        and lengths_by_beta[0] < lengths_by_beta[2]
+    )
 
 
 def test_narrow_beams_never_lose_to_greedy():

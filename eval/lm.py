@@ -1,0 +1,268 @@
+"""Phoneme n-gram language models: estimation (interpolated modified Kneser–Ney), ARPA, queries.
+
+``python -m eval lm --data URL --order N --out URL`` estimates a model from the training split's
+label sequences, each wrapped in ``<s> … </s>``, and writes it as ARPA (log10), the format KenLM
+and ctcdecode read. Words are the phoneme names of ``shards.vocab.PHONEMES`` (``SIL``, ``AA``, …).
+
+Estimation follows Chen & Goodman's interpolated modified Kneser–Ney, as KenLM's ``lmplz`` does:
+the highest order uses raw counts, lower orders continuation counts (how many distinct words
+precede an n-gram; n-grams starting with ``<s>`` keep raw counts, nothing can precede them); each
+order has three discounts D1, D2, D3+ from its count-of-counts; the unigrams interpolate with
+the uniform distribution over the vocabulary. The ARPA file stores each seen n-gram's
+interpolated probability and each context's backoff weight (its interpolation weight), so a
+query backs off exactly as the interpolated model prescribes and every history's probabilities
+sum to 1 (tested).
+"""
+
+import io
+import itertools
+import math
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import fsspec
+import numpy as np
+
+from shards.reader import BatchStream
+from shards.store import Store
+from shards.vocab import PHONEMES
+
+START, END, UNKNOWN = "<s>", "</s>", "<unk>"
+WORDS = (*PHONEMES[1:], END)  # what a model predicts: the 40 phonemes and the end of an utterance
+NO_PROBABILITY = -99.0  # log10 of what is never predicted (<s>), as SRILM and KenLM write it
+
+
+class ArpaError(ValueError):
+    """An ARPA file this reader cannot use; the message names the file and the line."""
+
+
+@dataclass
+class NgramModel:
+    """log10 probabilities and backoff weights by n-gram (a tuple of words)."""
+
+    order: int
+    logprob: dict[tuple[str, ...], float]
+    backoff: dict[tuple[str, ...], float]
+
+    def score(self, history: Sequence[str], word: str) -> float:
+        """log10 p(word | history), backing off as ARPA prescribes."""
+        context = tuple(history)[-(self.order - 1) :] if self.order > 1 else ()
+        penalty = 0.0
+        while True:
+            found = self.logprob.get((*context, word))
+            if found is not None:
+                return penalty + found
+            if not context:
+                return penalty + self.logprob.get((UNKNOWN,), NO_PROBABILITY)
+            penalty += self.backoff.get(context, 0.0)
+            context = context[1:]
+
+    def sentence_logprob(self, words: Sequence[str]) -> float:
+        """log10 p(words </s>) from <s>."""
+        history = [START]
+        total = 0.0
+        for word in [*words, END]:
+            total += self.score(history, word)
+            history.append(word)
+        return total
+
+    def perplexity(self, sentences: Iterable[Sequence[str]]) -> float:
+        """Per predicted word, </s> included."""
+        total, count = 0.0, 0
+        for words in sentences:
+            total += self.sentence_logprob(words)
+            count += len(words) + 1
+        return 10 ** (-total / max(count, 1))
+
+
+def estimate(sentences: Iterable[Sequence[str]], order: int) -> NgramModel:
+    """Interpolated modified Kneser–Ney over ``sentences`` (sequences of phoneme names)."""
+    if order < 1:
+        raise ValueError(f"order must be at least 1, not {order}")
+    top: Counter = Counter()  # every n-gram of the order, and the shorter ones an utterance starts with
+    for words in sentences:
+        padded = [START, *words, END]
+        for i in range(1, len(padded)):
+            top[tuple(padded[max(0, i - order + 1) : i + 1])] += 1
+    counts = _adjusted_counts(top, order)
+    logprob: dict[tuple[str, ...], float] = {(START,): NO_PROBABILITY, (UNKNOWN,): NO_PROBABILITY}
+    backoff: dict[tuple[str, ...], float] = {}
+    lower: dict[tuple[str, ...], float] = {}  # the previous order's interpolated probabilities
+    for n in range(1, order + 1):
+        grams = counts[n] if n > 1 else Counter({(w,): counts[1].get((w,), 0) for w in WORDS})
+        discounts = _discounts(counts[n])
+        total: dict[tuple, int] = defaultdict(int)
+        freed: dict[tuple, float] = defaultdict(float)  # discount mass per context
+        for gram, count in grams.items():
+            total[gram[:-1]] += count
+            freed[gram[:-1]] += _discount(count, discounts)
+        weight = {context: freed[context] / total[context] for context in total}
+        probability = {}
+        for gram, count in grams.items():
+            context = gram[:-1]
+            below = lower[gram[1:]] if n > 1 else 1 / len(WORDS)  # order 0: uniform
+            probability[gram] = (count - _discount(count, discounts)) / total[context] + weight[
+                context
+            ] * below
+        logprob.update((gram, math.log10(p)) for gram, p in probability.items())
+        backoff.update((c, math.log10(w) if w > 0 else NO_PROBABILITY) for c, w in weight.items() if c)
+        lower = probability
+    return NgramModel(order, logprob, backoff)
+
+
+def _discount(count: int, discounts: tuple[float, float, float]) -> float:
+    return discounts[min(count, 3) - 1] if count else 0.0
+
+
+def _adjusted_counts(top: Counter, order: int) -> dict[int, Counter]:
+    """Raw counts at the highest order; below it, continuation counts (how many distinct words
+    precede an n-gram), except raw counts for n-grams that start with <s>."""
+    counts = {order: Counter({g: c for g, c in top.items() if len(g) == order})}
+    for n in range(order - 1, 0, -1):
+        level: Counter = Counter()
+        for extension in {g[-(n + 1) :] for g in top if len(g) > n}:  # distinct (n+1)-grams
+            level[extension[1:]] += 1
+        level.update({g: c for g, c in top.items() if len(g) == n and g[0] == START})
+        counts[n] = level
+    return counts
+
+
+def _discounts(grams: Counter) -> tuple[float, float, float]:
+    """Chen & Goodman's D1, D2, D3+ from the count-of-counts (fallbacks where data is too thin)."""
+    n = Counter(min(c, 4) for c in grams.values())
+    n1, n2, n3, n4 = (n.get(k, 0) for k in (1, 2, 3, 4))
+    if not (n1 and n2 and n3 and n4):
+        return (0.5, 1.0, 1.5)  # too few distinct counts for the estimate: mild fixed discounts
+    y = n1 / (n1 + 2 * n2)
+    return (
+        max(1 - 2 * y * n2 / n1, 0.0),
+        max(2 - 3 * y * n3 / n2, 0.0),
+        max(3 - 4 * y * n4 / n3, 0.0),
+    )
+
+
+MAX_DECODING_ORDER = 4  # the decoder's dense table: 41^(order-1) contexts × 41 words
+
+
+def dense_table(model: NgramModel) -> np.ndarray:
+    """ln p(word | context) for every context of ``order - 1`` symbols, as the decoder reads it.
+
+    Symbols are class indices: 1..40 the phonemes, 0 ``<s>`` (a history shorter than the context
+    is padded with ``<s>``, which backs off to the right order). Row ``Σ s_i 41^(k-1-i)``; column
+    0 is ``</s>`` (blank, index 0, is never scored), columns 1..40 the phonemes. Built order by
+    order with ARPA's backoff rule, so it equals :meth:`NgramModel.score` (tested).
+    """
+    if model.order > MAX_DECODING_ORDER:
+        raise ArpaError(f"order {model.order} is above the {MAX_DECODING_ORDER} the decoder supports")
+    names = [START, *PHONEMES[1:]]  # symbol → word, for contexts
+    columns = [END, *PHONEMES[1:]]  # column → word, for predictions
+    size = len(names)
+    table = np.array([model.logprob.get((w,), NO_PROBABILITY) for w in columns], dtype=np.float64)[None]
+    for k in range(1, model.order):  # contexts of k symbols from those of k - 1
+        contexts = list(itertools.product(range(size), repeat=k))
+        backoff = np.array([model.backoff.get(tuple(names[s] for s in c), 0.0) for c in contexts])
+        table = backoff[:, None] + np.tile(table, (size, 1))  # row c → row of c without its first symbol
+        for gram, value in model.logprob.items():
+            if len(gram) == k + 1 and gram[-1] in columns and all(w in names for w in gram[:-1]):
+                row = sum(names.index(w) * size ** (k - 1 - i) for i, w in enumerate(gram[:-1]))
+                table[row, columns.index(gram[-1])] = value
+    return (table * math.log(10)).astype(np.float32)
+
+
+def label_sequences(data: str, split: str) -> list[list[str]]:
+    """Each utterance's phoneme names, read from the split's shards (flagged repeats left out)."""
+    sentences = []
+    for batch in BatchStream(data, split, max_frames=10**9):
+        for i in range(len(batch.ids)):
+            if not batch.repeated[i]:
+                sentences.append([PHONEMES[k] for k in batch.labels[i, : batch.label_lengths[i]].tolist()])
+    return sentences
+
+
+def build(data: str, order: int, out: str) -> dict:
+    """Estimate from ``data``'s train split, publish the ARPA file at ``out`` (atomically); the
+    figures: n-gram counts and perplexities on train and dev."""
+    started = time.monotonic()
+    train = label_sequences(data, "train")
+    model = estimate(train, order)
+    folder, _, name = out.rstrip("/").rpartition("/")
+    Store(folder or ".").publish_bytes(arpa_bytes(model), name)
+    counts = Counter(len(g) for g in model.logprob)
+    return {
+        "lm": out,
+        "order": order,
+        "ngrams": [counts[n] for n in range(1, order + 1)],
+        "train_utterances": len(train),
+        "train_perplexity": round(model.perplexity(train), 3),
+        "dev_perplexity": round(model.perplexity(label_sequences(data, "dev")), 3),
+        "seconds": round(time.monotonic() - started, 1),
+    }
+
+
+def load_table(url: str) -> np.ndarray:
+    """The decoder's table of an ARPA file at any fsspec URL."""
+    with fsspec.open(url, "rb") as handle:
+        return dense_table(read_arpa(handle.read(), url))
+
+
+def arpa_bytes(model: NgramModel) -> bytes:
+    """The model as an ARPA file (log10 probabilities and backoff weights)."""
+    by_order: dict[int, list[tuple[str, ...]]] = defaultdict(list)
+    for gram in model.logprob:
+        by_order[len(gram)].append(gram)
+    out = io.StringIO()
+    out.write("\\data\\\n")
+    for n in range(1, model.order + 1):
+        out.write(f"ngram {n}={len(by_order[n])}\n")
+    for n in range(1, model.order + 1):
+        out.write(f"\n\\{n}-grams:\n")
+        for gram in sorted(by_order[n]):
+            line = f"{model.logprob[gram]:.6f}\t{' '.join(gram)}"
+            if gram in model.backoff and n < model.order:
+                line += f"\t{model.backoff[gram]:.6f}"
+            out.write(line + "\n")
+    out.write("\n\\end\\\n")
+    return out.getvalue().encode()
+
+
+def read_arpa(data: bytes, source: str) -> NgramModel:
+    """An ARPA file's n-grams; ``source`` names it in errors."""
+    logprob: dict[tuple[str, ...], float] = {}
+    backoff: dict[tuple[str, ...], float] = {}
+    declared: dict[int, int] = {}
+    section = None
+    for number, raw in enumerate(data.decode("utf-8", errors="strict").splitlines(), start=1):
+        line = raw.strip()
+        if not line:
+            continue
+        try:
+            if line == "\\data\\":
+                section = 0
+            elif line == "\\end\\":
+                break
+            elif line.startswith("\\") and line.endswith("-grams:"):
+                section = int(line[1 : -len("-grams:")])
+            elif section == 0 and line.startswith("ngram "):
+                n, count = line[len("ngram ") :].split("=")
+                declared[int(n)] = int(count)
+            elif section:
+                fields = line.split()
+                gram = tuple(fields[1 : 1 + section])
+                if len(gram) != section or len(fields) > section + 2:
+                    raise ValueError(f"expected {section} words, a log10 probability and maybe a backoff")
+                logprob[gram] = float(fields[0])
+                if len(fields) == section + 2:
+                    backoff[gram] = float(fields[-1])
+            else:
+                raise ValueError("text outside the \\data\\ and n-gram sections")
+        except ValueError as error:
+            raise ArpaError(f"{source} line {number}: {error}: {raw[:80]!r}") from None
+    if not declared:
+        raise ArpaError(f"{source}: not an ARPA file (no \\data\\ section)")
+    found = Counter(len(g) for g in logprob)
+    for n, count in declared.items():
+        if found.get(n, 0) != count:
+            raise ArpaError(f"{source}: declares {count} {n}-grams, holds {found.get(n, 0)}")
+    return NgramModel(max(declared), logprob, backoff)
