@@ -20,7 +20,7 @@ import time
 import fsspec
 
 from eval import leaderboard, lm
-from eval.main import DECODING_OPTIONS, add_decoding_arguments, evaluate
+from eval.main import DECODING_OPTIONS, add_decoding_arguments, decoding_cells, evaluate
 from eval.main import parse_args as parse_eval_args
 from shards import s3
 from shards.kaggle import read_labels
@@ -29,21 +29,33 @@ from train.metric import score
 log = logging.getLogger("eval.watch")
 
 
-def new_checkpoints(runs: str, board: str, split: str, beam: int) -> list[str]:
-    """Checkpoints under ``runs`` without a leaderboard row for (split, beam), oldest run and epoch first."""
+def new_checkpoints(runs: str, board: str, split: str, beam: int, decoding: dict) -> list[str]:
+    """Checkpoints under ``runs`` without a leaderboard row for (split, beam, LM and weights), oldest
+    run and epoch first."""
     fs, root = fsspec.core.url_to_fs(runs)
     found = sorted(fs.glob(f"{root.rstrip('/')}/*/checkpoints/epoch-*/model.pt"))
     prefix = runs.split("://", 1)[0] + "://" if "://" in runs else ""
-    done = {(r["checkpoint"], r["split"], r["beam"]) for r in leaderboard.read(board)}
+    cells = {k: str(v) for k, v in decoding.items()}
+    done = {
+        (r["checkpoint"], r["split"], r["beam"], r["lm"], r["alpha"], r["beta"])
+        for r in leaderboard.read(board)
+    }
     urls = [prefix + path for path in found]
-    return [url for url in urls if (url, split, str(beam)) not in done]
+    return [
+        url for url in urls if (url, split, str(beam), cells["lm"], cells["alpha"], cells["beta"]) not in done
+    ]
 
 
 def watch(args: argparse.Namespace) -> int:
     while True:
-        for url in new_checkpoints(args.runs, args.leaderboard, args.split, args.beam):
+        cells = decoding_cells(args.lm, args.alpha, args.beta)
+        for url in new_checkpoints(args.runs, args.leaderboard, args.split, args.beam, cells):
             log.info("evaluating %s", url)
-            decoding = [f"--{o.replace('_', '-')}={getattr(args, o)}" for o in DECODING_OPTIONS]
+            decoding = [
+                f"--{o.replace('_', '-')}={getattr(args, o)}"
+                for o in DECODING_OPTIONS
+                if getattr(args, o) is not None
+            ]
             eval_args = parse_eval_args(
                 ["--checkpoint", url, "--data", args.data, "--split", args.split, *decoding]
                 + ["--leaderboard", args.leaderboard]

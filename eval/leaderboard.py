@@ -38,6 +38,9 @@ COLUMNS = [
     "utterances",
     "decode_seconds",
     "rejected",  # utterances the pipeline rejected: in the submission with an empty prediction
+    "lm",  # the beam search's phoneme n-gram (empty: none), its weight and the per-phoneme bonus
+    "alpha",
+    "beta",
 ]
 ATTEMPTS = 200
 

@@ -54,6 +54,9 @@ def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-frames", type=int, default=DEFAULT_MAX_FRAMES, help="padded frames per batch")
     parser.add_argument("--num-workers", type=int, default=1, help="loader processes per rank")
     parser.add_argument("--decoders", type=int, default=1, help="beam-search processes per rank")
+    parser.add_argument("--lm", help="phoneme n-gram, ARPA (python -m eval lm), for the beam search")
+    parser.add_argument("--alpha", type=float, default=0.0, help="LM weight (natural-log probabilities)")
+    parser.add_argument("--beta", type=float, default=0.0, help="bonus per phoneme")
     parser.add_argument(
         "--io-deadline-s",
         type=float,
@@ -62,7 +65,22 @@ def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-DECODING_OPTIONS = ("beam", "top_n", "max_frames", "num_workers", "decoders", "io_deadline_s")
+DECODING_OPTIONS = (
+    "beam",
+    "top_n",
+    "max_frames",
+    "num_workers",
+    "decoders",
+    "lm",
+    "alpha",
+    "beta",
+    "io_deadline_s",
+)
+
+
+def decoding_cells(lm: str | None, alpha: float, beta: float) -> dict:
+    """The leaderboard's record of the LM and its weights: empty where unused (as rows before them)."""
+    return {"lm": lm or "", "alpha": alpha if lm else "", "beta": beta if lm or beta else ""}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -142,7 +160,7 @@ def evaluate(args: argparse.Namespace) -> dict | None:
         cpu=not torch.cuda.is_available(),  # gloo ranks when launched as multi_gpu on a CPU machine
         kwargs_handlers=[InitProcessGroupKwargs(timeout=timeout)],
     )
-    for url in (args.checkpoint, args.data, args.solution, args.submission, args.leaderboard):
+    for url in (args.checkpoint, args.data, args.solution, args.submission, args.leaderboard, args.lm):
         if url:  # credentials, bucket, endpoint: fail before decoding, not after
             s3.check_access(url)
     args.checkpoint = model_url(args.checkpoint)
@@ -158,7 +176,7 @@ def evaluate(args: argparse.Namespace) -> dict | None:
         max_frames=args.max_frames,
         io_deadline_s=args.io_deadline_s,
     )
-    decoder = make_decoder(args.beam, args.decoders, args.top_n)
+    decoder = make_decoder(args.beam, args.decoders, args.top_n, args.lm, args.alpha, args.beta)
     results: list[tuple[str, str, str | None]] = []  # id, prediction, reference
     started = time.monotonic()
     with torch.no_grad():
@@ -228,6 +246,7 @@ def evaluate(args: argparse.Namespace) -> dict | None:
         "utterances": len(predictions),
         "rejected": len(rejected),
         "decode_seconds": round(max(seconds), 2),
+        **decoding_cells(args.lm, args.alpha, args.beta),
     }
     if args.leaderboard:
         with_retries(lambda: leaderboard.append(args.leaderboard, row), args.leaderboard, args.io_deadline_s)
@@ -240,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         row = evaluate(args)
     except Exception as error:
-        urls = [args.checkpoint, args.data, args.submission, args.leaderboard, args.solution]
+        urls = [args.checkpoint, args.data, args.submission, args.leaderboard, args.solution, args.lm]
         message = s3.refusal(
             error, urls, (CheckpointError, ValueError, FileNotFoundError, CorruptShard, LoaderStartError)
         )

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from eval import leaderboard
+from eval import leaderboard, lm
 from eval.decode import CTCBeamDecoder, GreedyDecoder, _PrefixBeam
 from eval.main import _check_once
 from eval.model import load_model
@@ -338,6 +338,15 @@ def test_watch_once_evaluates_only_new_checkpoints(trained, tmp_path):
     assert [r["checkpoint"] for r in leaderboard.read(board)] == [model]
     subprocess.run(command, check=True, capture_output=True, cwd=REPO)
     assert len(leaderboard.read(board)) == 1  # nothing new, nothing evaluated
+    lm.build(data, 2, str(tmp_path / "phones.arpa"))
+    with_lm = [*command[:-3], "--beam", "4", "--lm", str(tmp_path / "phones.arpa"), "--alpha", "0.5", "--beta", "1", "--once"]  # fmt: skip
+    for _ in range(2):  # the same checkpoint with an LM is another row, once
+        subprocess.run(with_lm, check=True, capture_output=True, cwd=REPO)
+    rows = leaderboard.read(board)
+    assert [(r["beam"], r["lm"], r["alpha"], r["beta"]) for r in rows] == [
+        ("1", "", "", ""),
+        ("4", str(tmp_path / "phones.arpa"), "0.5", "1.0"),
+    ]
 
 
 def test_submission_row_k_is_the_prediction_for_the_kth_listed_file(trained, tmp_path):
@@ -440,10 +449,11 @@ def test_leaderboard_lock_file_symlink_is_refused_and_its_target_untouched(tmp_p
 
 def test_an_older_leaderboard_file_stays_readable_and_gains_the_new_columns(tmp_path):
     board = tmp_path / "board.csv"
-    old_columns = leaderboard.COLUMNS[:-1]
+    old_columns = leaderboard.COLUMNS[: leaderboard.COLUMNS.index("rejected")]  # before rejected and the LM
     board.write_text(",".join(old_columns) + "\n" + ",".join(["old"] * len(old_columns)) + "\n")
-    assert leaderboard.read(str(board))[0]["rejected"] == ""
+    old = leaderboard.read(str(board))[0]
+    assert all(old[c] == "" for c in ("rejected", "lm", "alpha", "beta"))
     leaderboard.append(str(board), dict.fromkeys(leaderboard.COLUMNS, "new"))
     rows = leaderboard.read(str(board))
-    assert [r["run"] for r in rows] == ["old", "new"] and rows[1]["rejected"] == "new"
+    assert [r["run"] for r in rows] == ["old", "new"] and rows[1]["rejected"] == rows[1]["beta"] == "new"
     assert board.read_text().splitlines()[0] == ",".join(leaderboard.COLUMNS)
