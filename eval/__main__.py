@@ -6,6 +6,7 @@ evaluation, phoneme language models.
     python -m eval watch --runs URL --data URL --leaderboard URL [--split dev] [--beam 50] [--every S | --once]
 
     python -m eval lm --data URL --order N --out URL
+    python -m eval tune --checkpoint URL --data URL --lm URL --alpha a:b:s --beta c:d:s --out URL
 
 ``watch`` finds every ``<runs>/<run>/checkpoints/epoch-*/model.pt`` that has no leaderboard row
 for its split and beam yet, and evaluates it (one process; cron it with ``--once``).
@@ -20,8 +21,9 @@ import time
 import fsspec
 
 from eval import leaderboard, lm
-from eval.main import DECODING_OPTIONS, add_decoding_arguments, decoding_cells, evaluate
+from eval.main import DECODING_OPTIONS, add_decoding_arguments, add_lm_weights, decoding_cells, evaluate
 from eval.main import parse_args as parse_eval_args
+from eval.tune import grid, tune
 from shards import s3
 from shards.kaggle import read_labels
 from train.metric import score
@@ -85,16 +87,34 @@ def main(argv: list[str] | None = None) -> int:
     watching.add_argument("--leaderboard", required=True)
     watching.add_argument("--split", default="dev")
     add_decoding_arguments(watching)
+    add_lm_weights(watching)
     watching.add_argument("--solution")
     when = watching.add_mutually_exclusive_group()
     when.add_argument("--every", type=float, default=600, help="seconds between looks")
     when.add_argument("--once", action="store_true")
+    tuning = commands.add_parser("tune", help="grid-search the LM weight and phoneme bonus on dev")
+    tuning.add_argument(
+        "--checkpoint", required=True, help="URL of a model.pt, or of a run folder (its latest)"
+    )
+    tuning.add_argument("--data", required=True)
+    tuning.add_argument("--split", default="dev")
+    add_decoding_arguments(tuning)
+    tuning.add_argument("--alpha", type=grid, default="0:1:0.25", help="LM weights, start:stop:step")
+    tuning.add_argument("--beta", type=grid, default="0:2:0.5", help="bonuses per phoneme, start:stop:step")
+    tuning.add_argument("--out", required=True, help="folder for tune.csv and tune.png (local or URL)")
     modelling = commands.add_parser("lm", help="estimate a phoneme n-gram (ARPA) from the train split")
     modelling.add_argument("--data", required=True, help="dataset URL (its train and dev splits)")
     modelling.add_argument("--order", type=int, default=4)
     modelling.add_argument("--out", required=True, help="where to write the ARPA file (local or URL)")
     args = parser.parse_args(argv)
     try:
+        if args.command == "tune":
+            if args.lm is None:
+                raise ValueError("tune needs --lm (an ARPA file: python -m eval lm)")
+            result = tune(args)
+            if result is not None:
+                print(json.dumps(result))
+            return 0
         if args.command == "lm":
             print(json.dumps(lm.build(args.data, args.order, args.out)))
             return 0
@@ -116,7 +136,17 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as error:
         urls = [
             getattr(args, name, None)
-            for name in ("submission", "solution", "url", "runs", "data", "leaderboard", "out")
+            for name in (
+                "submission",
+                "solution",
+                "url",
+                "runs",
+                "data",
+                "leaderboard",
+                "out",
+                "lm",
+                "checkpoint",
+            )
         ]
         message = s3.refusal(error, urls, (ValueError, FileNotFoundError))
         if message is None:

@@ -14,6 +14,7 @@ query backs off exactly as the interpolated model prescribes and every history's
 sum to 1 (tested).
 """
 
+import functools
 import io
 import itertools
 import math
@@ -201,6 +202,7 @@ def build(data: str, order: int, out: str) -> dict:
     }
 
 
+@functools.lru_cache(maxsize=4)  # a tuning grid builds one decoder per point
 def load_table(url: str) -> np.ndarray:
     """The decoder's table of an ARPA file at any fsspec URL."""
     with fsspec.open(url, "rb") as handle:

@@ -55,8 +55,6 @@ def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-workers", type=int, default=1, help="loader processes per rank")
     parser.add_argument("--decoders", type=int, default=1, help="beam-search processes per rank")
     parser.add_argument("--lm", help="phoneme n-gram, ARPA (python -m eval lm), for the beam search")
-    parser.add_argument("--alpha", type=float, default=0.0, help="LM weight (natural-log probabilities)")
-    parser.add_argument("--beta", type=float, default=0.0, help="bonus per phoneme")
     parser.add_argument(
         "--io-deadline-s",
         type=float,
@@ -78,6 +76,11 @@ DECODING_OPTIONS = (
 )
 
 
+def add_lm_weights(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--alpha", type=float, default=0.0, help="LM weight (natural-log probabilities)")
+    parser.add_argument("--beta", type=float, default=0.0, help="bonus per phoneme")
+
+
 def decoding_cells(lm: str | None, alpha: float, beta: float) -> dict:
     """The leaderboard's record of the LM and its weights: empty where unused (as rows before them)."""
     return {"lm": lm or "", "alpha": alpha if lm else "", "beta": beta if lm or beta else ""}
@@ -91,6 +94,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--data", required=True, help="dataset URL (normalised with the model's statistics)")
     parser.add_argument("--split", default="test")
     add_decoding_arguments(parser)
+    add_lm_weights(parser)
     parser.add_argument("--submission", help="where to write the submission CSV (local or URL)")
     parser.add_argument(
         "--format", choices=sorted(HEADERS), default="id,predictions", help="submission header"
@@ -153,17 +157,19 @@ def _check_once(found: list[str], expected: list[str], where: str) -> None:
         )
 
 
-def evaluate(args: argparse.Namespace) -> dict | None:
+def start_ranks() -> Accelerator:
+    """This process's rank (one, or those `accelerate launch` started)."""
     timeout = datetime.timedelta(seconds=1800)
     join_process_group(timeout)  # so that `accelerate launch --max_restarts N` restarts work
-    accelerator = Accelerator(
+    return Accelerator(
         cpu=not torch.cuda.is_available(),  # gloo ranks when launched as multi_gpu on a CPU machine
         kwargs_handlers=[InitProcessGroupKwargs(timeout=timeout)],
     )
-    for url in (args.checkpoint, args.data, args.solution, args.submission, args.leaderboard, args.lm):
-        if url:  # credentials, bucket, endpoint: fail before decoding, not after
-            s3.check_access(url)
-    args.checkpoint = model_url(args.checkpoint)
+
+
+def model_and_share(args: argparse.Namespace, accelerator: Accelerator) -> tuple:
+    """The checkpoint's model on this rank's device (its input normalisation checked against the
+    dataset's) and this rank's share of the split: (model, card, stream)."""
     model, card = load_model(args.checkpoint)
     model.to(accelerator.device)
     check_normalisation(card, read_dataset_stats(args.data), args.checkpoint, args.data)
@@ -176,6 +182,16 @@ def evaluate(args: argparse.Namespace) -> dict | None:
         max_frames=args.max_frames,
         io_deadline_s=args.io_deadline_s,
     )
+    return model, card, stream
+
+
+def evaluate(args: argparse.Namespace) -> dict | None:
+    accelerator = start_ranks()
+    for url in (args.checkpoint, args.data, args.solution, args.submission, args.leaderboard, args.lm):
+        if url:  # credentials, bucket, endpoint: fail before decoding, not after
+            s3.check_access(url)
+    args.checkpoint = model_url(args.checkpoint)
+    model, card, stream = model_and_share(args, accelerator)
     decoder = make_decoder(args.beam, args.decoders, args.top_n, args.lm, args.alpha, args.beta)
     results: list[tuple[str, str, str | None]] = []  # id, prediction, reference
     started = time.monotonic()

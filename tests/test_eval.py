@@ -4,6 +4,7 @@ import contextlib
 import csv
 import io
 import itertools
+import json
 import math
 import multiprocessing
 import subprocess
@@ -300,6 +301,27 @@ def test_an_evaluation_killed_at_any_moment_leaves_no_partial_file(trained, tmp_
             assert (folder / name).read_bytes() == (whole / name).read_bytes()
         rows = leaderboard.read(str(folder / "board.csv"))
         assert len(rows) <= 1 and all(row["distance"] == leaderboard.read(str(whole / "board.csv"))[0]["distance"] for row in rows)  # fmt: skip
+
+
+def test_tune_scores_the_grid_on_all_ranks_as_on_one(trained, tmp_path):
+    data, model, _ = trained
+    lm.build(data, 2, str(tmp_path / "phones.arpa"))
+    arguments = ["tune", "--checkpoint", model, "--data", data, "--lm", str(tmp_path / "phones.arpa"),
+                 "--alpha", "0:0.5:0.5", "--beta", "0:2:1", "--beam", "8", "--num-workers", "0"]  # fmt: skip
+    one = subprocess.run([sys.executable, "-m", "eval", *arguments, "--out", str(tmp_path / "one")],
+                         capture_output=True, text=True, cwd=REPO)  # fmt: skip
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = accelerate_launch([str(REPO / "eval" / "__main__.py"), *arguments, "--out", str(tmp_path / "two")])
+    assert two.returncode == 0, two.stderr[-2000:]
+    table = list(csv.DictReader((tmp_path / "one" / "tune.csv").read_text().splitlines()))
+    assert [(r["alpha"], r["beta"]) for r in table] == [
+        (a, b) for a in ("0.0", "0.5") for b in ("0.0", "1.0", "2.0")
+    ]
+    # Invariant: the same figures whichever way the split was shared; the best is the table's minimum
+    assert (tmp_path / "two" / "tune.csv").read_text() == (tmp_path / "one" / "tune.csv").read_text()
+    best = json.loads(one.stdout.splitlines()[-1])["best"]
+    assert float(best["distance"]) == min(float(r["distance"]) for r in table)
+    assert (tmp_path / "one" / "tune.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_missing_or_corrupt_checkpoint_is_named(trained, tmp_path):
