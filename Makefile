@@ -18,7 +18,7 @@ WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 SHARD_MB ?= 64
 PYTEST_ARGS ?=
 
-.PHONY: setup system-packages test lint format corpus shards train eval demo bench clean
+.PHONY: setup system-packages test lint format corpus shards train lm eval demo bench clean
 
 # The synthesisers behind the demo corpus (pipeline/corpus) and the lexicon its sentences come from.
 DEBIAN_PACKAGES := festival flite festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts festlex-cmu
@@ -73,7 +73,8 @@ corpus: setup
 
 # make train DATA=... OUT=... [CONFIG=...] [RANKS=N] [ARGS="epochs=2 lr=1e-3"]: RANKS processes through
 # `accelerate launch` (one per GPU, or gloo CPU processes of one thread each on a machine without one;
-# max_frames is per rank). Continues OUT's latest checkpoint if it has one (same RANKS).
+# max_frames is per rank). Continues OUT's latest checkpoint if it has one (any RANKS: the rest of an
+# interrupted epoch is re-planned over the ranks there are).
 DATA ?= $(DEMO)/shards
 OUT ?= $(DEMO)/run
 CONFIG ?= train/configs/cpu.yaml
@@ -85,18 +86,30 @@ train: setup
 		$(BIN)/accelerate launch --config_file accelerate_config.yaml --num_processes $(RANKS)) train/main.py --config $(CONFIG) --data $(DATA) --out $(OUT) \
 		$(ARGS)
 
+# make lm [DATA=...] [ORDER=3] [LM_FILE=...]: a phoneme n-gram (ARPA) from DATA's train split; prints
+# its dev perplexity
+ORDER ?= 3
+LM_FILE ?= $(DEMO)/lm/phones-$(ORDER).arpa
+lm: setup
+	@if [ "$(DATA)" = "$(DEMO)/shards" ] && [ ! -f $(DEMO)/shards/train/index.json ]; then $(MAKE) shards SRC=$(DEMO)/corpus DST=$(DEMO)/shards SHARD_MB=16; fi
+	$(BIN)/python -m eval lm --data $(DATA) --order $(ORDER) --out $(LM_FILE)
+
 # make eval [CHECKPOINT=model.pt or run folder (its latest; default OUT)] DATA=... SPLIT=test [SOLUTION=...]
-#           SUBMISSION=... LEADERBOARD=... [BEAM=50]
+#           SUBMISSION=... LEADERBOARD=... [BEAM=50] [LM=ARPA file ALPHA=... BETA=...]
 CHECKPOINT ?= $(OUT)
 SPLIT ?= test
 BEAM ?= 50
 SOLUTION ?= $(if $(and $(filter $(DEMO)/shards,$(DATA)),$(filter test,$(SPLIT))),$(DEMO)/corpus/test_solution.csv)
 SUBMISSION ?= $(OUT)/submission.csv
 LEADERBOARD ?= $(OUT)/leaderboard.csv
+LM ?=
+ALPHA ?= 0
+BETA ?= 0
 eval: setup
 	@if [ "$(CHECKPOINT)" = "$(DEMO)/run" ] && [ ! -f $(DEMO)/run/checkpoints/latest.json ]; then $(MAKE) train RANKS=2; fi
 	$(BIN)/python eval/main.py --checkpoint $(CHECKPOINT) --data $(DATA) --split $(SPLIT) --beam $(BEAM) \
-		--submission $(SUBMISSION) --leaderboard $(LEADERBOARD) --decoders $(WORKERS) $(if $(SOLUTION),--solution $(SOLUTION))
+		--submission $(SUBMISSION) --leaderboard $(LEADERBOARD) --decoders $(WORKERS) $(if $(SOLUTION),--solution $(SOLUTION)) \
+		$(if $(LM),--lm $(LM) --alpha $(ALPHA) --beta $(BETA))
 	$(BIN)/python -m eval leaderboard $(LEADERBOARD)
 
 # Everything under demo/: demo/corpus (HW3P2 layout) → demo/shards → demo/run (checkpoints, metrics,

@@ -32,3 +32,13 @@ def test_make_eval_with_its_defaults_builds_everything_it_needs(tmp_path):
     )
     assert scored.returncode == 0, scored.stderr
     assert f"mean Levenshtein distance {float(row['distance']):.4f}" in scored.stdout
+    # make lm from the same shards, then the same evaluation with it: a second row naming the LM
+    made = subprocess.run(["make", "--no-print-directory", "lm", f"DEMO={demo}", "ORDER=2"], cwd=REPO,
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert made.returncode == 0, (made.stdout + made.stderr)[-3000:]
+    lm_file = demo / "lm" / "phones-2.arpa"
+    with_lm = subprocess.run([*command, f"LM={lm_file}", "ALPHA=0.5", "BETA=1"], cwd=REPO,
+                             capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert with_lm.returncode == 0, (with_lm.stdout + with_lm.stderr)[-3000:]
+    rows = leaderboard.read(str(demo / "run" / "leaderboard.csv"))
+    assert [(r["lm"], r["alpha"], r["beta"]) for r in rows] == [("", "", ""), (str(lm_file), "0.5", "1.0")]
