@@ -8,11 +8,12 @@ from pathlib import Path
 import fsspec
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from pipeline.build import Settings, build
 from tests.conftest import accelerate_launch, kill_when
 from tests.hw3p2_fixture import write_hw3p2
-from train import checkpoint
+from train import checkpoint, monitor
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = [
@@ -44,9 +45,23 @@ def _weights(out: str, epoch: int) -> dict[str, torch.Tensor]:
     return checkpoint.load(f"{out}/{checkpoint.epoch_folder(epoch)}/model.pt")["model"]
 
 
-def test_one_process_writes_checkpoints_metrics_and_curves(data, tmp_path):
+def test_one_process_writes_checkpoints_metrics_curves_and_tensorboard(data, tmp_path):
     out = tmp_path / "run"
-    subprocess.run(_train(data, str(out), "epochs=2", "keep_last=1"), check=True, capture_output=True)
+    result = subprocess.run(
+        _train(data, str(out), "epochs=2", "keep_last=1", "log_every_steps=2", "report_to=tensorboard"),
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    assert "\r" not in result.stderr  # not a terminal: no progress bar in the log
+    (events,) = (out / monitor.TRACKER_FOLDER).glob("events.out.tfevents.*")
+    scalars = EventAccumulator(str(events)).Reload().Tags()["scalars"]
+    for tag in ("train/loss", "train/lr", "train/grad_norm", "train/frames_per_s", "train/padding_efficiency",
+                "dev/per", "dev/distance"):  # fmt: skip
+        assert tag in scalars, tag
+    accumulated = EventAccumulator(str(events)).Reload()
+    steps = [event.step for event in accumulated.Scalars("train/loss")]
+    dev = accumulated.Scalars("dev/per")
+    assert steps == list(range(2, steps[-1] + 1, 2)) and len(dev) == 2  # every 2 steps; each epoch
+    assert all(0 < e.value <= 1 for e in accumulated.Scalars("train/padding_efficiency"))
     lines = (out / "metrics.csv").read_text().splitlines()
     assert lines[0] == "epoch,step,train_loss,train_utterances,dev_distance,dev_per,lr,frames_per_s,elapsed_s"
     rows = list(csv.DictReader(lines))

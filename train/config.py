@@ -66,6 +66,11 @@ class TrainConfig:
     io_deadline_s: float = (
         IO_DEADLINE_S  # an unreachable object store is waited out this long (reads, writes)
     )
+    # monitoring (train/monitor.py)
+    report_to: str = (
+        "auto"  # Accelerate trackers: auto (tensorboard if installed), none, tensorboard, wandb, mlflow, all
+    )
+    log_every_steps: int = 50  # optimiser steps between tracker records
 
     @property
     def time_stride(self) -> int:
@@ -138,6 +143,8 @@ RULES: dict[str, tuple] = {
     "checkpoint_every_steps": _at_least(0),
     "checkpoint_every_minutes": _at_least(0),
     "io_deadline_s": (0.0, math.inf, False, False),
+    "report_to": ("auto", "none", "tensorboard", "wandb", "mlflow", "all"),
+    "log_every_steps": _at_least(1),
 }
 _TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
 

@@ -19,7 +19,6 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import InitProcessGroupKwargs, gather_object
-from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python train/main.py` from anywhere
 
@@ -28,7 +27,7 @@ from shards.manifest import DatasetError  # noqa: E402
 from shards.reader import BatchStream, CorruptShard, LoaderStartError, read_dataset_stats  # noqa: E402
 from shards.retry import with_retries  # noqa: E402
 from shards.store import Store  # noqa: E402
-from train import checkpoint, report  # noqa: E402
+from train import checkpoint, monitor, report  # noqa: E402
 from train.augment import Augment  # noqa: E402
 from train.config import ConfigError, TrainConfig, load_config  # noqa: E402
 from train.metric import Score, greedy_decode  # noqa: E402
@@ -54,6 +53,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--timeout", type=int, default=1800, help="seconds a collective may wait (hang guard)"
+    )
+    parser.add_argument(
+        "--log-dir",
+        help="tracker files (TensorBoard…): default the run folder when local, else runs/<run name>",
     )
     parser.add_argument("overrides", nargs="*", help="key=value settings, e.g. epochs=2")
     return parser.parse_args(argv)
@@ -99,7 +102,12 @@ class Trainer:
             cpu=not torch.cuda.is_available(),  # gloo ranks when launched as multi_gpu on a CPU machine
             gradient_accumulation_steps=config.grad_accum,
             kwargs_handlers=[InitProcessGroupKwargs(timeout=timeout)],
+            log_with=monitor.trackers(config.report_to) or None,
+            project_dir=monitor.log_dir(args.out, args.log_dir),
         )
+        self.accelerator.init_trackers(monitor.TRACKER_FOLDER, config=monitor.hyperparameters(asdict(config)))
+        self.window = monitor.StepWindow()
+        self.grad_norm = 0.0
         self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
         # the training forward only: validation (like eval/) decodes in float32
         self.bf16 = config.bf16 and native_bf16(self.accelerator.device)
@@ -242,7 +250,8 @@ class Trainer:
             loss = ctc_loss(log_probs, lengths, batch)
             self.accelerator.backward(loss)
             if self.accelerator.sync_gradients:
-                self.accelerator.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+                norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+                self.grad_norm = float(norm)
             self.optimizer.step()
             self.optimizer.zero_grad()
         value = loss.detach().item()
@@ -250,6 +259,9 @@ class Trainer:
         self.progress["batches"] += 1
         self.progress["frames"] += int(batch.feature_lengths.sum())
         self.progress["utterances"] += int((~batch.repeated).sum())
+        self.window.add(
+            value, int(batch.feature_lengths.sum()), batch.features.shape[0] * batch.features.shape[1]
+        )
         return value
 
     def train_epoch(self) -> dict:
@@ -258,17 +270,19 @@ class Trainer:
         self.model.train()
         self.augment.train()
         self.clock = time.monotonic()
-        bar = tqdm(total=len(self.train_stream), initial=self.train_stream.consumed, desc=f"epoch {self.train_stream.epoch}",
-                   unit="batch", disable=not self.accelerator.is_main_process, mininterval=2)  # fmt: skip
-        with bar:  # closed, its line ended, even when the loop raises: an error message starts a line
+        progress = monitor.Progress(len(self.train_stream), self.train_stream.consumed,
+                                    f"epoch {self.train_stream.epoch}", self.accelerator.is_main_process)  # fmt: skip
+        with progress:
             for batch in self.train_stream:
                 value = self._train_batch(batch)
-                bar.update()
-                bar.set_postfix(loss=f"{value:.3f}")
+                progress.update(value, int(batch.feature_lengths.sum()))
                 if self.accelerator.sync_gradients:
                     self.step += 1
                     if self.config.scheduler == "cosine":
                         self.scheduler.step()
+                    if self.step % self.config.log_every_steps == 0:
+                        lr = self.optimizer.param_groups[0]["lr"]
+                        self.accelerator.log(self.window.record(lr, self.grad_norm), step=self.step)
                     self._after_step()
         self._account_time()
         totals = gather_object([dict(self.progress)])
@@ -330,6 +344,11 @@ class Trainer:
                 }
             )
             log.info("epoch %d: %s", epoch, self.history[-1])
+            self.accelerator.log(
+                {"dev/distance": dev.mean_distance, "dev/per": dev.per, "train/epoch_loss": trained["loss"],
+                 "epoch/seconds": trained["seconds"], "epoch/number": epoch},
+                step=self.step,
+            )  # fmt: skip
             self.save(checkpoint.epoch_folder(epoch))
             if self.accelerator.is_main_process:
                 with_retries(
