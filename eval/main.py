@@ -185,8 +185,22 @@ def model_and_share(args: argparse.Namespace, accelerator: Accelerator) -> tuple
     return model, card, stream
 
 
+def finish_ranks(accelerator: Accelerator) -> None:
+    """Every rank waits for rank 0's writes, then all leave the process group together (a rank that
+    exits while a peer still holds its gloo connections can be aborted by gloo's threads: SIGABRT)."""
+    accelerator.wait_for_everyone()
+    accelerator.state.destroy_process_group()
+
+
 def evaluate(args: argparse.Namespace) -> dict | None:
+    """Decode, write and score on every rank; rank 0's leaderboard row (None on the others)."""
     accelerator = start_ranks()
+    row = _evaluate(args, accelerator)
+    finish_ranks(accelerator)
+    return row
+
+
+def _evaluate(args: argparse.Namespace, accelerator: Accelerator) -> dict | None:
     for url in (args.checkpoint, args.data, args.solution, args.submission, args.leaderboard, args.lm):
         if url:  # credentials, bucket, endpoint: fail before decoding, not after
             s3.check_access(url)

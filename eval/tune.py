@@ -17,7 +17,7 @@ from accelerate.utils import gather_object
 from tqdm import tqdm
 
 from eval.decode import make_decoder
-from eval.main import model_and_share, start_ranks
+from eval.main import finish_ranks, model_and_share, start_ranks
 from eval.model import model_url
 from shards.store import Store
 from train.metric import Score
@@ -66,6 +66,12 @@ def score_point(share: list[tuple], args: argparse.Namespace, alpha: float, beta
 
 def tune(args: argparse.Namespace) -> dict | None:
     accelerator = start_ranks()
+    result = _tune(args, accelerator)
+    finish_ranks(accelerator)
+    return result
+
+
+def _tune(args: argparse.Namespace, accelerator) -> dict | None:
     share = posteriors(args, accelerator)
     rows = []
     points = [(a, b) for a in args.alpha for b in args.beta]
