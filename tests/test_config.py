@@ -125,3 +125,10 @@ def test_latest_checkpoint_is_never_removed(tmp_path):
     # Invariant: latest.json names a folder that exists, whatever keep_last says
     assert checkpoint.load(checkpoint.latest(str(tmp_path), "state.pt"))["step"] == 7
     assert sorted(p.name for p in (tmp_path / "checkpoints").glob("*-*")) == ["epoch-0000", "step-00000007"]
+
+
+def test_a_resume_may_change_only_what_leaves_the_trajectory_alone():
+    saved = dataclasses.asdict(TrainConfig())
+    monitoring = saved | {"report_to": "none", "log_every_steps": 7, "num_workers": 0, "keep_last": 9}
+    assert checkpoint.differences(saved, monitoring) == []
+    assert checkpoint.differences(saved, saved | {"lr": 1e-3}) == ["lr: 0.002 → 0.001"]

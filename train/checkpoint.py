@@ -36,13 +36,15 @@ log = logging.getLogger("train.checkpoint")
 CHECKPOINTS = "checkpoints"
 LATEST = f"{CHECKPOINTS}/latest.json"
 # what may change between a run and its continuation: none of these alters the trajectory
-# settings a run may change when it resumes (num_workers: the rest of the epoch is re-planned)
+# (num_workers: the rest of the epoch is re-planned; report_to, log_every_steps: monitoring only)
 RESUMABLE_CHANGES = {
     "keep_last",
     "checkpoint_every_steps",
     "checkpoint_every_minutes",
     "io_deadline_s",
     "num_workers",
+    "report_to",
+    "log_every_steps",
 }
 
 
