@@ -53,11 +53,11 @@ def test_one_process_writes_checkpoints_metrics_curves_and_tensorboard(data, tmp
     )  # fmt: skip
     assert "\r" not in result.stderr  # not a terminal: no progress bar in the log
     (events,) = (out / monitor.TRACKER_FOLDER).glob("events.out.tfevents.*")
-    scalars = EventAccumulator(str(events)).Reload().Tags()["scalars"]
+    accumulated = EventAccumulator(str(events)).Reload()
+    scalars = accumulated.Tags()["scalars"]
     for tag in ("train/loss", "train/lr", "train/grad_norm", "train/frames_per_s", "train/padding_efficiency",
                 "dev/per", "dev/distance"):  # fmt: skip
         assert tag in scalars, tag
-    accumulated = EventAccumulator(str(events)).Reload()
     steps = [event.step for event in accumulated.Scalars("train/loss")]
     dev = accumulated.Scalars("dev/per")
     assert steps == list(range(2, steps[-1] + 1, 2)) and len(dev) == 2  # every 2 steps; each epoch

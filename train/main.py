@@ -240,7 +240,7 @@ class Trainer:
         self.elapsed += now - self.clock
         self.clock = now
 
-    def _train_batch(self, batch) -> float:
+    def _train_batch(self, batch) -> tuple[float, int]:
         """Forward, backward and (at accumulation boundaries) an optimiser step; the batch's loss."""
         batch = batch.to(self.accelerator.device)
         with self.accelerator.accumulate(self.model):
@@ -254,15 +254,13 @@ class Trainer:
                 self.grad_norm = float(norm)
             self.optimizer.step()
             self.optimizer.zero_grad()
-        value = loss.detach().item()
+        value, frames = loss.detach().item(), int(batch.feature_lengths.sum())
         self.progress["loss_sum"] += value
         self.progress["batches"] += 1
-        self.progress["frames"] += int(batch.feature_lengths.sum())
+        self.progress["frames"] += frames
         self.progress["utterances"] += int((~batch.repeated).sum())
-        self.window.add(
-            value, int(batch.feature_lengths.sum()), batch.features.shape[0] * batch.features.shape[1]
-        )
-        return value
+        self.window.add(value, frames, batch.features.shape[0] * batch.features.shape[1])
+        return value, frames
 
     def train_epoch(self) -> dict:
         """The epoch's totals over all ranks (mean loss, real frames, utterances trained on once,
@@ -274,15 +272,15 @@ class Trainer:
                                     f"epoch {self.train_stream.epoch}", self.accelerator.is_main_process)  # fmt: skip
         with progress:
             for batch in self.train_stream:
-                value = self._train_batch(batch)
-                progress.update(value, int(batch.feature_lengths.sum()))
+                progress.update(*self._train_batch(batch))
                 if self.accelerator.sync_gradients:
                     self.step += 1
                     if self.config.scheduler == "cosine":
                         self.scheduler.step()
                     if self.step % self.config.log_every_steps == 0:
                         lr = self.optimizer.param_groups[0]["lr"]
-                        self.accelerator.log(self.window.record(lr, self.grad_norm), step=self.step)
+                        self.accelerator.log(self.window.figures(lr, self.grad_norm), step=self.step)
+                        self.window = monitor.StepWindow()
                     self._after_step()
         self._account_time()
         totals = gather_object([dict(self.progress)])

@@ -64,18 +64,16 @@ class StepWindow:
         self.frames += frames
         self.padded_frames += padded_frames
 
-    def record(self, lr: float, grad_norm: float) -> dict:
-        """The window's figures (then it starts over)."""
+    def figures(self, lr: float, grad_norm: float) -> dict:
+        """The window's figures, for a tracker record."""
         seconds = max(time.monotonic() - self.started, 1e-9)
-        figures = {
+        return {
             "train/loss": self.loss_sum / max(self.batches, 1),
             "train/lr": lr,
             "train/grad_norm": grad_norm,
             "train/frames_per_s": self.frames / seconds,
             "train/padding_efficiency": self.frames / max(self.padded_frames, 1),
         }
-        self.__init__()
-        return figures
 
 
 class Progress:
