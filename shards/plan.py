@@ -136,7 +136,6 @@ def plan_epoch(
     """The plan for one epoch; ``manifest_rows`` are the split's manifest rows in shard order."""
     if not manifest_rows:
         raise ValueError(f"split {index.split!r} has no utterances to plan")
-    workers = max(num_workers, 1)
     by_shard: dict[str, list[Utt]] = {}
     for row in manifest_rows:
         by_shard.setdefault(row["shard"], []).append(Utt(row["key"], row["id"], row["n_frames"]))
@@ -146,10 +145,16 @@ def plan_epoch(
         shard = index.shards[position].name
         cut = _cut(shard, by_shard.get(shard, []), max_frames)
         batches += [cut[i] for i in rng.permutation(len(cut))]
-    return _into_slots(epoch, batches, world_size, workers)
+    return _into_slots(epoch, batches, world_size, num_workers)
 
 
-def _into_slots(epoch: int, batches: list[PlannedBatch], world_size: int, workers: int) -> EpochPlan:
+def worker_slots(num_workers: int) -> int:
+    """Slots per rank: a loader without worker processes reads like one worker."""
+    return max(num_workers, 1)
+
+
+def _into_slots(epoch: int, batches: list[PlannedBatch], world_size: int, num_workers: int) -> EpochPlan:
+    workers = worker_slots(num_workers)
     batches = _even_out(batches, world_size * workers)
     per_slot = len(batches) // (world_size * workers)
     slots = [batches[j * per_slot : (j + 1) * per_slot] for j in range(world_size * workers)]
@@ -175,4 +180,4 @@ def rest_of_epoch(plan: EpochPlan, consumed: int, *, world_size: int, num_worker
         ]
         if not batch.repeated  # a copy: its original is in the plan, consumed or left
     ]
-    return _into_slots(plan.epoch, left, world_size, max(num_workers, 1))
+    return _into_slots(plan.epoch, left, world_size, num_workers)

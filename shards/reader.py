@@ -30,7 +30,7 @@ import webdataset as wds
 
 from shards import manifest, sample
 from shards.manifest import SplitIndex
-from shards.plan import EpochPlan, PlannedBatch, consumed_from_worker, plan_epoch, rest_of_epoch
+from shards.plan import EpochPlan, PlannedBatch, consumed_from_worker, plan_epoch, rest_of_epoch, worker_slots
 from shards.retry import IO_DEADLINE_S, with_retries
 from shards.stats import read_stats
 
@@ -375,10 +375,9 @@ class BatchStream:
         self.epoch, self.consumed = state["epoch"], state["consumed"]
         self.earlier_layouts = [tuple(layout) for layout in state.get("earlier_layouts", [])]
         saved_layout = (state["world_size"], state["num_workers"])
-        if _slots(*saved_layout) != _slots(self.world_size, self.num_workers) and self.consumed:
+        changed = saved_layout[0] != self.world_size or worker_slots(saved_layout[1]) != worker_slots(
+            self.num_workers
+        )
+        if changed and self.consumed:
             self.earlier_layouts.append((*saved_layout, self.consumed))
             self.consumed = 0
-
-
-def _slots(world_size: int, num_workers: int) -> tuple[int, int]:
-    return world_size, max(num_workers, 1)  # no workers reads like one (the plan's rule)
