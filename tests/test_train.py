@@ -1,6 +1,7 @@
 """Training end to end: real processes, real shards, checkpoints and exact resumption."""
 
 import csv
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -96,6 +97,23 @@ def test_a_truncated_checkpoint_is_a_clear_error(data, tmp_path):
     result = subprocess.run(_train(data, str(out), "epochs=2", resume=True), capture_output=True, text=True)
     assert result.returncode == 2
     assert f"{state}: not a readable checkpoint" in result.stderr
+
+
+def test_a_checkpoint_of_an_older_version_resumes(data, tmp_path):
+    """Its running totals predate train_utterances (the demo run of an earlier session did)."""
+    out = tmp_path / "run"
+    subprocess.run(_train(data, str(out), "epochs=2", "keep_last=2"), check=True, capture_output=True)
+    (out / checkpoint.LATEST).write_text(
+        json.dumps({"folder": checkpoint.epoch_folder(0), "epoch": 0, "step": 0})
+    )
+    path = out / checkpoint.epoch_folder(0) / "state.pt"
+    state = checkpoint.load(str(path))
+    state["progress"] = [{k: v for k, v in p.items() if k != "utterances"} for p in state["progress"]]
+    torch.save(state, path)
+    resumed = subprocess.run(_train(data, str(out), "epochs=2", resume=True), capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert [int(row["train_utterances"]) for row in rows] == [48, 48]
 
 
 def test_resume_without_a_checkpoint_is_a_clear_error(data, tmp_path):

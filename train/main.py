@@ -167,7 +167,7 @@ class Trainer:
         self.history, self.step, self.elapsed = state.history, state.step, state.elapsed_s
         self.best = tuple(state.best) if state.best else None
         if state.world_size == self.world:
-            self.progress = dict(state.progress[self.rank])
+            self.progress = _fresh_progress() | state.progress[self.rank]  # older files lack newer totals
             checkpoint.set_rng_state(state.rng[self.rank])
         else:  # elastic resume: the streams re-plan the rest of the epoch over this many ranks
             log.warning(
@@ -367,7 +367,7 @@ def _merged_progress(per_rank: list[dict]) -> dict:
     for progress in per_rank:
         for key in ("loss_sum", "batches", "frames", "utterances"):
             merged[key] += progress.get(key, 0)
-    merged["seconds"] = max(p["seconds"] for p in per_rank)
+    merged["seconds"] = max(p.get("seconds", 0.0) for p in per_rank)
     return merged
 
 
