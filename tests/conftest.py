@@ -1,6 +1,7 @@
 import contextlib
 import io
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -119,6 +120,18 @@ def accelerate_command(
     command = [sys.executable, "-m", "accelerate.commands.launch"]
     command += ["--config_file", str(REPO / "accelerate_config.yaml"), "--num_processes", str(processes)]
     return command + ["--main_process_port", str(port or free_port()), *launch_options, *script]
+
+
+_FAILURE_LINE = re.compile(
+    r"Error|Exception|what\(\)|terminate|[Ss]ignal|[Aa]bort|Traceback|FAILED|exitcode|Root Cause"
+)
+
+
+def why_failed(output: str, tail: int = 1500) -> str:
+    """What a failed multi-process run printed about its failure: every rank's error lines (a
+    rank's abort can sit far above the launcher's summary), then the end of the output."""
+    lines = [line for line in output.splitlines() if _FAILURE_LINE.search(line)]
+    return "\n".join(["error lines:", *lines[:60], f"last {tail} characters:", output[-tail:]])
 
 
 def accelerate_launch(script: list[str], processes: int = 2) -> subprocess.CompletedProcess:

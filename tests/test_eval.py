@@ -27,7 +27,7 @@ from pipeline.build import Settings, build
 from shards.kaggle import read_labels
 from shards.store import STAGING
 from shards.vocab import to_string
-from tests.conftest import accelerate_launch, kill_when, read_index
+from tests.conftest import accelerate_launch, kill_when, read_index, why_failed
 from tests.hw3p2_fixture import write_hw3p2
 from train.checkpoint import epoch_folder
 from train.metric import collapse, greedy_decode, score
@@ -258,11 +258,11 @@ def test_two_processes_write_the_same_submission_as_one(trained, tmp_path):
     ]
     single = subprocess.run([sys.executable, *_evaluate(trained, *common, "--submission", str(tmp_path / "one.csv"))],
                             capture_output=True, text=True)  # fmt: skip
-    assert single.returncode == 0, single.stderr[-2000:]
+    assert single.returncode == 0, why_failed(single.stderr)
     double = accelerate_launch(
         _evaluate(trained, *common, "--submission", str(tmp_path / "two.csv"), "--num-workers", "0")
     )
-    assert double.returncode == 0, double.stderr[-2000:]
+    assert double.returncode == 0, why_failed(double.stderr)
     assert (tmp_path / "one.csv").read_bytes() == (tmp_path / "two.csv").read_bytes()
     lines = (tmp_path / "one.csv").read_text().splitlines()
     # Invariant: Kaggle's ids are row positions; which utterance each is goes beside, in test_order.csv order
@@ -310,9 +310,9 @@ def test_tune_scores_the_grid_on_all_ranks_as_on_one(trained, tmp_path):
                  "--alpha", "0:0.5:0.5", "--beta", "0:2:1", "--beam", "8", "--num-workers", "0"]  # fmt: skip
     one = subprocess.run([sys.executable, "-m", "eval", *arguments, "--out", str(tmp_path / "one")],
                          capture_output=True, text=True, cwd=REPO)  # fmt: skip
-    assert one.returncode == 0, one.stderr[-2000:]
+    assert one.returncode == 0, why_failed(one.stderr)
     two = accelerate_launch([str(REPO / "eval" / "__main__.py"), *arguments, "--out", str(tmp_path / "two")])
-    assert two.returncode == 0, two.stderr[-2000:]
+    assert two.returncode == 0, why_failed(two.stderr)
     table = list(csv.DictReader((tmp_path / "one" / "tune.csv").read_text().splitlines()))
     assert [(r["alpha"], r["beta"]) for r in table] == [
         (a, b) for a in ("0.0", "0.5") for b in ("0.0", "1.0", "2.0")
@@ -394,7 +394,7 @@ def test_submission_row_k_is_the_prediction_for_the_kth_listed_file(trained, tmp
     ]
     command[command.index(data)] = str(shards)
     result = subprocess.run([sys.executable, *command], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.returncode == 0, why_failed(result.stderr)
     expected = _greedy_one_by_one(model, str(shards))
     assert len(set(expected.values())) > 3  # the check below could not tell rows apart otherwise
     rows = list(csv.reader(io.StringIO(submission.read_text(), newline="")))

@@ -20,7 +20,7 @@ import pytest
 from pipeline.build import Settings, build
 from shards import manifest
 from shards.reader import CorruptShard, read_shard, read_split_metadata
-from tests.conftest import read_split
+from tests.conftest import read_split, why_failed
 from tests.hw3p2_fixture import write_hw3p2
 
 
@@ -169,5 +169,5 @@ def test_training_on_a_damaged_shard_is_one_line_naming_it(tmp_path):
         [*command, "epochs=1", "num_workers=0", "channels=8", "lstm_layers=1"], capture_output=True, text=True
     )
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert result.returncode == 2 and "Traceback" not in result.stderr, why_failed(result.stderr)
     assert len(errors) == 1 and f"{victim}:" in errors[0] and "index.json says" in errors[0]

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from eval import leaderboard
+from tests.conftest import why_failed
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_MODEL = "epochs=1 channels=16 lstm_layers=1 lstm_hidden=16 classifier_hidden=32 max_frames=4000"
@@ -18,7 +19,7 @@ def test_make_eval_with_its_defaults_builds_everything_it_needs(tmp_path):
     command = ["make", "--no-print-directory", "eval", f"DEMO={demo}", "TRAIN=12", "DEV=3", "TEST=4"]
     command += [f"ARGS={TINY_MODEL}", "BEAM=4", "WORKERS=2"]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert result.returncode == 0, why_failed(result.stdout + result.stderr)
     for made in ("corpus/corpus.json", "shards/train/index.json", "run/checkpoints/latest.json"):
         assert (demo / made).is_file(), made
     rows = list(csv.reader(io.StringIO((demo / "run" / "submission.csv").read_text(), newline="")))
@@ -35,10 +36,10 @@ def test_make_eval_with_its_defaults_builds_everything_it_needs(tmp_path):
     # make lm from the same shards, then the same evaluation with it: a second row naming the LM
     made = subprocess.run(["make", "--no-print-directory", "lm", f"DEMO={demo}", "ORDER=2"], cwd=REPO,
                           capture_output=True, text=True, timeout=600)  # fmt: skip
-    assert made.returncode == 0, (made.stdout + made.stderr)[-3000:]
+    assert made.returncode == 0, why_failed(made.stdout + made.stderr)
     lm_file = demo / "lm" / "phones-2.arpa"
     with_lm = subprocess.run([*command, f"LM={lm_file}", "ALPHA=0.5", "BETA=1"], cwd=REPO,
                              capture_output=True, text=True, timeout=600)  # fmt: skip
-    assert with_lm.returncode == 0, (with_lm.stdout + with_lm.stderr)[-3000:]
+    assert with_lm.returncode == 0, why_failed(with_lm.stdout + with_lm.stderr)
     rows = leaderboard.read(str(demo / "run" / "leaderboard.csv"))
     assert [(r["lm"], r["alpha"], r["beta"]) for r in rows] == [("", "", ""), (str(lm_file), "0.5", "1.0")]

@@ -20,7 +20,7 @@ import torch
 
 from pipeline.build import Settings, build
 from shards.reader import read_split_metadata
-from tests.conftest import accelerate_command, kill_when, launched
+from tests.conftest import accelerate_command, kill_when, launched, why_failed
 from tests.hw3p2_fixture import write_hw3p2
 from tests.outage import CuttableProxy
 from tests.s3server import free_port
@@ -72,7 +72,7 @@ def whole_two_ranks(data, tmp_path_factory) -> Path:
     result = subprocess.run(
         accelerate_command(_script(data, out)), capture_output=True, text=True, timeout=600
     )
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, why_failed(result.stderr)
     return out
 
 
@@ -103,7 +103,7 @@ def _stop_mid_epoch_one(command: list[str], out: Path) -> str:
         assert len(ranks) == 2
         subprocess.run(["kill", "-TERM", ranks[1]], check=True)
         output, _ = launcher.communicate(timeout=300)
-    assert "preempted: checkpoint at step" in output, output[-3000:]
+    assert "preempted: checkpoint at step" in output, why_failed(output)
     return output
 
 
@@ -116,14 +116,14 @@ def test_sigterm_to_one_rank_stops_both_at_one_step_and_the_rerun_finishes_the_s
         r"preempted: checkpoint at step (\d+) .*, ([\d.]+) s after the signal; exiting with (\d+)", output
     )
     # Invariant: both ranks stopped at the same step with the documented status; one checkpoint names it
-    assert len(stops) == 1 or len({s[0] for s in stops}) == 1, output[-3000:]
-    assert stops and all(int(code) == EXIT_PREEMPTED for _, _, code in stops), output[-3000:]
+    assert len(stops) == 1 or len({s[0] for s in stops}) == 1, why_failed(output)
+    assert stops and all(int(code) == EXIT_PREEMPTED for _, _, code in stops), why_failed(output)
     assert _latest(out)["folder"] == checkpoint.step_folder(int(stops[0][0]))
     print(f"signal to checkpoint written: {max(float(s[1]) for s in stops):.2f} s")
     result = subprocess.run(
         accelerate_command(_script(data, out)), capture_output=True, text=True, timeout=600
     )
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, why_failed(result.stderr)
     _assert_same_weights(whole_two_ranks, out)
 
 
@@ -135,7 +135,7 @@ def test_a_checkpoint_of_two_ranks_resumes_on_one_with_a_loader_worker(data, tmp
     result = subprocess.run(
         [sys.executable, *_script(data, out, "num_workers=1")], capture_output=True, text=True, timeout=600
     )
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, why_failed(result.stderr)
     assert "saved by 2 ranks, resuming on 1" in result.stderr
     history = checkpoint.load(str(out / checkpoint.epoch_folder(1) / "state.pt"))["history"]
     utterances = len(read_split_metadata(data, "train")[1])
@@ -160,9 +160,9 @@ def test_a_killed_rank_is_restarted_by_torchrun_and_resumes_alone(data, whole_tw
         ).stdout.split()
         subprocess.run(["kill", "-KILL", ranks[0]], check=True)
         output, _ = launcher.communicate(timeout=600)
-    assert launcher.returncode == 0, output[-3000:]
+    assert launcher.returncode == 0, why_failed(output)
     # Invariant: the first restarted group connects (no stale rendezvous keys, train/rendezvous.py)
-    assert "connectFullMesh failed" not in output, output[-3000:]
+    assert "connectFullMesh failed" not in output, why_failed(output)
     assert output.count("resumed from") == 2  # each rank, once
     _assert_same_weights(whole_two_ranks, out)
 
@@ -212,7 +212,9 @@ def test_two_machines_of_one_rank_train_like_two_ranks_on_one_machine(data, whol
             for rank in (0, 1)
         ]
         outputs = [launcher.communicate(timeout=600)[0] for launcher in launchers]
-    assert [launcher.returncode for launcher in launchers] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
+    assert [launcher.returncode for launcher in launchers] == [0, 0], why_failed(outputs[0]) + why_failed(
+        outputs[1]
+    )
     assert "weights identical on 2 ranks" in outputs[0]
     _assert_same_weights(whole_two_ranks, out)
 
@@ -239,10 +241,10 @@ def test_an_object_store_outage_is_waited_out_and_past_the_deadline_named(
         time.sleep(30)  # longer than s3fs's and botocore's own retries absorb
         proxy.up()
         output, _ = process.communicate(timeout=600)
-    assert process.returncode == 0, output[-3000:]
+    assert process.returncode == 0, why_failed(output)
     # Invariant: the outage was met (each retry logged with the URL) and changed nothing
     retries = [line for line in output.splitlines() if "shards.retry" in line and "retrying in" in line]
-    assert retries and all(f"{s3_bucket}/" in line for line in retries), output[-3000:]
+    assert retries and all(f"{s3_bucket}/" in line for line in retries), why_failed(output)
     a = _final_weights(whole_one_rank)
     b = checkpoint.load(f"{out}/{checkpoint.epoch_folder(1)}/model.pt")["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -260,9 +262,9 @@ def test_an_object_store_outage_is_waited_out_and_past_the_deadline_named(
         output, _ = process.communicate(timeout=300)
         proxy.up()
     errors = [line for line in output.splitlines() if line.startswith("error:")]
-    assert process.returncode == 2 and len(errors) == 1 and "Traceback" not in output, output[-3000:]
+    assert process.returncode == 2 and len(errors) == 1 and "Traceback" not in output, why_failed(output)
     assert broken in errors[0] or "still failing after" in errors[0], errors
     rerun = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
-    assert rerun.returncode == 0 and "resumed from" in rerun.stderr, rerun.stderr[-3000:]
+    assert rerun.returncode == 0 and "resumed from" in rerun.stderr, why_failed(rerun.stderr)
     b = checkpoint.load(f"{broken}/{checkpoint.epoch_folder(1)}/model.pt")["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -21,7 +21,7 @@ from shards import manifest
 from shards.manifest import ShardEntry, SplitIndex
 from shards.plan import plan_epoch, rest_of_epoch
 from shards.reader import DEFAULT_MAX_FRAMES, BatchStream, CorruptShard, read_shard, read_split_metadata
-from tests.conftest import accelerate_launch, read_split
+from tests.conftest import accelerate_launch, read_split, why_failed
 from tests.hw3p2_fixture import write_hw3p2
 
 REPO = Path(__file__).resolve().parents[1]
@@ -361,7 +361,7 @@ def test_two_accelerate_ranks_get_equal_batches_covering_everything(raw, s3_buck
     url = f"{s3_bucket}/ranks"
     build(Settings(str(raw), url, shard_mb=0.5))
     result = accelerate_launch([str(REPO / "tests" / "rank_probe.py"), url, str(tmp_path), "2", "3000"])
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, why_failed(result.stderr)
     reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     # Invariant: two real processes, the same number of batches each
     assert [r["world_size"] for r in reports] == [2, 2]
@@ -421,7 +421,7 @@ def test_the_readme_reader_example_runs_as_written(dataset, tmp_path):
     result = subprocess.run(
         [sys.executable, str(script), dataset], capture_output=True, text=True, timeout=300
     )
-    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.returncode == 0, why_failed(result.stderr)
     assert "'epoch': 1, 'consumed': 0" in result.stdout
 
 

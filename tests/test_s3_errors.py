@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import why_failed
 from tests.hw3p2_fixture import write_hw3p2
 
 REPO = Path(__file__).resolve().parents[1]
@@ -66,7 +67,7 @@ def test_s3_mistakes_are_one_line_with_exit_2(command, case, s3_bucket, raw):
         timeout=300,
     )
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert result.returncode == 2, result.stderr[-2000:]
-    assert "Traceback" not in result.stderr and len(errors) == 1, result.stderr[-2000:]
+    assert result.returncode == 2, why_failed(result.stderr)
+    assert "Traceback" not in result.stderr and len(errors) == 1, why_failed(result.stderr)
     assert errors[0].startswith(f"error: {bucket}/") and expected in errors[0]
     assert SECRET not in result.stdout + result.stderr

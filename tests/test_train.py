@@ -12,7 +12,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from pipeline.build import Settings, build
-from tests.conftest import accelerate_launch, kill_when
+from tests.conftest import accelerate_launch, kill_when, why_failed
 from tests.hw3p2_fixture import write_hw3p2
 from train import checkpoint, monitor
 
@@ -111,7 +111,7 @@ def test_a_checkpoint_of_an_older_version_resumes(data, tmp_path):
     state["progress"] = [{k: v for k, v in p.items() if k != "utterances"} for p in state["progress"]]
     torch.save(state, path)
     resumed = subprocess.run(_train(data, str(out), "epochs=2", resume=True), capture_output=True, text=True)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert resumed.returncode == 0, why_failed(resumed.stderr)
     rows = list(csv.DictReader((out / "metrics.csv").open()))
     assert [int(row["train_utterances"]) for row in rows] == [48, 48]
 
@@ -129,7 +129,7 @@ def test_two_accelerate_ranks_train_from_s3(data, s3_bucket):
     out = f"{s3_bucket}/run"
     script = _train(f"{s3_bucket}/shards", out, "epochs=1", "num_workers=1")[1:] + ["--timeout", "120"]
     result = accelerate_launch(script)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, why_failed(result.stderr)
     # Invariant: two real ranks, whose weights agree after the epoch (checked by the loop itself)
     assert "weights identical on 2 ranks" in result.stderr
     card = checkpoint.load(f"{out}/{checkpoint.epoch_folder(0)}/model.pt")
@@ -156,7 +156,7 @@ def test_ablation_runs_one_factor_at_a_time_and_tabulates(data, tmp_path):
     command = [sys.executable, "-m", "train.ablate", "--data", data, "--out", str(out)]
     command += ["--vary", "lstm_dropout=0.0,0.5", *TINY, "epochs=1"]
     result = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
-    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.returncode == 0, why_failed(result.stderr)
     rows = (out / "ablation.csv").read_text().splitlines()
     assert rows[0].startswith("run,varied,value,best_dev_distance")
     assert [r.split(",")[0] for r in rows[1:]] == ["base", "lstm_dropout=0.0", "lstm_dropout=0.5"]
