@@ -14,11 +14,11 @@ import logging
 import numpy as np
 import torch
 from accelerate.utils import gather_object
-from tqdm import tqdm
 
 from eval.decode import make_decoder
 from eval.main import finish_ranks, model_and_share, start_ranks
 from eval.model import model_url
+from shards.progress import Progress
 from shards.store import Store
 from train.metric import Score
 from train.report import figure_png, plt
@@ -44,12 +44,16 @@ def posteriors(args: argparse.Namespace, accelerator) -> list[tuple]:
     if stream.index.labelled is False:
         raise ValueError(f"{args.data}/{args.split}: no transcripts to tune against (use dev)")
     found = []
-    with torch.no_grad():
-        for batch in tqdm(stream, total=len(stream), desc=f"posteriors {args.split}",
-                          disable=not accelerator.is_main_process):  # fmt: skip
+    shown = accelerator.is_main_process
+    with (
+        torch.no_grad(),
+        Progress(len(stream), f"posteriors {args.split}", "batch", shown=shown, log=log) as bar,
+    ):
+        for batch in stream:
             log_probs, lengths = model(batch.features.to(accelerator.device), batch.feature_lengths.to(accelerator.device))  # fmt: skip
             references = [batch.labels[i, : batch.label_lengths[i]].tolist() for i in range(len(batch.ids))]
             found.append((log_probs.cpu(), lengths.cpu(), references, batch.repeated.tolist()))
+            bar.update()
     return found
 
 
@@ -75,19 +79,21 @@ def _tune(args: argparse.Namespace, accelerator) -> dict | None:
     share = posteriors(args, accelerator)
     rows = []
     points = [(a, b) for a in args.alpha for b in args.beta]
-    for alpha, beta in tqdm(points, desc="grid", disable=not accelerator.is_main_process):
-        total = Score()
-        for part in gather_object([score_point(share, args, alpha, beta)]):
-            total = total.merge(part)
-        rows.append({"alpha": alpha, "beta": beta, "distance": round(total.mean_distance, 4), "per": round(total.per, 5)})  # fmt: skip
-        if accelerator.is_main_process:
-            log.info(
-                "alpha %g beta %g: distance %.4f, PER %.3f%%",
-                alpha,
-                beta,
-                total.mean_distance,
-                100 * total.per,
-            )
+    with Progress(len(points), "grid", "point", shown=accelerator.is_main_process, log=log) as grid_progress:
+        for alpha, beta in points:
+            total = Score()
+            for part in gather_object([score_point(share, args, alpha, beta)]):
+                total = total.merge(part)
+            rows.append({"alpha": alpha, "beta": beta, "distance": round(total.mean_distance, 4), "per": round(total.per, 5)})  # fmt: skip
+            if accelerator.is_main_process:
+                log.info(
+                    "alpha %g beta %g: distance %.4f, PER %.3f%%",
+                    alpha,
+                    beta,
+                    total.mean_distance,
+                    100 * total.per,
+                )
+            grid_progress.update()
     if not accelerator.is_main_process:
         return None
     store = Store(args.out)

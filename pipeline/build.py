@@ -25,13 +25,13 @@ from dataclasses import asdict, dataclass, replace
 
 import fsspec
 import numpy as np
-from tqdm import tqdm
 
 from pipeline.layout import SourceSplit, SourceUtterance, discover
 from pipeline.source import SourceReader
 from pipeline.validate import Rejected
 from shards import manifest, s3
 from shards.manifest import Rejection, ShardEntry, SplitIndex
+from shards.progress import Progress
 from shards.sample import Utterance, sample_key
 from shards.stats import FeatureStats, read_stats
 from shards.store import Store
@@ -245,7 +245,7 @@ def _scan(runner: _Runner, split: SourceSplit) -> tuple[list[Scanned], list[Reje
     ]
     kept: list[Scanned] = []
     rejected: list[Rejection] = []
-    with tqdm(total=len(split.utterances), desc=f"scan {split.name}", unit="utt", mininterval=1) as bar:
+    with Progress(len(split.utterances), f"scan {split.name}", "utt", log=log) as bar:
         for results in runner.map(_scan_chunk, jobs):
             for result in results:
                 (rejected if isinstance(result, Rejection) else kept).append(result)
@@ -275,7 +275,7 @@ def _write_split(
             return existing
         store.remove(index_path)  # the split is about to change: it is no longer complete
     entries = []
-    with tqdm(total=len(kept), desc=f"write {split.name}", unit="utt", mininterval=1) as bar:
+    with Progress(len(kept), f"write {split.name}", "utt", log=log) as bar:
         for task, entry in zip(tasks, runner.map(_write_shard, tasks), strict=True):
             entries.append(entry)
             bar.update(len(task.items))

@@ -154,6 +154,7 @@ def test_command_line_prints_summary(raw, tmp_path):
         text=True,
     )
     assert result.returncode == 0, result.stderr
+    assert "%|" not in result.stderr  # not a terminal: progress as log lines, no tqdm bar
     assert (
         "train: kept 60, rejected 0 (0.0%) | dev: kept 12, rejected 0 (0.0%) | test: kept 10" in result.stdout
     )

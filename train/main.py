@@ -268,11 +268,11 @@ class Trainer:
         self.model.train()
         self.augment.train()
         self.clock = time.monotonic()
-        progress = monitor.Progress(len(self.train_stream), self.train_stream.consumed,
-                                    f"epoch {self.train_stream.epoch}", self.accelerator.is_main_process)  # fmt: skip
+        progress = monitor.EpochProgress(len(self.train_stream), self.train_stream.consumed,
+                                         f"epoch {self.train_stream.epoch}", self.accelerator.is_main_process)  # fmt: skip
         with progress:
             for batch in self.train_stream:
-                progress.update(*self._train_batch(batch))
+                progress.add(*self._train_batch(batch))
                 if self.accelerator.sync_gradients:
                     self.step += 1
                     if self.config.scheduler == "cosine":

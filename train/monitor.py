@@ -6,22 +6,20 @@
   epoch dev distance, PER and the epoch's time; once, the config as hyperparameters. Only rank 0
   writes (Accelerate's rule). Files go to ``<out>/tensorboard`` for a local run folder, else to a
   local ``--log-dir`` (default ``runs/<run name>``).
-- Progress: a tqdm bar when stderr is a terminal; otherwise a log line every ``PROGRESS_EVERY_S``
-  seconds with the same figures, so a log file holds no progress-bar spam.
+- Progress: shards.progress (a tqdm bar on a terminal, else a log line every 30 s) with the loss and
+  real frames/s.
 """
 
 import importlib.util
 import logging
-import sys
 import time
 from dataclasses import dataclass, field
 
-from tqdm import tqdm
+from shards import progress
 
 log = logging.getLogger("train")
 
 TRACKERS = ("tensorboard", "wandb", "mlflow")
-PROGRESS_EVERY_S = 30.0
 TRACKER_FOLDER = "tensorboard"  # under the log dir: Accelerate's project name
 
 
@@ -76,34 +74,14 @@ class StepWindow:
         }
 
 
-class Progress:
-    """A tqdm bar on a terminal; else a log line every PROGRESS_EVERY_S (batches, loss, frames/s, ETA)."""
+class EpochProgress(progress.Progress):
+    """shards.progress for a training epoch: batches, with the loss and real frames/s."""
 
     def __init__(self, total: int, done: int, name: str, shown: bool):
-        self.total, self.done, self.name = total, done, name
-        self.shown, self.terminal = shown, sys.stderr.isatty()
-        self.bar = tqdm(total=total, initial=done, desc=name, unit="batch", mininterval=2,
-                        disable=not (shown and self.terminal))  # fmt: skip
-        self.started = self.last_line = time.monotonic()
-        self.first, self.frames = done, 0
+        super().__init__(total, name, "batch", done=done, shown=shown, log=log)
+        self.frames = 0
 
-    def update(self, loss: float, frames: int) -> None:
-        self.done += 1
+    def add(self, loss: float, frames: int) -> None:
         self.frames += frames
-        self.bar.update()
-        self.bar.set_postfix(loss=f"{loss:.3f}")
-        now = time.monotonic()
-        if self.shown and not self.terminal and now - self.last_line >= PROGRESS_EVERY_S:
-            self.last_line = now
-            rate = (self.done - self.first) / max(now - self.started, 1e-9)
-            log.info(
-                "%s: batch %d/%d, loss %.3f, %.0f frames/s, ETA %.0f s",
-                self.name, self.done, self.total, loss, self.frames / (now - self.started),
-                (self.total - self.done) / max(rate, 1e-9),
-            )  # fmt: skip
-
-    def __enter__(self) -> "Progress":
-        return self
-
-    def __exit__(self, *_) -> None:
-        self.bar.close()  # its line ended even when the loop raised: an error message starts a line
+        seconds = max(time.monotonic() - self.started, 1e-9)
+        self.update(1, {"loss": f"{loss:.3f}", "frames/s": f"{self.frames / seconds:.0f}"})

@@ -18,7 +18,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from pipeline.corpus import audio
 from pipeline.corpus.text import FESTIVAL_LEXICON, lexicon_words, random_sentence
@@ -33,6 +32,7 @@ from pipeline.corpus.voices import (
 )
 from pipeline.validate import ctc_min_frames
 from shards import kaggle
+from shards.progress import Progress
 from shards.store import Store
 from shards.vocab import parse_transcript, to_string
 
@@ -287,7 +287,7 @@ def generate(settings: CorpusSettings) -> dict:
         for start in range(0, count, CHUNK)
     ]
     total = sum(settings.counts)
-    with tqdm(total=total, desc="synthesise", unit="utt", mininterval=1) as bar:
+    with Progress(total, "synthesise", "utt", log=log) as bar:
         if settings.workers > 1:
             context = multiprocessing.get_context("spawn")
             with context.Pool(settings.workers, _init_worker, (settings,)) as pool:
