@@ -95,13 +95,14 @@ lm: setup
 	$(BIN)/python -m eval lm --data $(DATA) --order $(ORDER) --out $(LM_FILE)
 
 # make eval [CHECKPOINT=model.pt or run folder (its latest; default OUT)] DATA=... SPLIT=test [SOLUTION=...]
-#           SUBMISSION=... LEADERBOARD=... [BEAM=50] [LM=ARPA file ALPHA=... BETA=...]
+#           SUBMISSION=... LEADERBOARD=... [PAGE=...html] [BEAM=50] [LM=ARPA file ALPHA=... BETA=...]
 CHECKPOINT ?= $(OUT)
 SPLIT ?= test
 BEAM ?= 50
 SOLUTION ?= $(if $(and $(filter $(DEMO)/shards,$(DATA)),$(filter test,$(SPLIT))),$(DEMO)/corpus/test_solution.csv)
 SUBMISSION ?= $(OUT)/submission.csv
 LEADERBOARD ?= $(OUT)/leaderboard.csv
+PAGE ?= $(basename $(LEADERBOARD)).html
 LM ?=
 ALPHA ?= 0
 BETA ?= 0
@@ -110,10 +111,10 @@ eval: setup
 	$(BIN)/python eval/main.py --checkpoint $(CHECKPOINT) --data $(DATA) --split $(SPLIT) --beam $(BEAM) \
 		--submission $(SUBMISSION) --leaderboard $(LEADERBOARD) --decoders $(WORKERS) $(if $(SOLUTION),--solution $(SOLUTION)) \
 		$(if $(LM),--lm $(LM) --alpha $(ALPHA) --beta $(BETA))
-	$(BIN)/python -m eval leaderboard $(LEADERBOARD)
+	$(BIN)/python -m eval leaderboard $(LEADERBOARD) --html $(PAGE)
 
 # Everything under demo/: demo/corpus (HW3P2 layout) → demo/shards → demo/run (checkpoints, metrics,
-# curves) → demo/submission.csv (+ .ids.csv) and demo/leaderboard.csv (the test split, beam 50,
+# curves, TensorBoard events) → demo/submission.csv (+ .ids.csv) and demo/leaderboard.csv (+ .html page) (the test split, beam 50,
 # scored against demo/corpus/test_solution.csv as Kaggle would). Each step resumes what is there.
 demo: setup
 	$(MAKE) corpus DIR=$(DEMO)/corpus

@@ -11,6 +11,7 @@ for i in $(seq 1 "${1:-10}"); do
   .venv/bin/python -m pytest -q -p no:cacheprovider tests/test_preemption.py \
     tests/test_train.py::test_two_accelerate_ranks_train_from_s3 \
     tests/test_eval.py::test_two_processes_write_the_same_submission_as_one \
+    tests/test_eval.py::test_tune_scores_the_grid_on_all_ranks_as_on_one \
     tests/test_reader.py::test_two_accelerate_ranks_get_equal_batches_covering_everything > "stress-round-$i.log" 2>&1
   echo "round $i: rc $? $(( $(date +%s) - start )) s $(tail -1 "stress-round-$i.log")"
 done

@@ -2,8 +2,8 @@
 evaluation, phoneme language models.
 
     python -m eval score SUBMISSION SOLUTION
-    python -m eval leaderboard URL
-    python -m eval watch --runs URL --data URL --leaderboard URL [--split dev] [--beam 50] [--every S | --once]
+    python -m eval leaderboard URL [--html PAGE]
+    python -m eval watch --runs URL --data URL --leaderboard URL [--html PAGE] [--split dev] [--beam 50] [--every S | --once]
 
     python -m eval lm --data URL --order N --out URL
     python -m eval tune --checkpoint URL --data URL --lm URL --alpha a:b:s --beta c:d:s --out URL
@@ -20,12 +20,13 @@ import time
 
 import fsspec
 
-from eval import leaderboard, lm
+from eval import leaderboard, lm, page
 from eval.main import DECODING_OPTIONS, add_decoding_arguments, add_lm_weights, decoding_cells, evaluate
 from eval.main import parse_args as parse_eval_args
 from eval.tune import grid, tune
 from shards import s3
 from shards.kaggle import read_labels
+from shards.retry import with_retries
 from train.metric import score
 
 log = logging.getLogger("eval.watch")
@@ -67,6 +68,9 @@ def watch(args: argparse.Namespace) -> int:
                 evaluate(eval_args)
             except (ValueError, RuntimeError, OSError) as error:  # one bad checkpoint must not stop the watch
                 log.error("%s: %s", url, error)
+                continue
+            if args.html:
+                with_retries(lambda: page.publish(args.leaderboard, args.html), args.html, args.io_deadline_s)
         if args.once:
             return 0
         time.sleep(args.every)
@@ -81,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     scoring.add_argument("solution")
     board = commands.add_parser("leaderboard", help="print a leaderboard, best first")
     board.add_argument("url")
+    board.add_argument("--html", help="also write the board as a self-contained page here (local or URL)")
     watching = commands.add_parser("watch", help="evaluate checkpoints that have no leaderboard row yet")
     watching.add_argument("--runs", required=True, help="URL holding run folders (<run>/checkpoints/...)")
     watching.add_argument("--data", required=True)
@@ -89,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     add_decoding_arguments(watching)
     add_lm_weights(watching)
     watching.add_argument("--solution")
+    watching.add_argument("--html", help="rewrite this leaderboard page after each new row (local or URL)")
     when = watching.add_mutually_exclusive_group()
     when.add_argument("--every", type=float, default=600, help="seconds between looks")
     when.add_argument("--once", action="store_true")
@@ -131,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
             print(" ".join(f"{c:>14}" for c in ["rank", *columns]))
             for rank, row in enumerate(rows, start=1):
                 print(" ".join(f"{v:>14}" for v in [str(rank), *(str(row[c]) for c in columns)]))
+            if args.html:
+                page.publish(args.url, args.html)
+                print(f"page: {args.html}")
             return 0
         return watch(args)
     except Exception as error:
@@ -146,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
                 "out",
                 "lm",
                 "checkpoint",
+                "html",
             )
         ]
         message = s3.refusal(error, urls, (ValueError, FileNotFoundError))

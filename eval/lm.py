@@ -27,7 +27,7 @@ import fsspec
 import numpy as np
 
 from shards.reader import BatchStream
-from shards.store import Store
+from shards.store import publish_at
 from shards.vocab import PHONEMES
 
 START, END, UNKNOWN = "<s>", "</s>", "<unk>"
@@ -188,8 +188,7 @@ def build(data: str, order: int, out: str) -> dict:
     started = time.monotonic()
     train = label_sequences(data, "train")
     model = estimate(train, order)
-    folder, _, name = out.rstrip("/").rpartition("/")
-    Store(folder or ".").publish_bytes(arpa_bytes(model), name)
+    publish_at(out, arpa_bytes(model))
     counts = Counter(len(g) for g in model.logprob)
     return {
         "lm": out,

@@ -21,7 +21,6 @@ import fsspec
 import torch
 from accelerate import Accelerator
 from accelerate.utils import InitProcessGroupKwargs, gather_object
-from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python eval/main.py` from anywhere
 
@@ -30,6 +29,7 @@ from eval.decode import make_decoder  # noqa: E402
 from eval.model import check_normalisation, load_model, model_url  # noqa: E402
 from shards import manifest, s3  # noqa: E402
 from shards.kaggle import HEADERS, ids_bytes, ids_name, labels_bytes, read_labels  # noqa: E402
+from shards.progress import Progress  # noqa: E402
 from shards.reader import (  # noqa: E402
     DEFAULT_MAX_FRAMES,
     BatchStream,
@@ -38,7 +38,7 @@ from shards.reader import (  # noqa: E402
     read_dataset_stats,
 )
 from shards.retry import IO_DEADLINE_S, with_retries  # noqa: E402
-from shards.store import Store  # noqa: E402
+from shards.store import publish_at  # noqa: E402
 from shards.vocab import to_string  # noqa: E402
 from train.checkpoint import CheckpointError  # noqa: E402
 from train.metric import score  # noqa: E402
@@ -209,10 +209,9 @@ def _evaluate(args: argparse.Namespace, accelerator: Accelerator) -> dict | None
     decoder = make_decoder(args.beam, args.decoders, args.top_n, args.lm, args.alpha, args.beta)
     results: list[tuple[str, str, str | None]] = []  # id, prediction, reference
     started = time.monotonic()
-    with torch.no_grad():
-        for batch in tqdm(
-            stream, total=len(stream), desc=f"decode {args.split}", disable=not accelerator.is_main_process
-        ):
+    shown = accelerator.is_main_process
+    with torch.no_grad(), Progress(len(stream), f"decode {args.split}", "batch", shown=shown, log=log) as bar:
+        for batch in stream:
             log_probs, lengths = model(
                 batch.features.to(accelerator.device), batch.feature_lengths.to(accelerator.device)
             )
@@ -225,6 +224,7 @@ def _evaluate(args: argparse.Namespace, accelerator: Accelerator) -> dict | None
                     else to_string(batch.labels[i, : batch.label_lengths[i]].tolist())
                 )
                 results.append((batch.ids[i], to_string(hypotheses[0].labels), reference))
+            bar.update(1, {"utterances": str(len(results))})
     decoder.close()
     seconds = gather_object([time.monotonic() - started])
     gathered = gather_object(results)
@@ -243,16 +243,10 @@ def _evaluate(args: argparse.Namespace, accelerator: Accelerator) -> dict | None
         )
     predictions = [decoded.get(i, "") for i in order]
     if args.submission:
-        folder, _, name = args.submission.rstrip("/").rpartition("/")
-        store = Store(folder or ".")
-        with_retries(
-            lambda: store.publish_bytes(labels_bytes(predictions, args.format), name),
-            args.submission,
-            args.io_deadline_s,
-        )
-        with_retries(
-            lambda: store.publish_bytes(ids_bytes(order), ids_name(name)), args.submission, args.io_deadline_s
-        )
+        submission, ids = labels_bytes(predictions, args.format), ids_bytes(order)
+        with_retries(lambda: publish_at(args.submission, submission), args.submission, args.io_deadline_s)
+        ids_url = ids_name(args.submission)
+        with_retries(lambda: publish_at(ids_url, ids), ids_url, args.io_deadline_s)
     positional = dict(enumerate(predictions))
     if args.solution:  # Kaggle's file: every row, rejected utterances' empty predictions included
         references = read_labels(args.solution)

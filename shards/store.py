@@ -84,3 +84,9 @@ class Store:
     def clear_staging(self) -> None:
         """Drop what an interrupted run left in staging (never visible under a final name)."""
         shutil.rmtree(self._staging, ignore_errors=True)
+
+
+def publish_at(url: str, data: bytes) -> None:
+    """Publish one file at a full URL, atomically (its folder is the store)."""
+    folder, _, name = url.rstrip("/").rpartition("/")
+    Store(folder or ".").publish_bytes(data, name)

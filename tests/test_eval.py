@@ -2,6 +2,7 @@
 
 import contextlib
 import csv
+import html
 import io
 import itertools
 import json
@@ -259,6 +260,7 @@ def test_two_processes_write_the_same_submission_as_one(trained, tmp_path):
     single = subprocess.run([sys.executable, *_evaluate(trained, *common, "--submission", str(tmp_path / "one.csv"))],
                             capture_output=True, text=True)  # fmt: skip
     assert single.returncode == 0, why_failed(single.stderr)
+    assert "%|" not in single.stderr  # not a terminal: progress as log lines, no tqdm bar
     double = accelerate_launch(
         _evaluate(trained, *common, "--submission", str(tmp_path / "two.csv"), "--num-workers", "0")
     )
@@ -356,8 +358,10 @@ def test_watch_once_evaluates_only_new_checkpoints(trained, tmp_path):
         "1",
         "--once",
     ]
-    subprocess.run(command, check=True, capture_output=True, cwd=REPO)
+    page = tmp_path / "board.html"
+    subprocess.run([*command, "--html", str(page)], check=True, capture_output=True, cwd=REPO)
     assert [r["checkpoint"] for r in leaderboard.read(board)] == [model]
+    assert html.escape(model) in page.read_text()  # the page follows each new row
     subprocess.run(command, check=True, capture_output=True, cwd=REPO)
     assert len(leaderboard.read(board)) == 1  # nothing new, nothing evaluated
     lm.build(data, 2, str(tmp_path / "phones.arpa"))

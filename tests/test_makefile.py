@@ -20,8 +20,14 @@ def test_make_eval_with_its_defaults_builds_everything_it_needs(tmp_path):
     command += [f"ARGS={TINY_MODEL}", "BEAM=4", "WORKERS=2"]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, why_failed(result.stdout + result.stderr)
-    for made in ("corpus/corpus.json", "shards/train/index.json", "run/checkpoints/latest.json"):
-        assert (demo / made).is_file(), made
+    made_files = (
+        "corpus/corpus.json",
+        "shards/train/index.json",
+        "run/checkpoints/latest.json",
+        "run/tensorboard",
+    )
+    for made in made_files:
+        assert (demo / made).exists(), made
     rows = list(csv.reader(io.StringIO((demo / "run" / "submission.csv").read_text(), newline="")))
     # Invariant: Kaggle's file, positional ids, one row per test utterance
     assert rows[0] == ["id", "predictions"] and [r[0] for r in rows[1:]] == ["0", "1", "2", "3"]
@@ -43,3 +49,5 @@ def test_make_eval_with_its_defaults_builds_everything_it_needs(tmp_path):
     assert with_lm.returncode == 0, why_failed(with_lm.stdout + with_lm.stderr)
     rows = leaderboard.read(str(demo / "run" / "leaderboard.csv"))
     assert [(r["lm"], r["alpha"], r["beta"]) for r in rows] == [("", "", ""), (str(lm_file), "0.5", "1.0")]
+    page = (demo / "run" / "leaderboard.html").read_text()  # the board as a page, beside the CSV
+    assert page.count("<tr") == 2 + 3  # ranked: header, the run's best test row; history: header, both rows

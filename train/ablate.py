@@ -15,7 +15,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import fsspec
 import matplotlib
 
 matplotlib.use("Agg")
@@ -23,7 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from shards.store import Store  # noqa: E402
 from train.config import load_config  # noqa: E402
-from train.report import figure_png  # noqa: E402
+from train.report import figure_png, read_metrics  # noqa: E402
 
 MAIN = Path(__file__).resolve().parent / "main.py"
 COLUMNS = [
@@ -52,11 +51,6 @@ def runs(base: list[str], varied: list[tuple[str, list[str]]]) -> list[tuple[str
     for key, values in varied:
         planned += [(f"{key}={value}", key, value, [*base, f"{key}={value}"]) for value in values]
     return planned
-
-
-def _read_metrics(url: str) -> list[dict]:
-    with fsspec.open(url, "rt") as handle:
-        return list(csv.DictReader(handle))
 
 
 def _summary(name: str, key: str, value: str, history: list[dict]) -> dict:
@@ -109,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         command += ["--config", args.config] if args.config else []  # a finished run resumes to itself
         print(f"ablation run {name}: {' '.join(overrides) or '(base settings)'}", flush=True)
         subprocess.run([*command, *overrides], check=True)
-        rows.append(_summary(name, key, value, _read_metrics(f"{run_url}/metrics.csv")))
+        rows.append(_summary(name, key, value, read_metrics(run_url)))
     text = io.StringIO()
     writer = csv.DictWriter(text, COLUMNS, lineterminator="\n")
     writer.writeheader()

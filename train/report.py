@@ -3,6 +3,7 @@
 import csv
 import io
 
+import fsspec
 import matplotlib
 
 matplotlib.use("Agg")
@@ -31,6 +32,12 @@ def publish(store: Store, history: list[dict]) -> None:
     writer.writerows(history)
     store.publish_bytes(text.getvalue().encode(), "metrics.csv")
     store.publish_bytes(_curves_png(history), "curves.png")
+
+
+def read_metrics(run_url: str) -> list[dict]:
+    """The run's metrics.csv, a dict of strings per epoch."""
+    with fsspec.open(f"{run_url.rstrip('/')}/metrics.csv", "rt", newline="") as handle:
+        return list(csv.DictReader(handle))
 
 
 def _curves_png(history: list[dict]) -> bytes:
