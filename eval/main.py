@@ -15,34 +15,31 @@ import logging
 import sys
 import time
 from collections import Counter
-from pathlib import Path
 
 import fsspec
 import torch
 from accelerate import Accelerator
 from accelerate.utils import InitProcessGroupKwargs, gather_object
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python eval/main.py` from anywhere
-
-from eval import leaderboard  # noqa: E402
-from eval.decode import make_decoder  # noqa: E402
-from eval.model import check_normalisation, load_model, model_url  # noqa: E402
-from shards import manifest, s3  # noqa: E402
-from shards.kaggle import HEADERS, ids_bytes, ids_name, labels_bytes, read_labels  # noqa: E402
-from shards.progress import Progress  # noqa: E402
-from shards.reader import (  # noqa: E402
+from eval import leaderboard
+from eval.decode import make_decoder
+from eval.model import check_normalisation, load_model, model_url
+from shards import manifest, s3
+from shards.kaggle import HEADERS, ids_bytes, ids_name, labels_bytes, read_labels
+from shards.progress import Progress
+from shards.reader import (
     DEFAULT_MAX_FRAMES,
     BatchStream,
     CorruptShard,
     LoaderStartError,
     read_dataset_stats,
 )
-from shards.retry import IO_DEADLINE_S, with_retries  # noqa: E402
-from shards.store import publish_at  # noqa: E402
-from shards.vocab import to_string  # noqa: E402
-from train.checkpoint import CheckpointError  # noqa: E402
-from train.metric import score  # noqa: E402
-from train.rendezvous import join_process_group  # noqa: E402
+from shards.retry import IO_DEADLINE_S, with_retries
+from shards.store import publish_at
+from shards.vocab import to_string
+from train.checkpoint import CheckpointError
+from train.metric import score
+from train.rendezvous import join_process_group
 
 log = logging.getLogger("eval")
 

@@ -13,28 +13,25 @@ import math
 import sys
 import time
 from dataclasses import asdict
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import InitProcessGroupKwargs, gather_object
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python train/main.py` from anywhere
-
-from shards import s3  # noqa: E402
-from shards.manifest import DatasetError  # noqa: E402
-from shards.reader import BatchStream, CorruptShard, LoaderStartError, read_dataset_stats  # noqa: E402
-from shards.retry import with_retries  # noqa: E402
-from shards.store import Store  # noqa: E402
-from train import checkpoint, monitor, report  # noqa: E402
-from train.augment import Augment  # noqa: E402
-from train.config import ConfigError, TrainConfig, load_config  # noqa: E402
-from train.metric import Score, greedy_decode  # noqa: E402
-from train.model import CTCModel  # noqa: E402
-from train.precision import native_bf16  # noqa: E402
-from train.preemption import EXIT_PREEMPTED, Preempted, PreemptionWatch  # noqa: E402
-from train.rendezvous import join_process_group  # noqa: E402
+from shards import s3
+from shards.manifest import DatasetError
+from shards.reader import BatchStream, CorruptShard, LoaderStartError, read_dataset_stats
+from shards.retry import with_retries
+from shards.store import Store
+from train import checkpoint, monitor, report
+from train.augment import Augment
+from train.config import ConfigError, TrainConfig, load_config
+from train.metric import Score, greedy_decode
+from train.model import CTCModel
+from train.precision import native_bf16
+from train.preemption import EXIT_PREEMPTED, Preempted, PreemptionWatch
+from train.rendezvous import join_process_group
 
 log = logging.getLogger("train")
 
