@@ -18,7 +18,7 @@ WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 SHARD_MB ?= 64
 PYTEST_ARGS ?=
 
-.PHONY: setup system-packages test lint format corpus shards train lm eval demo bench clean
+.PHONY: setup system-packages test lint format corpus shards train lm eval demo screenshot bench clean
 
 # The synthesisers behind the demo corpus (pipeline/corpus) and the lexicon its sentences come from.
 DEBIAN_PACKAGES := festival flite festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts festlex-cmu
@@ -122,6 +122,15 @@ demo: setup
 	$(MAKE) train DATA=$(DEMO)/shards OUT=$(DEMO)/run CONFIG=train/configs/cpu.yaml RANKS=2
 	$(MAKE) eval DATA=$(DEMO)/shards OUT=$(DEMO)/run SPLIT=test SOLUTION=$(DEMO)/corpus/test_solution.csv \
 		SUBMISSION=$(DEMO)/submission.csv LEADERBOARD=$(DEMO)/leaderboard.csv
+
+# make screenshot [SHOT_PAGE=demo/leaderboard.html] [SHOT=docs/leaderboard-demo.png]: the page as headless
+# Chromium draws it. Installs Debian's chromium (~290 MB) when missing: on purpose not part of setup.
+SHOT_PAGE ?= $(DEMO)/leaderboard.html
+SHOT ?= docs/leaderboard-demo.png
+screenshot:
+	@command -v chromium >/dev/null || $(MAKE) --no-print-directory system-packages DEBIAN_PACKAGES=chromium
+	chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1100,1250 \
+		--screenshot=$(abspath $(SHOT)) file://$(abspath $(SHOT_PAGE)) 2>/dev/null
 
 bench: setup
 	$(BIN)/python bench/pipeline.py

@@ -23,7 +23,7 @@ from accelerate.utils import InitProcessGroupKwargs, gather_object
 
 from eval import leaderboard
 from eval.decode import make_decoder
-from eval.model import check_normalisation, load_model, model_url
+from eval.model import check_normalisation, load_model, model_url, run_folder
 from shards import manifest, s3
 from shards.kaggle import HEADERS, ids_bytes, ids_name, labels_bytes, read_labels
 from shards.progress import Progress
@@ -256,7 +256,7 @@ def _evaluate(args: argparse.Namespace, accelerator: Accelerator) -> dict | None
     )
     row = {
         "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "run": args.run or args.checkpoint.rstrip("/").rsplit("/checkpoints/", 1)[0].rsplit("/", 1)[-1],
+        "run": args.run or run_folder(args.checkpoint).rsplit("/", 1)[-1],
         "checkpoint": args.checkpoint,
         "epoch": card.epoch,
         "step": card.step,

@@ -12,6 +12,11 @@ def model_url(checkpoint: str) -> str:
     return checkpoint if checkpoint.endswith(".pt") else latest(checkpoint, "model.pt")
 
 
+def run_folder(checkpoint: str) -> str:
+    """``<runs>/<run>/checkpoints/epoch-0003/model.pt`` → ``<runs>/<run>`` (model_url's inverse)."""
+    return checkpoint.rstrip("/").rsplit("/checkpoints/", 1)[0]
+
+
 def load_model(url: str) -> tuple[CTCModel, ModelCard]:
     """The model in eval mode, and the checkpoint's card (config, vocabulary, stats, epoch, step)."""
     card = ModelCard.load(url)

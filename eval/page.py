@@ -18,6 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from eval import leaderboard  # noqa: E402
+from eval.model import run_folder  # noqa: E402
 from shards.store import publish_at  # noqa: E402
 from train.report import figure_png, read_metrics  # noqa: E402
 
@@ -70,11 +71,6 @@ def _score(row: dict) -> float:
     return float(row["distance"]) if row["distance"] else float("inf")
 
 
-def run_folder(checkpoint: str) -> str:
-    """``<runs>/<run>/checkpoints/epoch-0003/model.pt`` → ``<runs>/<run>``."""
-    return checkpoint.rsplit("/checkpoints/", 1)[0]
-
-
 def curves(rows: list[dict]) -> dict[str, list[tuple[int, float]]]:
     """Run name → (epoch, dev distance) from its folder's metrics.csv, for runs that have one."""
     found = {}
@@ -84,12 +80,11 @@ def curves(rows: list[dict]) -> dict[str, list[tuple[int, float]]]:
         folder = run_folder(row["checkpoint"])
         try:
             history = read_metrics(folder)
-        except (OSError, ValueError) as error:  # a deleted or unreadable run: its rows still count
+            found[row["run"]] = [
+                (int(h["epoch"]), float(h["dev_distance"])) for h in history if h.get("dev_distance")
+            ]
+        except (OSError, ValueError, KeyError) as error:  # a deleted or damaged run: its rows still count
             log.warning("%s: no curve (%s)", folder, error)
-            continue
-        found[row["run"]] = [
-            (int(h["epoch"]), float(h["dev_distance"])) for h in history if h.get("dev_distance")
-        ]
     return {run: points for run, points in found.items() if points}
 
 
