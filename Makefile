@@ -133,9 +133,9 @@ screenshot:
 		--screenshot=$(abspath $(SHOT)) file://$(abspath $(SHOT_PAGE)) 2>/dev/null
 
 bench: setup
-	$(BIN)/python bench/pipeline.py
-	$(BIN)/python bench/corpus.py
-	$(BIN)/python bench/loader.py
+	$(BIN)/python -m bench.sharding
+	$(BIN)/python -m bench.corpus
+	$(BIN)/python -m bench.loader
 
 clean:
 	rm -rf $(DEMO) .pytest_cache .ruff_cache

@@ -1,6 +1,6 @@
 """Corpus generation speed per voice on this machine's cores.
 
-    .venv/bin/python bench/corpus.py [--utterances 96] [--workers 2]
+    .venv/bin/python -m bench.corpus [--utterances 96] [--workers 2]
 
 For each default voice, generates a train-only corpus with that voice alone (synthesis,
 speed/noise, MFCCs, writing; worker start-up included) and prints utterances per second,
@@ -8,15 +8,11 @@ seconds of audio per second, and the share of failed attempts.
 """
 
 import argparse
-import sys
 import tempfile
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from pipeline.corpus.build import CorpusSettings, generate  # noqa: E402
-from pipeline.corpus.voices import DEFAULT_VOICES  # noqa: E402
+from pipeline.corpus.build import CorpusSettings, generate
+from pipeline.corpus.voices import DEFAULT_VOICES
 
 
 def main() -> None:

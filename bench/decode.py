@@ -1,6 +1,6 @@
 """Decoding speed and quality: greedy, beam 10 and beam 50, with 1 and 2 processes, and with an LM.
 
-    .venv/bin/python bench/decode.py [--checkpoint demo/run] [--data demo/shards] [--split dev]
+    .venv/bin/python -m bench.decode [--checkpoint demo/run] [--data demo/shards] [--split dev]
                                      [--lm demo/lm/phones-3.arpa --alpha 0.5 --beta 1]
 
 Computes the trained checkpoint's log-probabilities for the split once, then times only the
@@ -8,18 +8,14 @@ decoding of them, and scores each setting (mean Levenshtein distance, PER).
 """
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from eval.decode import CTCBeamDecoder, GreedyDecoder  # noqa: E402
-from eval.model import load_model, model_url  # noqa: E402
-from shards.reader import BatchStream  # noqa: E402
-from train.metric import Score  # noqa: E402
+from eval.decode import CTCBeamDecoder, GreedyDecoder
+from eval.model import load_model, model_url
+from shards.reader import BatchStream
+from train.metric import Score
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """Reading speed: this reader (local disk, S3) vs the notebook way (one .npy per utterance via s3fs).
 
-    .venv/bin/python bench/loader.py [--train 3000] [--workers 2] [--max-frames 40000] [--batch-size 32]
+    .venv/bin/python -m bench.loader [--train 3000] [--workers 2] [--max-frames 40000] [--batch-size 32]
 
 Writes a random HW3P2-layout training set (lengths uniform in --frames), shards it locally
 and on SeaweedFS (loopback), and reads one epoch three ways, each with --workers loader
@@ -13,7 +13,6 @@ Prints real (unpadded) frames/s, padding efficiency, and the ratios the issue ta
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,12 +22,10 @@ import numpy as np
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from pipeline.build import Settings, build  # noqa: E402
-from shards.reader import BatchStream  # noqa: E402
-from tests.hw3p2_fixture import write_hw3p2  # noqa: E402
-from tests.s3server import running_s3_server  # noqa: E402
+from pipeline.build import Settings, build
+from shards.reader import BatchStream
+from tests.hw3p2_fixture import write_hw3p2
+from tests.s3server import running_s3_server
 
 
 class NotebookDataset(torch.utils.data.Dataset):

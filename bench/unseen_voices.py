@@ -1,6 +1,6 @@
 """How a trained model does on speakers it never heard: voices outside the default five.
 
-    .venv/bin/python bench/unseen_voices.py [--run demo/run] [--data demo/shards] [--voices flite/awb,flite/rms]
+    .venv/bin/python -m bench.unseen_voices [--run demo/run] [--data demo/shards] [--voices flite/awb,flite/rms]
                                             [--lm demo/lm/phones-3.arpa --alpha A --beta B]
 
 Synthesises a dev-only corpus with the given voices (seed 99, so its sentences differ from the

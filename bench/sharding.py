@@ -1,6 +1,6 @@
 """Throughput of `python -m pipeline`: 1 vs 2 workers, local disk vs the S3 server, vs a plain copy.
 
-    .venv/bin/python bench/pipeline.py [--train 3000] [--frames 200 1600]
+    .venv/bin/python -m bench.sharding [--train 3000] [--frames 200 1600]
 
 Writes a random HW3P2-layout set (13-dim, lengths uniform in --frames), starts SeaweedFS on
 loopback, and times each case end to end (scan, statistics, shards, manifests). The plain
@@ -18,10 +18,8 @@ from pathlib import Path
 
 import fsspec
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tests.hw3p2_fixture import write_hw3p2  # noqa: E402
-from tests.s3server import running_s3_server  # noqa: E402
+from tests.hw3p2_fixture import write_hw3p2
+from tests.s3server import running_s3_server
 
 
 def _pipeline(src: str, dst: str, workers: int, env: dict) -> float:

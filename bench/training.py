@@ -1,6 +1,6 @@
 """Training throughput: this loop's batches vs a notebook-style loop, same model, same data, same time.
 
-    .venv/bin/python bench/train.py [--data demo/shards] [--config train/configs/cpu.yaml] [--seconds 60] [key=value ...]
+    .venv/bin/python -m bench.training [--data demo/shards] [--config train/configs/cpu.yaml] [--seconds 60] [key=value ...]
 
 Each variant trains for --seconds (after one warm-up step) in this process and reports real
 (unpadded) frames per second and padding efficiency:
@@ -14,20 +14,16 @@ Where the device computes in bfloat16 natively (GPU; CPU with AVX512-BF16/AMX) i
 """
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch.nn.utils.rnn import pad_sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from shards.reader import BatchStream  # noqa: E402
-from train.config import load_config  # noqa: E402
-from train.model import CTCModel  # noqa: E402
-from train.precision import native_bf16  # noqa: E402
+from shards.reader import BatchStream
+from train.config import load_config
+from train.model import CTCModel
+from train.precision import native_bf16
 
 
 def _step(model, optimizer, features, lengths, labels, label_lengths, device, bf16: bool) -> None:
