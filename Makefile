@@ -129,7 +129,7 @@ SHOT_PAGE ?= $(DEMO)/leaderboard.html
 SHOT ?= docs/leaderboard-demo.png
 screenshot:
 	@command -v chromium >/dev/null || $(MAKE) --no-print-directory system-packages DEBIAN_PACKAGES=chromium
-	chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1100,1250 \
+	chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1400,1100 \
 		--screenshot=$(abspath $(SHOT)) file://$(abspath $(SHOT_PAGE)) 2>/dev/null
 
 bench: setup

@@ -46,6 +46,7 @@ th, td { padding: 0.3em 0.7em; border-bottom: 1px solid #ddd; text-align: left; 
 th { background: #f3f3f3; }
 td.number { text-align: right; font-variant-numeric: tabular-nums; }
 tr.first td { font-weight: 600; }
+div.wide { overflow-x: auto; }
 """
 NUMBERS = {"rank", "epoch", "step", "beam", "alpha", "beta", "per", "distance", "utterances", "rejected"}
 
@@ -134,13 +135,13 @@ def render(rows: list[dict], source: str) -> str:
             f'<meta http-equiv="Content-Security-Policy" content="{POLICY}">',
             f"<title>Leaderboard: {html.escape(source)}</title><style>{STYLE}</style></head><body>",
             "<h1>Leaderboard</h1>",
-            f"<p>{html.escape(source)} · {len(rows)} evaluations · page written {generated}</p>",
+            f"<p>{html.escape(source)} · evaluations: {len(rows)} · page written {generated}</p>",
             "<h2>Best of each run</h2>",
             _table("ranked", RANKED, best_per_run(rows), first_of="rank"),
             "<h2>Dev distance per epoch</h2>",
             picture,
             "<h2>Every evaluation, newest first</h2>",
-            _table("history", leaderboard.COLUMNS, history),
+            f'<div class="wide">{_table("history", leaderboard.COLUMNS, history)}</div>',
             "</body></html>",
             "",
         ]

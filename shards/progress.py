@@ -51,10 +51,17 @@ class Progress:
             rate = (self.done - self.first) / max(now - self.started, 1e-9)
             extra = "".join(f", {name} {value}" for name, value in (figures or {}).items())
             eta = (self.total - self.done) / rate if rate > 0 else float("inf")
+            speed = f"{rate:.1f} {self.unit}/s" if rate >= 1 else f"{1 / max(rate, 1e-9):.1f} s/{self.unit}"
             self.log.info(
-                "%s: %d/%d %s, %.1f %s/s%s, ETA %.0f s",
-                self.name, self.done, self.total, self.unit, rate, self.unit, extra, eta,
-            )  # fmt: skip
+                "%s: %d/%d %s, %s%s, ETA %.0f s",
+                self.name,
+                self.done,
+                self.total,
+                self.unit,
+                speed,
+                extra,
+                eta,
+            )
 
     def __enter__(self) -> "Progress":
         return self

@@ -24,6 +24,7 @@ def test_off_a_terminal_it_logs_lines_with_the_figures_and_draws_no_bar(caplog, 
     assert len(lines) == 3
     assert lines[0].startswith("scan train: 2/4 utt, ") and lines[0].endswith(", loss 0.9, ETA 0 s")
     assert lines[-1].startswith("scan train: 4/4 utt, ") and "loss 0.7" in lines[-1]
+    assert " utt/s, " in lines[0]  # fast loops: a rate; slow ones: seconds each
 
 
 def test_on_a_terminal_it_draws_a_bar_and_logs_nothing(caplog, monkeypatch):
