@@ -48,7 +48,19 @@ td.number { text-align: right; font-variant-numeric: tabular-nums; }
 tr.first td { font-weight: 600; }
 div.wide { overflow-x: auto; }
 """
-NUMBERS = {"rank", "epoch", "step", "beam", "alpha", "beta", "per", "distance", "utterances", "rejected"}
+NUMBERS = {
+    "rank",
+    "epoch",
+    "step",
+    "beam",
+    "alpha",
+    "beta",
+    "per",
+    "distance",
+    "utterances",
+    "rejected",
+    "decode_seconds",
+}
 
 
 def best_per_run(rows: list[dict]) -> list[dict]:
