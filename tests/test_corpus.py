@@ -120,8 +120,9 @@ def test_interrupted_run_finishes_with_the_same_bytes(corpus, tmp_path):
     command += ["--test", "4", "--seed", "5", "--workers", "1"]
     kill_when(command, lambda: len(list(dst.glob(".work/records/*/*.json"))) >= 3)
     assert not (dst / "corpus.json").exists()
-    subprocess.run(command, check=True, capture_output=True)
+    resumed = subprocess.run(command, check=True, capture_output=True, text=True)
     assert tree_bytes(dst) == tree_bytes(corpus)
+    assert "%|" not in resumed.stderr  # not a terminal: progress as log lines, no tqdm bar
 
 
 def test_unknown_voice_is_a_clear_error(tmp_path):
