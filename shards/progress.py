@@ -35,7 +35,7 @@ class Progress:
         self.done = self.first = done
         self.log = log or logging.getLogger("progress")
         terminal = sys.stderr.isatty()
-        self.logging = shown and not terminal
+        self.writes_lines = shown and not terminal
         self.bar = tqdm(total=total, initial=done, desc=name, unit=unit, mininterval=1,
                         disable=not (shown and terminal))  # fmt: skip
         self.started = self.last_line = time.monotonic()
@@ -46,7 +46,7 @@ class Progress:
         if figures:
             self.bar.set_postfix(figures, refresh=False)
         now = time.monotonic()
-        if self.logging and now - self.last_line >= self.every_s:
+        if self.writes_lines and now - self.last_line >= self.every_s:
             self.last_line = now
             rate = (self.done - self.first) / max(now - self.started, 1e-9)
             extra = "".join(f", {name} {value}" for name, value in (figures or {}).items())
