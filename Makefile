@@ -2,8 +2,12 @@
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
-# The torch wheel for this machine (CPU build on disk). GPU users: make setup TORCH="torch==2.13.0 --index-url <cuda index>"
+# torch: a CUDA torch the base Python already has (Colab, NGC and cloud GPU images) is kept (the venv
+# sees it); otherwise TORCH is installed, in a pip call of its own, from TORCH_INDEX when set. From the
+# public index a Linux `pip install torch==2.13.0` is the CUDA build; this project's CI machines keep
+# a CPU wheel of it on disk. CPU-only elsewhere: TORCH_INDEX=https://download.pytorch.org/whl/cpu
 TORCH ?= torch==2.13.0
+TORCH_INDEX ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
@@ -18,18 +22,28 @@ WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 SHARD_MB ?= 64
 PYTEST_ARGS ?=
 
-.PHONY: setup system-packages test lint format corpus shards train lm eval demo screenshot bench clean
+.PHONY: setup system-packages python-version test lint format corpus shards train lm eval demo screenshot bench clean
 
 # The synthesisers behind the demo corpus (pipeline/corpus) and the lexicon its sentences come from.
 DEBIAN_PACKAGES := festival flite festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts festlex-cmu
 
-# Idempotent: installs only what is missing; pip runs only when pyproject.toml changed or TORCH differs.
-setup: system-packages
-	@if [ ! -x $(BIN)/python ]; then $(PYTHON) -m venv $(VENV); fi
-	@if [ ! -f $(STAMP) ] || [ pyproject.toml -nt $(STAMP) ] || [ "$$(cat $(STAMP))" != "$(TORCH)" ]; then \
-		echo "installing into $(VENV) ($(TORCH) + project + test extra)"; \
-		$(BIN)/pip install --quiet --disable-pip-version-check $(TORCH) -e '.[test,corpus]' 2> >(grep -v "is ignored: it is neither" >&2) \
-		&& echo "$(TORCH)" > $(STAMP); \
+# Idempotent: installs only what is missing; pip runs only when pyproject.toml or the torch choice
+# changed. Needs no Debian packages: only the targets that synthesise speech (corpus, demo, test) do.
+# (asked once per make run, and only by the targets that install)
+BASE_CUDA_TORCH = $(eval BASE_CUDA_TORCH := $(shell $(PYTHON) -c \
+	"import torch; print(torch.__version__ if torch.version.cuda else '')" 2>/dev/null))$(BASE_CUDA_TORCH)
+TORCH_CHOICE = $(if $(BASE_CUDA_TORCH),keep torch $(BASE_CUDA_TORCH) of $(PYTHON),$(TORCH)$(if $(TORCH_INDEX), from $(TORCH_INDEX)))
+PIP = $(BIN)/pip install --quiet --disable-pip-version-check 2> >(grep -v "is ignored: it is neither" >&2)
+setup:
+	@if [ ! -x $(BIN)/python ]; then \
+		$(PYTHON) -m venv $(if $(BASE_CUDA_TORCH),--system-site-packages) $(VENV) >/dev/null 2>&1 || { rm -rf $(VENV); \
+		echo "make setup: $(PYTHON) cannot create a virtual environment: install its venv module" \
+			"(Debian/Ubuntu: apt-get install python3-venv) or name another Python with PYTHON=..." >&2; exit 1; }; fi
+	@if [ ! -f $(STAMP) ] || [ pyproject.toml -nt $(STAMP) ] || [ "$$(cat $(STAMP))" != "$(TORCH_CHOICE)" ]; then \
+		echo "installing into $(VENV): torch ($(TORCH_CHOICE)), the project and its test and corpus extras"; \
+		$(if $(BASE_CUDA_TORCH),true,$(PIP) $(TORCH) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))) \
+		&& $(PIP) -e '.[test,corpus]' \
+		&& echo "$(TORCH_CHOICE)" > $(STAMP); \
 	fi
 
 system-packages:
@@ -37,12 +51,12 @@ system-packages:
 		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q "ok installed" || echo $$p; done); \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
-		echo "installing Debian packages: $$missing"; \
+		echo "installing the demo corpus's speech synthesisers (Debian packages): $$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	elif command -v apt-get >/dev/null && command -v sudo >/dev/null; then \
 		sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	else \
-		echo "make setup: please install these Debian packages (or your system's festival, flite," \
+		echo "make: the demo corpus needs these Debian packages; please install them (or your system's festival, flite," \
 			"their kal/ked/slt-hts voices and the CMU lexicon): $$missing" >&2; exit 1; \
 	fi
 
@@ -54,7 +68,14 @@ format: setup
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-test: lint
+# The oldest Python the code needs, checked against requires-python (vermin reads the code, not a runtime).
+MIN_PYTHON = $(shell sed -n 's/^requires-python = ">=\([0-9.]*\)"/\1/p' pyproject.toml)
+# (--exclude str.decode: vermin reads bytes.decode calls as Python 2's str.decode)
+PYTHON_SOURCES ?= pipeline shards train eval bench tests
+python-version: setup
+	$(BIN)/vermin --no-tips --violations --eval-annotations --exclude str.decode -t=$(MIN_PYTHON)- $(PYTHON_SOURCES)
+
+test: lint python-version system-packages
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$status
 
@@ -68,7 +89,7 @@ TRAIN ?= 3000
 DEV ?= 300
 TEST ?= 300
 SEED ?= 0
-corpus: setup
+corpus: setup system-packages
 	$(BIN)/python -m pipeline.corpus --dst $(DIR) --train $(TRAIN) --dev $(DEV) --test $(TEST) --seed $(SEED) --workers $(WORKERS)
 
 # make train DATA=... OUT=... [CONFIG=...] [RANKS=N] [ARGS="epochs=2 lr=1e-3"]: RANKS processes through
@@ -121,7 +142,7 @@ eval: setup
 # The LM weights were tuned on the demo's dev split (python -m eval tune; README, "LM figures").
 DEMO_ALPHA ?= 0.1
 DEMO_BETA ?= 0.5
-demo: setup
+demo: setup system-packages
 	$(MAKE) corpus DIR=$(DEMO)/corpus
 	$(MAKE) shards SRC=$(DEMO)/corpus DST=$(DEMO)/shards SHARD_MB=16
 	$(MAKE) train DATA=$(DEMO)/shards OUT=$(DEMO)/run CONFIG=train/configs/cpu.yaml RANKS=2

@@ -21,7 +21,7 @@ import random
 import threading
 import time
 from dataclasses import dataclass, field, fields
-from typing import Self
+from typing import TypeVar
 
 import fsspec
 import numpy as np
@@ -60,6 +60,9 @@ def step_folder(step: int) -> str:
     return f"{CHECKPOINTS}/step-{step:08d}"
 
 
+_File = TypeVar("_File", bound="_CheckpointFile")  # typing.Self needs Python 3.11
+
+
 class _CheckpointFile:
     """A checkpoint file as a typed dataclass, stored as a plain dict of its fields."""
 
@@ -67,7 +70,7 @@ class _CheckpointFile:
         return {f.name: getattr(self, f.name) for f in fields(self)}  # asdict would deep-copy every tensor
 
     @classmethod
-    def load(cls, url: str) -> Self:
+    def load(cls: type[_File], url: str) -> _File:
         document = load(url)
         try:
             return cls(**document)
