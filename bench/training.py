@@ -22,8 +22,8 @@ from torch.nn.utils.rnn import pad_sequence
 
 from shards.reader import BatchStream
 from train.config import load_config
+from train.hardware import native_bf16
 from train.model import CTCModel
-from train.precision import native_bf16
 
 
 def _step(model, optimizer, features, lengths, labels, label_lengths, device, bf16: bool) -> None:

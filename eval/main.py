@@ -38,6 +38,7 @@ from shards.retry import IO_DEADLINE_S, with_retries
 from shards.store import publish_at
 from shards.vocab import to_string
 from train.checkpoint import CheckpointError
+from train.hardware import use_cuda
 from train.metric import score
 from train.rendezvous import join_process_group
 
@@ -157,9 +158,12 @@ def _check_once(found: list[str], expected: list[str], where: str) -> None:
 def start_ranks() -> Accelerator:
     """This process's rank (one, or those `accelerate launch` started)."""
     timeout = datetime.timedelta(seconds=1800)
-    join_process_group(timeout)  # so that `accelerate launch --max_restarts N` restarts work
+    cuda = use_cuda("auto")
+    join_process_group(
+        timeout, "nccl" if cuda else "gloo"
+    )  # `accelerate launch --max_restarts N` restarts work
     return Accelerator(
-        cpu=not torch.cuda.is_available(),  # gloo ranks when launched as multi_gpu on a CPU machine
+        cpu=not cuda,  # gloo ranks when launched as multi_gpu on a CPU machine
         kwargs_handlers=[InitProcessGroupKwargs(timeout=timeout)],
     )
 
@@ -209,9 +213,7 @@ def _evaluate(args: argparse.Namespace, accelerator: Accelerator) -> dict | None
     shown = accelerator.is_main_process
     with torch.no_grad(), Progress(len(stream), f"decode {args.split}", "batch", shown=shown, log=log) as bar:
         for batch in stream:
-            log_probs, lengths = model(
-                batch.features.to(accelerator.device), batch.feature_lengths.to(accelerator.device)
-            )
+            log_probs, lengths = model(batch.features.to(accelerator.device), batch.feature_lengths)
             for i, hypotheses in enumerate(decoder.best(log_probs, lengths)):
                 if batch.repeated[i]:
                     continue

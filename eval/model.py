@@ -3,7 +3,7 @@
 import numpy as np
 
 from train.checkpoint import CheckpointError, ModelCard, latest
-from train.config import TrainConfig
+from train.config import TrainConfig, upgraded
 from train.model import CTCModel
 
 
@@ -21,7 +21,7 @@ def load_model(url: str) -> tuple[CTCModel, ModelCard]:
     """The model in eval mode, and the checkpoint's card (config, vocabulary, stats, epoch, step)."""
     card = ModelCard.load(url)
     try:
-        model = CTCModel(card.feature_dim, TrainConfig(**card.config).check())
+        model = CTCModel(card.feature_dim, TrainConfig(**upgraded(card.config)).check())
         model.load_state_dict(card.model)
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
         raise CheckpointError(

@@ -50,7 +50,7 @@ def posteriors(args: argparse.Namespace, accelerator) -> list[tuple]:
         Progress(len(stream), f"posteriors {args.split}", "batch", shown=shown, log=log) as bar,
     ):
         for batch in stream:
-            log_probs, lengths = model(batch.features.to(accelerator.device), batch.feature_lengths.to(accelerator.device))  # fmt: skip
+            log_probs, lengths = model(batch.features.to(accelerator.device), batch.feature_lengths)
             references = [batch.labels[i, : batch.label_lengths[i]].tolist() for i in range(len(batch.ids))]
             found.append((log_probs.cpu(), lengths.cpu(), references, batch.repeated.tolist()))
             bar.update()

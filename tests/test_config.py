@@ -37,7 +37,9 @@ def test_every_setting_has_a_rule():
         ("num_workers=-1", "num_workers=-1: allowed: ≥ 0"),
         ("keep_last=0", "keep_last=0: allowed: ≥ 1"),
         ("scheduler=linear", "scheduler='linear': allowed: plateau, cosine"),
-        ("bf16=maybe", "bf16='maybe': expected true or false"),
+        ("bf16=maybe", "bf16='maybe': expected true or false (now precision: auto, bf16, fp16, fp32)"),
+        ("precision=half", "precision='half': allowed: auto, bf16, fp16, fp32"),
+        ("device=tpu", "device='tpu': allowed: auto, cuda, cpu"),
         ("strides=[2,4]", "strides=[2, 4]: time stride 8; allowed: at most 4"),
         ("strides=[3,1]", "strides=[3, 1]: each 1, 2 or 4"),
         ("lstm_dropout=1", "lstm_dropout=1.0: allowed: ≥ 0 and < 1"),
@@ -75,9 +77,9 @@ def test_every_problem_is_reported_at_once(tmp_path):
 
 def test_yaml_values_of_the_right_type_load():
     config = load_config(
-        REPO / "train" / "configs" / "medium.yaml", ["lr=1e-3", "strides=[1,4]", "bf16=false"]
+        REPO / "train" / "configs" / "medium.yaml", ["lr=1e-3", "strides=[1,4]", "precision=fp16"]
     )
-    assert (config.lr, config.strides, config.bf16) == (1e-3, [1, 4], False)
+    assert (config.lr, config.strides, config.precision) == (1e-3, [1, 4], "fp16")
     assert isinstance(load_config(None, ["weight_decay=0"]).weight_decay, float)
 
 
@@ -132,3 +134,20 @@ def test_a_resume_may_change_only_what_leaves_the_trajectory_alone():
     monitoring = saved | {"report_to": "none", "log_every_steps": 7, "num_workers": 0, "keep_last": 9}
     assert checkpoint.differences(saved, monitoring) == []
     assert checkpoint.differences(saved, saved | {"lr": 1e-3}) == ["lr: 0.002 → 0.001"]
+
+
+def test_the_bf16_setting_of_earlier_versions_still_loads_as_precision(tmp_path):
+    """YAML files, overrides and checkpoints written with ``bf16`` keep working."""
+    from train.checkpoint import differences
+    from train.config import upgraded
+
+    path = tmp_path / "old.yaml"
+    path.write_text("bf16: false\n")
+    assert load_config(path, []).precision == "fp32"
+    path.write_text("bf16: true\n")
+    assert load_config(path, []).precision == "auto"
+    assert load_config(None, ["bf16=false"]).precision == "fp32"
+    assert upgraded({"bf16": True, "lr": 1.0}) == {"precision": "auto", "lr": 1.0}
+    saved = dataclasses.asdict(TrainConfig()) | {"bf16": True}
+    del saved["precision"]
+    assert differences(saved, dataclasses.asdict(TrainConfig())) == []  # a checkpoint of before resumes

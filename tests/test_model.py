@@ -7,7 +7,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from train.augment import AddNoise, FrequencyWarp, MelBandMask, SpecMask, TimeStretch
 from train.config import TrainConfig, load_config
-from train.model import BiLSTMLayer, CTCModel, reverse_within_lengths
+from train.model import BiLSTMLayer, CTCModel, lstm_outside_autocast, reverse_within_lengths
 
 TINY = dict(channels=16, lstm_layers=2, lstm_hidden=16, classifier_hidden=32, lstm_impl="padded")
 
@@ -61,7 +61,7 @@ def test_bilstm_layer_equals_packed_bidirectional_nn_lstm(packed):
     x, lengths = torch.randn(5, 12, 8), torch.tensor([12, 9, 4, 1, 7])
     sequences = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
     expected = pad_packed_sequence(reference(sequences)[0], batch_first=True, total_length=12)[0]
-    assert torch.allclose(layer(x, lengths, packed), expected, atol=1e-6)
+    assert torch.allclose(layer(x, lengths, lengths if packed else None), expected, atol=1e-6)
 
 
 def test_reverse_within_lengths_leaves_padding_behind():
@@ -125,11 +125,11 @@ def test_loss_falls_on_a_tiny_batch(bf16):
 def test_config_file_and_overrides(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("lr: 1.0e-3\nstrides: [1, 2]\nepochs: 3\n")
-    config = load_config(path, ["epochs=5", "strides=[2,2]", "bf16=false", "lr=5e-4"])
-    assert (config.epochs, config.strides, config.bf16, config.lr, config.lstm_layers) == (
+    config = load_config(path, ["epochs=5", "strides=[2,2]", "precision=fp32", "lr=5e-4"])
+    assert (config.epochs, config.strides, config.precision, config.lr, config.lstm_layers) == (
         5,
         [2, 2],
-        False,
+        "fp32",
         5e-4,
         4,
     )
@@ -196,3 +196,58 @@ def test_time_stretch_resamples_each_utterance_inside_its_length():
     unchanged, same = TimeStretch(0.0, 0.2).train()(ramp, lengths)
     assert unchanged is ramp and same is lengths
     assert TimeStretch(1.0, 0.2).eval()(ramp, lengths)[0] is ramp
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_whole_model_packed_equals_padded_in_outputs_and_every_gradient(autocast):
+    """lstm_impl packed (what CUDA runs) and padded (what CPUs run) are one model: a ragged batch,
+    3 layers, time stride 4, per-utterance CMN; float32, and under CPU bf16 autocast."""
+    settings = dict(TINY, lstm_layers=3, strides=[2, 2], utterance_norm="mean", conv_dropout=0,
+                    lstm_dropout=0, classifier_dropout=0)  # fmt: skip
+    torch.manual_seed(4)
+    padded = CTCModel(13, TrainConfig(**settings))
+    packed = CTCModel(13, TrainConfig(**settings | {"lstm_impl": "packed"}))
+    packed.load_state_dict(padded.state_dict())
+    inputs = {}  # what each model's LSTMs were given: packed sequences, or padded tensors
+    for name, model in (("padded", padded), ("packed", packed)):
+        for module in model.modules():
+            if isinstance(module, nn.LSTM):
+                module.register_forward_hook(
+                    lambda m, i, o, name=name: inputs.setdefault(name, set()).add(type(i[0]))
+                )
+    features, lengths = torch.randn(5, 90, 13), torch.tensor([90, 61, 33, 8, 75])
+    labels, label_lengths = torch.randint(1, 41, (5, 6)), torch.tensor([6, 5, 4, 1, 6])
+    outputs = []
+    for model in (padded, packed):
+        with torch.autocast("cpu", torch.bfloat16, enabled=autocast):
+            log_probs, out = model(features, lengths)
+        loss = nn.functional.ctc_loss(
+            log_probs.transpose(0, 1), labels, out, label_lengths, zero_infinity=True
+        )
+        loss.backward()
+        real = torch.arange(log_probs.shape[1])[None, :] < out[:, None]
+        outputs.append((log_probs[real], out, {n: p.grad for n, p in model.named_parameters()}))
+    (a, out_a, grads_a), (b, out_b, grads_b) = outputs
+    tolerance = 2e-2 if autocast else 1e-5  # bf16 rounds the two paths' sums in another order
+    assert inputs == {"padded": {torch.Tensor}, "packed": {nn.utils.rnn.PackedSequence}}
+    assert torch.equal(out_a, out_b)
+    assert torch.allclose(a, b, atol=tolerance)
+    assert grads_a.keys() == grads_b.keys()
+    for name, grad in grads_a.items():
+        scale = grad.abs().max().clamp(min=1e-6)
+        assert (grad - grads_b[name]).abs().max() / scale < (5e-2 if autocast else 1e-4), name
+
+
+def test_the_lstm_leaves_a_cuda_bf16_autocast_and_keeps_every_other():
+    """cuDNN's RNN autocast would run a bf16 request in float16: only that case runs in float32."""
+    assert lstm_outside_autocast("cuda", torch.bfloat16)
+    assert not lstm_outside_autocast("cuda", torch.float16)  # fp16 as asked, with a GradScaler
+    assert not lstm_outside_autocast("cuda", None)
+    assert not lstm_outside_autocast("cpu", torch.bfloat16)  # oneDNN computes bf16 as asked
+
+
+def test_lengths_come_back_where_they_were_given():
+    model = CTCModel(13, TrainConfig(**TINY)).eval()
+    features, lengths = torch.randn(3, 40, 13), torch.tensor([40, 17, 3])
+    _, out = model(features, lengths)
+    assert out.device == lengths.device and out.dtype == torch.int64

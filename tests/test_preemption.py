@@ -148,7 +148,7 @@ def test_a_killed_rank_is_restarted_by_torchrun_and_resumes_alone(data, whole_tw
     """`accelerate launch --max_restarts N`: kill -9 one rank; the group restarts and continues by itself."""
     out = tmp_path / "run"
     # --timeout bounds a hung collective (the default is 30 minutes)
-    script = [*_script(data, out, "checkpoint_every_steps=2"), "--timeout", "300"]
+    script = [*_script(data, out, "checkpoint_every_steps=2", "io_deadline_s=60"), "--timeout", "300"]
     command = accelerate_command(script, 2, "--max_restarts", "3")
     with launched(command) as launcher:
         deadline = time.monotonic() + 300
@@ -268,3 +268,30 @@ def test_an_object_store_outage_is_waited_out_and_past_the_deadline_named(
     assert rerun.returncode == 0 and "resumed from" in rerun.stderr, why_failed(rerun.stderr)
     b = checkpoint.load(f"{broken}/{checkpoint.epoch_folder(1)}/model.pt")["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_two_machines_with_node_local_run_folders_are_refused_up_front(data, tmp_path):
+    """Each "machine" names its own local OUT (as node-local disks would be): refused before training,
+    by every rank, instead of only machine 0 resuming later."""
+    port = free_port()
+    machine = ["--num_machines", "2", "--main_process_ip", "127.0.0.1"]
+    with contextlib.ExitStack() as stack:
+        launchers = [
+            stack.enter_context(
+                launched(
+                    accelerate_command(
+                        _script(data, tmp_path / f"node{rank}" / "run"), 2, *machine, "--machine_rank", str(rank),
+                        port=port,
+                    )
+                )
+            )
+            for rank in (0, 1)
+        ]  # fmt: skip
+        outputs = [launcher.communicate(timeout=300)[0] for launcher in launchers]
+    assert all(launcher.returncode != 0 for launcher in launchers)
+    for output in outputs:
+        assert "a local folder that rank 1 on" in output and "cannot see (node-local storage)" in output, (
+            why_failed(output)
+        )
+    assert not list(tmp_path.glob("node*/run/checkpoints"))
+    assert not list(tmp_path.glob("node*/run/.shared-run-folder-probe*"))  # the probe is removed

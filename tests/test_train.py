@@ -111,11 +111,44 @@ def test_a_checkpoint_of_an_older_version_resumes(data, tmp_path):
     path = out / checkpoint.epoch_folder(0) / "state.pt"
     state = checkpoint.load(str(path))
     state["progress"] = [{k: v for k, v in p.items() if k != "utterances"} for p in state["progress"]]
+    # and as written before precision, the GradScaler and per-device CUDA states existed
+    state["config"]["bf16"] = state["config"].pop("precision") == "auto"
+    del state["config"]["device"], state["scaler"]
+    for rng in state["rng"]:
+        rng["cuda"] = []
     torch.save(state, path)
     resumed = subprocess.run(_train(data, str(out), "epochs=2", resume=True), capture_output=True, text=True)
     assert resumed.returncode == 0, why_failed(resumed.stderr)
     rows = list(csv.DictReader((out / "metrics.csv").open()))
     assert [int(row["train_utterances"]) for row in rows] == [48, 48]
+
+
+def test_the_start_up_line_names_device_backend_world_size_and_precision(data, tmp_path):
+    result = subprocess.run(
+        _train(data, str(tmp_path / "run"), "precision=fp32"), capture_output=True, text=True
+    )
+    assert result.returncode == 0, why_failed(result.stderr)
+    assert (
+        "device CPU with" in result.stderr
+        and "world size 1, precision fp32 (BiLSTM in float32)" in result.stderr
+    )
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["device=cuda"], "device=cuda: no CUDA GPU is visible"),  # never a silent CPU run
+        (["precision=fp16"], "precision=fp16 needs a CUDA GPU"),
+        (["--timeout", "200"], "--timeout 200 s must be at least io_deadline_s (300 s) + 60 s"),
+    ],
+)
+def test_what_this_machine_cannot_do_is_refused_in_one_line(data, tmp_path, arguments, message):
+    result = subprocess.run(_train(data, str(tmp_path / "run"), *arguments), capture_output=True, text=True)
+    assert result.returncode == 2 and message in result.stderr
+    assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == [
+        next(line for line in result.stderr.splitlines() if message in line)
+    ]
+    assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 def test_resume_without_a_checkpoint_is_a_clear_error(data, tmp_path):
@@ -129,7 +162,8 @@ def test_two_accelerate_ranks_train_from_s3(data, s3_bucket):
     fs = fsspec.filesystem("s3")
     fs.put(data, f"{s3_bucket}/shards", recursive=True)
     out = f"{s3_bucket}/run"
-    script = _train(f"{s3_bucket}/shards", out, "epochs=1", "num_workers=1")[1:] + ["--timeout", "120"]
+    script = _train(f"{s3_bucket}/shards", out, "epochs=1", "num_workers=1", "io_deadline_s=60")[1:]
+    script += ["--timeout", "120"]
     result = accelerate_launch(script)
     assert result.returncode == 0, why_failed(result.stderr)
     # Invariant: two real ranks, whose weights agree after the epoch (checked by the loop itself)

@@ -177,22 +177,26 @@ class TimeStretch(nn.Module):
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.training or self.p == 0 or self.max_stretch == 0:
             return features, lengths
-        batch, device = features.shape[0], features.device
-        chosen = torch.rand(batch, device=device) < self.p
-        factor = 1 + (torch.rand(batch, device=device) * 2 - 1) * self.max_stretch
+        # factors and new lengths are drawn where the lengths are: on the host in training, so the
+        # new batch width is known without waiting for the GPU
+        batch, device, host = features.shape[0], features.device, lengths.device
+        chosen = torch.rand(batch, device=host) < self.p
+        factor = 1 + (torch.rand(batch, device=host) * 2 - 1) * self.max_stretch
         factor = torch.where(chosen, factor, torch.ones_like(factor))
         new_lengths = torch.clamp(torch.round(lengths / factor).long(), min=1)
         # frame t of the new sequence reads the old one at t * length / new_length
         steps = torch.arange(int(new_lengths.max()), device=device)[None, :]
-        last = (lengths - 1)[:, None]
-        position = (steps * (lengths / new_lengths)[:, None]).clamp(max=last.float())
+        last = (lengths - 1).to(device, non_blocking=True)[:, None]
+        ratio = (lengths / new_lengths).to(device, non_blocking=True)
+        position = (steps * ratio[:, None]).clamp(max=last.float())
         stretched = _interpolate(features, position, last)
-        return stretched * time_mask(new_lengths, stretched.shape[1])[:, :, None], new_lengths
+        mask = time_mask(new_lengths.to(device, non_blocking=True), stretched.shape[1])
+        return stretched * mask[:, :, None], new_lengths
 
 
 class Augment(nn.Module):
     """Time stretch, then frequency warp, mel-band masks, noise and masks; returns features and
-    their lengths."""
+    their lengths, the lengths where they were given (training gives the host copy: no GPU wait)."""
 
     def __init__(self, config: TrainConfig, stats: dict):
         super().__init__()
@@ -208,6 +212,7 @@ class Augment(nn.Module):
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features, lengths = self.stretch(features, lengths)
-        features = self.mel_mask(self.warp(features, lengths), lengths)
-        features = self.mask(self.noise(features, lengths), lengths)
+        on_device = lengths.to(features.device, non_blocking=True)
+        features = self.mel_mask(self.warp(features, on_device), on_device)
+        features = self.mask(self.noise(features, on_device), on_device)
         return features, lengths

@@ -30,6 +30,7 @@ import torch
 from shards.retry import with_retries
 from shards.store import Store
 from shards.vocab import PHONEME_MAP, PHONEMES
+from train.config import upgraded
 
 log = logging.getLogger("train.checkpoint")
 
@@ -45,6 +46,7 @@ RESUMABLE_CHANGES = {
     "num_workers",
     "report_to",
     "log_every_steps",
+    "device",  # resuming elsewhere (a GPU run on a CPU machine) is allowed
 }
 
 
@@ -119,6 +121,7 @@ class TrainingState(_CheckpointFile):
     world_size: int
     config: dict  # TrainConfig as a dict
     fingerprints: dict  # split → index.json fingerprint
+    scaler: dict = field(default_factory=dict)  # GradScaler.state_dict() (fp16; empty before it existed)
 
 
 def _publish_torch(store: Store, obj: dict, relative: str) -> None:
@@ -234,16 +237,18 @@ def latest(out: str, name: str) -> str:
 
 def differences(saved: dict, current: dict) -> list[str]:
     """``key: saved → current`` for every setting that differs and would change the trajectory."""
+    saved = upgraded(saved)
     keys = sorted((saved.keys() | current.keys()) - RESUMABLE_CHANGES)
     return [f"{k}: {saved.get(k)!r} → {current.get(k)!r}" for k in keys if saved.get(k) != current.get(k)]
 
 
-def rng_state() -> dict:
-    """Every random state this process has: torch CPU, each CUDA device, numpy's and Python's global ones."""
+def rng_state(device: torch.device) -> dict:
+    """Every random state this process has: torch CPU, its own CUDA device's (only that one: another
+    machine may see fewer GPUs), numpy's and Python's global ones."""
     numpy_state = np.random.get_state(legacy=False)
     return {
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
         "numpy": {
             "key": torch.from_numpy(numpy_state["state"]["key"].astype(np.int64)),
             "pos": numpy_state["state"]["pos"],
@@ -263,10 +268,16 @@ def seed_everything(seed: int, step: int) -> None:
     random.seed(int(numbers[2]))
 
 
-def set_rng_state(state: dict) -> None:
+def set_rng_state(state: dict, device: torch.device) -> None:
+    """``rng_state``'s states back. A CUDA state goes to this rank's own device, and only there:
+    none is restored on a CPU run, and a GPU run resumed from a CPU checkpoint keeps its seeded one.
+    (Files of earlier versions hold a list of every GPU the saving rank saw: its own is at its index.)"""
     torch.set_rng_state(state["torch"])
-    if state["cuda"]:
-        torch.cuda.set_rng_state_all(state["cuda"])
+    cuda = state["cuda"]
+    if isinstance(cuda, list):
+        cuda = cuda[device.index or 0] if device.type == "cuda" and len(cuda) > (device.index or 0) else None
+    if cuda is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(cuda, device)
     saved = state["numpy"]
     np.random.set_state(
         {

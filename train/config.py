@@ -10,6 +10,7 @@ import yaml
 
 from shards.reader import DEFAULT_MAX_FRAMES
 from shards.retry import IO_DEADLINE_S
+from train.hardware import DEVICES, PRECISIONS
 
 
 @dataclass
@@ -57,7 +58,8 @@ class TrainConfig:
     warmup_steps: int = 500  # cosine only
     plateau_factor: float = 0.5
     plateau_patience: int = 2  # epochs without improvement before the rate drops
-    bf16: bool = True  # train under bf16 autocast where native: GPU, CPU with AVX512-BF16/AMX
+    precision: str = "auto"  # auto, bf16, fp16 (CUDA, with a GradScaler) or fp32: train/hardware.py says what each layer runs in
+    device: str = "auto"  # auto (CUDA when torch sees a GPU), cuda (refused without one) or cpu
     lstm_impl: str = "auto"  # packed (cuDNN), padded (exact equivalent, fast on CPU) or auto
     # checkpoints
     keep_last: int = 3  # epoch checkpoints kept besides the best
@@ -137,7 +139,8 @@ RULES: dict[str, tuple] = {
     "warmup_steps": _at_least(0),
     "plateau_factor": (0.0, 1.0, False, False),
     "plateau_patience": _at_least(0),
-    "bf16": (),
+    "precision": PRECISIONS,
+    "device": DEVICES,
     "lstm_impl": ("auto", "packed", "padded"),
     "keep_last": _at_least(1),
     "checkpoint_every_steps": _at_least(0),
@@ -237,15 +240,37 @@ def _read_yaml(path: str | Path) -> dict:
     return values
 
 
+# Settings of earlier versions, as today's: bf16 true/false was "bf16 where native" / float32.
+RENAMED = {"bf16": ("precision", {True: "auto", False: "fp32"})}
+
+
+def upgraded(values: dict) -> dict:
+    """A settings mapping (a YAML file's, a checkpoint's) with earlier versions' settings as today's."""
+    values = dict(values)
+    for old, (new, meaning) in RENAMED.items():
+        if old in values and new not in values and values[old] in meaning:
+            values[new] = meaning[values.pop(old)]
+    return values
+
+
 def load_config(path: str | Path | None, overrides: list[str]) -> TrainConfig:
     """Defaults, then the YAML file, then ``key=value`` overrides, validated as a whole."""
     hints = typing.get_type_hints(TrainConfig)
-    values = _read_yaml(path) if path is not None else {}
+    values = upgraded(_read_yaml(path)) if path is not None else {}
     problems = []
     for override in overrides:
         key, sep, value = override.partition("=")
         if not sep:
             problems.append(f"{override!r}: expected key=value")
+        elif key in RENAMED:
+            new, meaning = RENAMED[key]
+            converted = _convert(value, bool)
+            if converted in meaning:
+                values[new] = meaning[converted]
+            else:
+                problems.append(
+                    f"{key}={value!r}: expected true or false (now {new}: {', '.join(RULES[new])})"
+                )
         elif key not in hints:
             problems.append(f"{key}: unknown setting (known: {', '.join(sorted(hints))})")
         else:

@@ -24,12 +24,11 @@ from shards.manifest import DatasetError
 from shards.reader import BatchStream, CorruptShard, LoaderStartError, read_dataset_stats
 from shards.retry import with_retries
 from shards.store import Store
-from train import checkpoint, monitor, report
+from train import checkpoint, hardware, monitor, report, resume
 from train.augment import Augment
 from train.config import ConfigError, TrainConfig, load_config
 from train.metric import Score, greedy_decode
 from train.model import CTCModel
-from train.precision import native_bf16
 from train.preemption import EXIT_PREEMPTED, Preempted, PreemptionWatch
 from train.rendezvous import join_process_group
 
@@ -75,28 +74,33 @@ def make_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer, steps_
     return torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_then_cosine)
 
 
-def ctc_loss(log_probs: torch.Tensor, lengths: torch.Tensor, batch) -> torch.Tensor:
+def ctc_loss(
+    log_probs: torch.Tensor, lengths: torch.Tensor, labels: torch.Tensor, label_lengths: torch.Tensor
+) -> torch.Tensor:
+    """Mean CTC loss; the lengths on the host (the loss reads them there: no GPU wait)."""
     return F.ctc_loss(
         log_probs.transpose(0, 1),  # (T, B, C)
-        batch.labels,
+        labels,
         lengths,
-        batch.label_lengths,
+        label_lengths,
         blank=0,
         zero_infinity=True,
     )
 
 
 def replica_checksum(model: torch.nn.Module) -> list[float]:
-    return [float(p.detach().double().sum()) for p in model.parameters()]
+    # once an epoch, so one host read of every parameter's sum is fine
+    return torch.stack([p.detach().double().sum() for p in model.parameters()]).tolist()
 
 
 class Trainer:
     def __init__(self, args: argparse.Namespace, config: TrainConfig):
         self.args, self.config = args, config
         timeout = datetime.timedelta(seconds=args.timeout)
-        join_process_group(timeout)
+        cuda = hardware.use_cuda(config.device)
+        join_process_group(timeout, "nccl" if cuda else "gloo")
         self.accelerator = Accelerator(
-            cpu=not torch.cuda.is_available(),  # gloo ranks when launched as multi_gpu on a CPU machine
+            cpu=not cuda,  # gloo ranks when launched as multi_gpu on a CPU machine
             gradient_accumulation_steps=config.grad_accum,
             kwargs_handlers=[InitProcessGroupKwargs(timeout=timeout)],
             log_with=monitor.trackers(config.report_to) or None,
@@ -104,11 +108,18 @@ class Trainer:
         )
         self.accelerator.init_trackers(monitor.TRACKER_FOLDER, config=monitor.hyperparameters(asdict(config)))
         self.window = monitor.StepWindow()
-        self.grad_norm = 0.0
         self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
+        self.device = self.accelerator.device
         # the training forward only: validation (like eval/) decodes in float32
-        self.bf16 = config.bf16 and native_bf16(self.accelerator.device)
-        log.info("training forward in %s", "bfloat16 autocast" if self.bf16 else "float32")
+        self.precision = hardware.resolve_precision(config.precision, self.device)
+        hardware.allow_tf32(self.device)
+        backend = torch.distributed.get_backend() if torch.distributed.is_initialized() else "none"
+        log.info("%s", hardware.describe(self.device, backend, self.world, self.precision))
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+        # the step's figures stay on the device and are read once per log_every_steps (_settle)
+        self.grad_norm = torch.zeros((), device=self.device)
+        self.unread_loss = torch.zeros((), device=self.device)
+        self.loss_shown: float | None = None
         torch.manual_seed(config.seed)  # the same initial weights on every rank
         common = dict(
             rank=self.rank,
@@ -135,6 +146,7 @@ class Trainer:
         self.preemption = PreemptionWatch()
         self.writer = checkpoint.CheckpointWriter(self.store, config.io_deadline_s)  # rank 0's
         self.last_checkpoint = time.monotonic()
+        self.timed_requested = False  # rank 0 asked for a timed checkpoint that is not written yet
         torch.manual_seed(config.seed + 1 + self.rank)  # different augmentation and dropout per rank
 
     # --- checkpoints ---------------------------------------------------------------------
@@ -142,8 +154,7 @@ class Trainer:
     def fingerprints(self) -> dict[str, str]:
         return {"train": self.train_stream.index.fingerprint, "dev": self.dev_stream.index.fingerprint}
 
-    def resume(self) -> None:
-        url = checkpoint.latest(self.args.out, "state.pt")
+    def resume(self, url: str) -> None:
         state = checkpoint.TrainingState.load(url)
         changed = checkpoint.differences(state.config, asdict(self.config))
         if changed:
@@ -159,13 +170,15 @@ class Trainer:
         except (RuntimeError, ValueError, KeyError) as error:
             raise checkpoint.CheckpointError(f"{url}: does not fit this model/config: {error}") from error
         self.scheduler.load_state_dict(state.scheduler)
+        if state.scaler:
+            self.scaler.load_state_dict(state.scaler)
         self.train_stream.load_state_dict(state.train_stream)
         self.dev_stream.load_state_dict(state.dev_stream)
         self.history, self.step, self.elapsed = state.history, state.step, state.elapsed_s
         self.best = tuple(state.best) if state.best else None
         if state.world_size == self.world:
             self.progress = _fresh_progress() | state.progress[self.rank]  # older files lack newer totals
-            checkpoint.set_rng_state(state.rng[self.rank])
+            checkpoint.set_rng_state(state.rng[self.rank], self.device)
         else:  # elastic resume: the streams re-plan the rest of the epoch over this many ranks
             log.warning(
                 "%s was saved by %d ranks, resuming on %d: the rest of epoch %d is re-planned over %d ranks "
@@ -180,7 +193,9 @@ class Trainer:
 
     def save(self, folder: str) -> None:
         """A checkpoint of this very moment (every rank calls it: the random states are gathered)."""
-        per_rank = gather_object([(checkpoint.rng_state(), dict(self.progress))])  # one collective
+        self._settle()
+        self.timed_requested = False
+        per_rank = gather_object([(checkpoint.rng_state(self.device), dict(self.progress))])  # one collective
         if not self.accelerator.is_main_process:
             return
         model = self.accelerator.unwrap_model(self.model)
@@ -189,6 +204,7 @@ class Trainer:
             model=weights,
             optimizer=self.optimizer.state_dict(),
             scheduler=self.scheduler.state_dict(),
+            scaler=self.scaler.state_dict(),
             train_stream=self.train_stream.state_dict(),
             dev_stream=self.dev_stream.state_dict(),
             history=self.history,
@@ -219,8 +235,10 @@ class Trainer:
     def _after_step(self) -> None:
         """Once per optimiser step: agree on preemption and on timed checkpoints, then act on both."""
         every_steps, every_minutes = self.config.checkpoint_every_steps, self.config.checkpoint_every_minutes
-        timed = every_minutes > 0 and time.monotonic() - self.last_checkpoint >= 60 * every_minutes
-        preempted, timed = self.preemption.agree(self.accelerator, timed)
+        due = every_minutes > 0 and time.monotonic() - self.last_checkpoint >= 60 * every_minutes
+        due, self.timed_requested = due and not self.timed_requested, self.timed_requested or due
+        # the step's one collective: the ranks act together on the flags of the step before
+        preempted, timed = self.preemption.agree(self.accelerator, due)
         if preempted or timed or (every_steps > 0 and self.step % every_steps == 0):
             self._account_time()
             self.save(checkpoint.step_folder(self.step))
@@ -237,27 +255,41 @@ class Trainer:
         self.elapsed += now - self.clock
         self.clock = now
 
-    def _train_batch(self, batch) -> tuple[float, int]:
-        """Forward, backward and (at accumulation boundaries) an optimiser step; the batch's loss."""
-        batch = batch.to(self.accelerator.device)
+    def _train_batch(self, host_batch) -> int:
+        """Forward, backward and (at accumulation boundaries) an optimiser step; the batch's real
+        frames. Nothing here waits for the GPU: lengths, frame and utterance counts come from the
+        batch's host copy, the loss and gradient norm stay on the device until _settle."""
+        batch = host_batch.to(self.device)
         with self.accelerator.accumulate(self.model):
-            features, lengths = self.augment(batch.features, batch.feature_lengths)
-            with torch.autocast(self.accelerator.device.type, torch.bfloat16, enabled=self.bf16):
+            features, lengths = self.augment(batch.features, host_batch.feature_lengths)
+            with hardware.autocast(self.precision, self.device):
                 log_probs, lengths = self.model(features, lengths)
-            loss = ctc_loss(log_probs, lengths, batch)
-            self.accelerator.backward(loss)
+            loss = ctc_loss(log_probs, lengths, batch.labels, host_batch.label_lengths)
+            self.accelerator.backward(self.scaler.scale(loss))
             if self.accelerator.sync_gradients:
-                norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
-                self.grad_norm = float(norm)
-            self.optimizer.step()
-            self.optimizer.zero_grad()
-        value, frames = loss.detach().item(), int(batch.feature_lengths.sum())
-        self.progress["loss_sum"] += value
+                self.scaler.unscale_(self.optimizer)
+                self.grad_norm = self.accelerator.clip_grad_norm_(
+                    self.model.parameters(), self.config.grad_clip
+                )
+                self.scaler.step(self.optimizer)  # skipped (fp16) when a gradient overflowed
+                self.scaler.update()
+                self.optimizer.zero_grad()
+        self.unread_loss += loss.detach()
+        frames = int(host_batch.feature_lengths.sum())
         self.progress["batches"] += 1
         self.progress["frames"] += frames
-        self.progress["utterances"] += int((~batch.repeated).sum())
-        self.window.add(value, frames, batch.features.shape[0] * batch.features.shape[1])
-        return value, frames
+        self.progress["utterances"] += int((~host_batch.repeated).sum())
+        self.window.add(frames, batch.features.shape[0] * batch.features.shape[1])
+        return frames
+
+    def _settle(self) -> None:
+        """The device's running loss into the epoch's and the window's totals: one host read."""
+        loss = float(self.unread_loss)
+        self.unread_loss.zero_()
+        self.progress["loss_sum"] += loss
+        self.window.loss_sum += loss
+        if self.window.batches:
+            self.loss_shown = self.window.loss_sum / self.window.batches
 
     def train_epoch(self) -> dict:
         """The epoch's totals over all ranks (mean loss, real frames, utterances trained on once,
@@ -269,16 +301,18 @@ class Trainer:
                                          f"epoch {self.train_stream.epoch}", self.accelerator.is_main_process)  # fmt: skip
         with progress:
             for batch in self.train_stream:
-                progress.add(*self._train_batch(batch))
+                progress.add(self._train_batch(batch), self.loss_shown)
                 if self.accelerator.sync_gradients:
                     self.step += 1
                     if self.config.scheduler == "cosine":
                         self.scheduler.step()
                     if self.step % self.config.log_every_steps == 0:
+                        self._settle()  # the host reads of a record: loss and gradient norm
                         lr = self.optimizer.param_groups[0]["lr"]
-                        self.accelerator.log(self.window.figures(lr, self.grad_norm), step=self.step)
+                        self.accelerator.log(self.window.figures(lr, float(self.grad_norm)), step=self.step)
                         self.window = monitor.StepWindow()
                     self._after_step()
+        self._settle()
         self._account_time()
         totals = gather_object([dict(self.progress)])
         self.progress = _fresh_progress()
@@ -294,10 +328,11 @@ class Trainer:
         model = self.accelerator.unwrap_model(self.model)
         model.eval()
         score = Score()
-        for batch in self.dev_stream:
-            batch = batch.to(self.accelerator.device)
-            log_probs, lengths = model(batch.features, batch.feature_lengths)
-            hypotheses = greedy_decode(log_probs, lengths)
+        for batch in self.dev_stream:  # labels, lengths and flags read from the host copy
+            log_probs, lengths = model(
+                batch.features.to(self.device, non_blocking=True), batch.feature_lengths
+            )
+            hypotheses = greedy_decode(log_probs, lengths)  # the batch's one transfer to the host
             for i, hypothesis in enumerate(hypotheses):
                 if not batch.repeated[i]:  # a repeat only evens out batch counts
                     score.add(hypothesis, batch.labels[i, : batch.label_lengths[i]].tolist())
@@ -378,16 +413,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {line}", file=sys.stderr)
         return 2
     try:
+        resume.check_timeout(args.timeout, config.io_deadline_s)
         for url in (args.data, args.out):  # credentials, bucket, endpoint: fail now, not after an epoch
             s3.check_access(url)
-        found = checkpoint.has_checkpoint(args.out)
-        if found and args.resume == "never":
-            raise checkpoint.CheckpointError(f"{args.out}: holds a checkpoint and --resume never refuses it")
-        if not found and args.resume == "must":
-            checkpoint.latest(args.out, "state.pt")  # the error naming what is missing
         trainer = Trainer(args, config)
+        resume.check_shared(args.out, trainer.accelerator)
+        found = resume.decide(args.out, args.resume, trainer.accelerator)
         if found:
-            trainer.resume()
+            trainer.resume(found)
         trainer.run()
     except Preempted as preempted:
         waited = (
@@ -401,7 +434,14 @@ def main(argv: list[str] | None = None) -> int:
         message = s3.refusal(
             error,
             [args.data, args.out],
-            (checkpoint.CheckpointError, FileNotFoundError, DatasetError, CorruptShard, LoaderStartError),
+            (
+                checkpoint.CheckpointError,
+                FileNotFoundError,
+                DatasetError,
+                CorruptShard,
+                LoaderStartError,
+                hardware.DeviceError,
+            ),  # fmt: skip
         )
         if message is None:
             raise

@@ -2,6 +2,10 @@
 
 Shapes: features (B, T, D) with lengths (B,) in; log-probabilities (B, T', 41) with output
 lengths (B,) out, T' = T after the convolution strides (lengths from the convolution formula).
+
+Lengths may be on the host or the device; the output lengths come back where they were given.
+Given on the host (training passes the batch's CPU copy), the forward never waits for the GPU:
+packing and the CTC loss read host lengths, the masks use a non-blocking device copy.
 """
 
 import torch
@@ -65,13 +69,18 @@ class ResidualBlock(nn.Module):
         )
         self.activation = nn.GELU()
 
+    def output_lengths(self, lengths: torch.Tensor, frames: int) -> torch.Tensor:
+        """The lengths after this block, for a batch ``frames`` wide (on any device)."""
+        width = (frames + 2 * self.padding - self.kernel_size) // self.stride + 1
+        return torch.clamp(
+            conv_output_lengths(lengths, self.kernel_size, self.stride, self.padding), max=width
+        )
+
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, C, T) with lengths → (B, C', T') with the new lengths; zero past each length."""
+        """(B, C, T) with lengths (on x's device) → (B, C', T') with the new lengths; zero past each length."""
         x = x * time_mask(lengths, x.shape[-1])[:, None, :]
         hidden = self.first(x)
-        lengths = torch.clamp(
-            conv_output_lengths(lengths, self.kernel_size, self.stride, self.padding), max=hidden.shape[-1]
-        )
+        lengths = self.output_lengths(lengths, x.shape[-1])
         mask = time_mask(lengths, hidden.shape[-1])[:, None, :]
         y = self.activation(self.second(hidden * mask) + self.skip(x))
         return y * mask, lengths
@@ -127,17 +136,33 @@ class BiLSTMLayer(nn.Module):
         self.forward_lstm = nn.LSTM(input_size, hidden, batch_first=True)
         self.backward_lstm = nn.LSTM(input_size, hidden, batch_first=True)
 
-    def _run(self, lstm: nn.LSTM, x: torch.Tensor, lengths: torch.Tensor, packed: bool) -> torch.Tensor:
-        if not packed:
+    def _run(self, lstm: nn.LSTM, x: torch.Tensor, host_lengths: torch.Tensor | None) -> torch.Tensor:
+        if host_lengths is None:
             return lstm(x)[0]
-        sequences = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        sequences = pack_padded_sequence(x, host_lengths, batch_first=True, enforce_sorted=False)
         return pad_packed_sequence(lstm(sequences)[0], batch_first=True, total_length=x.shape[1])[0]
 
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor, packed: bool) -> torch.Tensor:
-        forward = self._run(self.forward_lstm, x, lengths, packed)
-        backward = self._run(self.backward_lstm, reverse_within_lengths(x, lengths), lengths, packed)
+    def forward(
+        self, x: torch.Tensor, lengths: torch.Tensor, host_lengths: torch.Tensor | None
+    ) -> torch.Tensor:
+        """(B, T, C) → (B, T, 2H). ``lengths`` on x's device; ``host_lengths`` (the same on the CPU)
+        runs the packed path, None the padded one."""
+        forward = self._run(self.forward_lstm, x, host_lengths)
+        backward = self._run(self.backward_lstm, reverse_within_lengths(x, lengths), host_lengths)
         output = torch.cat([forward, reverse_within_lengths(backward, lengths)], dim=-1)
         return output * time_mask(lengths, x.shape[1])[:, :, None]
+
+
+def lstm_outside_autocast(device_type: str, autocast_dtype: torch.dtype | None) -> bool:
+    """Whether the BiLSTM must leave the caller's autocast and run in float32: under a bfloat16
+    autocast on CUDA, cuDNN's RNN autocast (aten/src/ATen/cudnn/AutocastRNN.cpp) casts input, states
+    and weights to float16 whatever dtype was asked, so a bf16 run would train its LSTMs in float16
+    without loss scaling. CPU autocast runs them in bfloat16 as asked (oneDNN), fp16 as asked."""
+    return device_type == "cuda" and autocast_dtype == torch.bfloat16
+
+
+def _autocast_dtype(device_type: str) -> torch.dtype | None:
+    return torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
 
 
 class CTCModel(nn.Module):
@@ -188,15 +213,34 @@ class CTCModel(nn.Module):
         return self.config.lstm_impl == "packed"
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # the one host copy of the lengths: free when given on the host, else the forward's only sync
+        host_lengths = lengths.cpu()
+        device_lengths = lengths.to(features.device, non_blocking=True)
         if self.config.utterance_norm != "none":
-            features = normalise_utterances(features, lengths, self.config.utterance_norm == "mean_var")
+            features = normalise_utterances(
+                features, device_lengths, self.config.utterance_norm == "mean_var"
+            )
         x = features.transpose(1, 2)  # (B, D, T) for the convolutions
         for block in self.embedding:
-            x, lengths = block(x, lengths)
-        x = x.transpose(1, 2)  # (B, T', C)
-        packed = self.use_packed(x.device)
+            host_lengths = block.output_lengths(host_lengths, x.shape[-1])
+            x, device_lengths = block(x, device_lengths)
+        x = self._lstm_stack(x.transpose(1, 2), device_lengths, host_lengths)  # (B, T', C) in and out
+        return self.classifier(x).float().log_softmax(dim=-1), host_lengths.to(
+            lengths.device, non_blocking=True
+        )
+
+    def _lstm_stack(self, x: torch.Tensor, lengths: torch.Tensor, host_lengths: torch.Tensor) -> torch.Tensor:
+        packed = host_lengths if self.use_packed(x.device) else None
+        if lstm_outside_autocast(x.device.type, _autocast_dtype(x.device.type)):
+            with torch.autocast(x.device.type, enabled=False):
+                return self._lstm_layers(x.float(), lengths, packed)
+        return self._lstm_layers(x, lengths, packed)
+
+    def _lstm_layers(
+        self, x: torch.Tensor, lengths: torch.Tensor, packed: torch.Tensor | None
+    ) -> torch.Tensor:
         for i, layer in enumerate(self.lstm):
             if i > 0:
                 x = self.lstm_dropout(x)
             x = layer(x, lengths, packed)
-        return self.classifier(x).float().log_softmax(dim=-1), lengths
+        return x

@@ -56,8 +56,8 @@ class StepWindow:
     padded_frames: int = 0
     started: float = field(default_factory=time.monotonic)
 
-    def add(self, loss: float, frames: int, padded_frames: int) -> None:
-        self.loss_sum += loss
+    def add(self, frames: int, padded_frames: int) -> None:
+        """One batch; its loss is added by the trainer when it reads the device's running sum."""
         self.batches += 1
         self.frames += frames
         self.padded_frames += padded_frames
@@ -81,7 +81,9 @@ class EpochProgress(progress.Progress):
         super().__init__(total, name, "batch", done=done, shown=shown, log=log)
         self.frames = 0
 
-    def add(self, loss: float, frames: int) -> None:
+    def add(self, frames: int, loss: float | None) -> None:
+        """One batch; ``loss`` is the latest record's mean (the step's own stays on the device)."""
         self.frames += frames
         seconds = max(time.monotonic() - self.started, 1e-9)
-        self.update(1, {"loss": f"{loss:.3f}", "frames/s": f"{self.frames / seconds:.0f}"})
+        figures = {"loss": "…" if loss is None else f"{loss:.3f}", "frames/s": f"{self.frames / seconds:.0f}"}
+        self.update(1, figures)

@@ -4,6 +4,10 @@ or SIGUSR1 (Slurm's warning before a time limit) reaching any rank stops every r
 Each rank only notes the signal; once per optimiser step the ranks all-reduce their notes (together
 with rank 0's "a timed checkpoint is due", so they also agree on that), and if any rank was signalled
 they all write one checkpoint at that step and exit with EXIT_PREEMPTED. A second signal exits at once.
+
+The agreement never stalls a GPU: each step's flags are reduced and copied to the host behind that
+step's work, and read one step later, by when they have long arrived, so every rank acts on the
+flags of the step before (the same step on every rank, one step after the signal).
 """
 
 import logging
@@ -27,6 +31,7 @@ class Preempted(Exception):
 class PreemptionWatch:
     def __init__(self) -> None:
         self.signalled_at: float | None = None
+        self._pending: tuple[torch.Tensor, torch.cuda.Event | None] | None = None  # last call's flags
         for signum in SIGNALS:
             signal.signal(signum, self._handle)
 
@@ -37,11 +42,28 @@ class PreemptionWatch:
         log.warning("%s received: checkpointing at the next step, then exiting", signal.Signals(signum).name)
 
     def agree(self, accelerator: Accelerator, checkpoint_due: bool) -> tuple[bool, bool]:
-        """(some rank was signalled, rank 0 says a timed checkpoint is due), the same on every rank."""
+        """(some rank was signalled, rank 0 says a timed checkpoint is due) as of the previous call,
+        the same on every rank; this call's flags are read by the next one."""
+        previous = self._read_pending()
         flags = torch.tensor(
             [float(self.signalled_at is not None), float(checkpoint_due and accelerator.is_main_process)],
             device=accelerator.device,
         )
         if accelerator.num_processes > 1:
             torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
-        return bool(flags[0]), bool(flags[1])
+        if flags.is_cuda:  # to pinned host memory behind this step's work; an event marks its arrival
+            host = torch.empty(2, pin_memory=True)
+            host.copy_(flags, non_blocking=True)
+            self._pending = (host, torch.cuda.Event())
+            self._pending[1].record()
+        else:
+            self._pending = (flags, None)
+        return previous
+
+    def _read_pending(self) -> tuple[bool, bool]:
+        if self._pending is None:
+            return False, False
+        host, arrived = self._pending
+        if arrived is not None:
+            arrived.synchronize()  # waits for the previous step's flags only, not for this step's work
+        return bool(host[0]), bool(host[1])

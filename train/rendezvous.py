@@ -16,7 +16,7 @@ import os
 import torch
 
 
-def join_process_group(timeout: datetime.timedelta) -> None:
+def join_process_group(timeout: datetime.timedelta, backend: str) -> None:
     """Initialise the default process group with per-attempt store keys when torchrun's agent hosts
     the store; otherwise leave it to Accelerate (one process, or a launcher without restarts)."""
     if torch.distributed.is_initialized() or os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
@@ -26,7 +26,7 @@ def join_process_group(timeout: datetime.timedelta) -> None:
     )
     attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
     torch.distributed.init_process_group(
-        backend="nccl" if torch.cuda.is_available() else "gloo",  # what Accelerate would pick
+        backend=backend,  # nccl on GPUs, gloo on CPUs: what Accelerate picks for the same device
         store=torch.distributed.PrefixStore(f"restart-{attempt}", agent_store),
         rank=int(os.environ["RANK"]),
         world_size=int(os.environ["WORLD_SIZE"]),

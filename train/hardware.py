@@ -1,0 +1,94 @@
+"""Where a run computes and in what precision: the device choice, the precision each layer runs in,
+and the start-up line that says both.
+
+Precision per setting (``precision`` in TrainConfig; the forward only: validation and evaluation
+run in float32, and the CTC loss always gets float32 log-probabilities):
+
+    fp32  every layer float32 (on CUDA GPUs with compute capability >= 8.0, matmuls and cuDNN in TF32)
+    bf16  convolutions and classifier under bfloat16 autocast; the BiLSTM in bfloat16 on CPUs (oneDNN),
+          in float32/TF32 on CUDA, because cuDNN's RNN autocast casts to float16 whatever dtype autocast
+          was given (train/model.py, lstm_autocast)
+    fp16  CUDA only: every layer under float16 autocast, the BiLSTM included, with a GradScaler
+    auto  bf16 where the device computes it natively (CUDA capability >= 8.0; CPUs with AVX512-BF16
+          or AMX), fp16 on older CUDA GPUs (T4, V100), fp32 elsewhere
+"""
+
+import torch
+
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+DEVICES = ("auto", "cuda", "cpu")
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class DeviceError(RuntimeError):
+    """A device or precision this machine cannot give; the message says what is missing."""
+
+
+def use_cuda(choice: str) -> bool:
+    """Whether the run goes on CUDA GPUs: ``auto`` when torch sees one, ``cuda`` or refusal."""
+    if choice == "cuda" and not torch.cuda.is_available():
+        built = f"torch {torch.__version__}" + (
+            f", built for CUDA {torch.version.cuda}" if torch.version.cuda else ", a CPU build"
+        )
+        raise DeviceError(
+            f"device=cuda: no CUDA GPU is visible ({built}; torch.cuda.is_available() is False: check "
+            "nvidia-smi, the driver's CUDA version and CUDA_VISIBLE_DEVICES), or run with device=auto/cpu"
+        )
+    return choice != "cpu" and torch.cuda.is_available()
+
+
+def native_bf16(device: torch.device) -> bool:
+    """True on CUDA GPUs of compute capability 8.0 or newer and on CPUs with AVX512-BF16 or AMX;
+    False where bf16 would only be emulated (T4, V100: ``torch.cuda.is_bf16_supported()`` says True
+    there, counting emulation)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_capability(device) >= (8, 0)
+    if device.type == "cpu":
+        cpu = torch.cpu
+        return any(
+            getattr(cpu, name, lambda: False)()
+            for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        )
+    return False
+
+
+def resolve_precision(choice: str, device: torch.device) -> str:
+    """``bf16``, ``fp16`` or ``fp32`` for ``choice`` on ``device`` (see the module's table)."""
+    if choice == "fp16" and device.type != "cuda":
+        raise DeviceError(
+            f"precision=fp16 needs a CUDA GPU (this run is on {device.type}); use auto, bf16 or fp32"
+        )
+    if choice != "auto":
+        return choice
+    if native_bf16(device):
+        return "bf16"
+    return "fp16" if device.type == "cuda" else "fp32"
+
+
+def allow_tf32(device: torch.device) -> None:
+    """float32 matmuls and cuDNN convolutions/RNNs in TF32 on GPUs that have it (no effect elsewhere)."""
+    if device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 0):
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
+def autocast(precision: str, device: torch.device) -> torch.autocast:
+    """The training forward's autocast context for a resolved precision (disabled for fp32)."""
+    dtype = AUTOCAST_DTYPES.get(precision, torch.bfloat16)
+    return torch.autocast(device.type, dtype, enabled=precision in AUTOCAST_DTYPES)
+
+
+def describe(device: torch.device, backend: str, world_size: int, precision: str) -> str:
+    """The start-up line: device, compute capability, backend, world size and precision."""
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        where = f"{torch.cuda.get_device_name(device)} ({device}, compute capability {major}.{minor})"
+    else:
+        where = "CPU" + (
+            " with native bf16 (AVX512-BF16/AMX)" if native_bf16(device) else " without native bf16"
+        )
+    lstm = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16" if device.type == "cpu" else "float32"}
+    return (
+        f"device {where}, backend {backend}, world size {world_size}, precision {precision} "
+        f"(BiLSTM in {lstm[precision]}{', GradScaler' if precision == 'fp16' else ''})"
+    )
