@@ -196,22 +196,28 @@ def test_preemption_signal_handler_exits_at_once_on_a_second_signal(tmp_path):
         assert process.wait(timeout=10) == 128 + signal.SIGTERM
 
 
-def test_two_machines_of_one_rank_train_like_two_ranks_on_one_machine(data, whole_two_ranks, tmp_path):
-    """The README's multi-machine command, both "machines" on loopback: the same weights as one machine."""
-    out, port = tmp_path / "run", free_port()
+def _two_machines(script_of_rank) -> tuple[list[subprocess.Popen], list[str]]:
+    """Two launchers of one rank each, as two machines on loopback would run: (launchers, outputs)."""
+    port = free_port()
     machine = ["--num_machines", "2", "--main_process_ip", "127.0.0.1"]
     with contextlib.ExitStack() as stack:
         launchers = [
             stack.enter_context(
                 launched(
                     accelerate_command(
-                        _script(data, out), 2, *machine, "--machine_rank", str(rank), port=port
+                        script_of_rank(rank), 2, *machine, "--machine_rank", str(rank), port=port
                     )
                 )
             )
             for rank in (0, 1)
         ]
-        outputs = [launcher.communicate(timeout=600)[0] for launcher in launchers]
+        return launchers, [launcher.communicate(timeout=600)[0] for launcher in launchers]
+
+
+def test_two_machines_of_one_rank_train_like_two_ranks_on_one_machine(data, whole_two_ranks, tmp_path):
+    """The README's multi-machine command, both "machines" on loopback: the same weights as one machine."""
+    out = tmp_path / "run"
+    launchers, outputs = _two_machines(lambda rank: _script(data, out))
     assert [launcher.returncode for launcher in launchers] == [0, 0], why_failed(outputs[0]) + why_failed(
         outputs[1]
     )
@@ -273,21 +279,7 @@ def test_an_object_store_outage_is_waited_out_and_past_the_deadline_named(
 def test_two_machines_with_node_local_run_folders_are_refused_up_front(data, tmp_path):
     """Each "machine" names its own local OUT (as node-local disks would be): refused before training,
     by every rank, instead of only machine 0 resuming later."""
-    port = free_port()
-    machine = ["--num_machines", "2", "--main_process_ip", "127.0.0.1"]
-    with contextlib.ExitStack() as stack:
-        launchers = [
-            stack.enter_context(
-                launched(
-                    accelerate_command(
-                        _script(data, tmp_path / f"node{rank}" / "run"), 2, *machine, "--machine_rank", str(rank),
-                        port=port,
-                    )
-                )
-            )
-            for rank in (0, 1)
-        ]  # fmt: skip
-        outputs = [launcher.communicate(timeout=300)[0] for launcher in launchers]
+    launchers, outputs = _two_machines(lambda rank: _script(data, tmp_path / f"node{rank}" / "run"))
     assert all(launcher.returncode != 0 for launcher in launchers)
     for output in outputs:
         assert "a local folder that rank 1 on" in output and "cannot see (node-local storage)" in output, (
