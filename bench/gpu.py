@@ -31,7 +31,7 @@ from pipeline.build import Settings, build
 from shards.reader import BatchStream
 from tests.hw3p2_fixture import write_hw3p2
 from train.config import load_config
-from train.hardware import describe, native_bf16
+from train.hardware import native_bf16
 from train.main import Trainer, parse_args
 
 REPO = Path(__file__).resolve().parents[1]
@@ -218,8 +218,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps(case), flush=True)
                 results["cases"].append(case)
         probe = _trainer(data, root / "runs" / "probe", ["report_to=none", *(TINY if args.tiny else [])])
-        backend = torch.distributed.get_backend() if torch.distributed.is_initialized() else "none"
-        results["device"] = describe(probe.device, backend, probe.world, probe.precision)
+        results["device"] = probe.hardware_line
         results["loader_workers"] = probe.config.num_workers
         results["loader_frames_per_s"] = round(
             measure_loader(data, probe.config.max_frames, probe.config.num_workers, 20 if args.tiny else 200),

@@ -159,9 +159,7 @@ def start_ranks() -> Accelerator:
     """This process's rank (one, or those `accelerate launch` started)."""
     timeout = datetime.timedelta(seconds=1800)
     cuda = use_cuda("auto")
-    join_process_group(
-        timeout, "nccl" if cuda else "gloo"
-    )  # `accelerate launch --max_restarts N` restarts work
+    join_process_group(timeout, cuda)  # so that `accelerate launch --max_restarts N` restarts work
     return Accelerator(
         cpu=not cuda,  # gloo ranks when launched as multi_gpu on a CPU machine
         kwargs_handlers=[InitProcessGroupKwargs(timeout=timeout)],

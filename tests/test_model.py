@@ -7,7 +7,8 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from train.augment import AddNoise, FrequencyWarp, MelBandMask, SpecMask, TimeStretch
 from train.config import TrainConfig, load_config
-from train.model import BiLSTMLayer, CTCModel, lstm_outside_autocast, reverse_within_lengths
+from train.hardware import lstm_dtype, lstm_outside_autocast
+from train.model import BiLSTMLayer, CTCModel, reverse_within_lengths
 
 TINY = dict(channels=16, lstm_layers=2, lstm_hidden=16, classifier_hidden=32, lstm_impl="padded")
 
@@ -244,6 +245,14 @@ def test_the_lstm_leaves_a_cuda_bf16_autocast_and_keeps_every_other():
     assert not lstm_outside_autocast("cuda", torch.float16)  # fp16 as asked, with a GradScaler
     assert not lstm_outside_autocast("cuda", None)
     assert not lstm_outside_autocast("cpu", torch.bfloat16)  # oneDNN computes bf16 as asked
+    # the start-up line and the README's table say the same, from the same rule
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert [lstm_dtype(p, cuda) for p in ("bf16", "fp16", "fp32")] == [
+        torch.float32,
+        torch.float16,
+        torch.float32,
+    ]
+    assert [lstm_dtype(p, cpu) for p in ("bf16", "fp32")] == [torch.bfloat16, torch.float32]
 
 
 def test_lengths_come_back_where_they_were_given():

@@ -7,7 +7,7 @@ run in float32, and the CTC loss always gets float32 log-probabilities):
     fp32  every layer float32 (on CUDA GPUs with compute capability >= 8.0, matmuls and cuDNN in TF32)
     bf16  convolutions and classifier under bfloat16 autocast; the BiLSTM in bfloat16 on CPUs (oneDNN),
           in float32/TF32 on CUDA, because cuDNN's RNN autocast casts to float16 whatever dtype autocast
-          was given (train/model.py, lstm_autocast)
+          was given (lstm_outside_autocast; train/model.py applies it)
     fp16  CUDA only: every layer under float16 autocast, the BiLSTM included, with a GradScaler
     auto  bf16 where the device computes it natively (CUDA capability >= 8.0; CPUs with AVX512-BF16
           or AMX), fp16 on older CUDA GPUs (T4, V100), fp32 elsewhere
@@ -37,12 +37,17 @@ def use_cuda(choice: str) -> bool:
     return choice != "cpu" and torch.cuda.is_available()
 
 
+def _ampere_or_newer(device: torch.device) -> bool:
+    """CUDA compute capability 8.0 or newer: native bf16 and TF32."""
+    return device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 0)
+
+
 def native_bf16(device: torch.device) -> bool:
     """True on CUDA GPUs of compute capability 8.0 or newer and on CPUs with AVX512-BF16 or AMX;
     False where bf16 would only be emulated (T4, V100: ``torch.cuda.is_bf16_supported()`` says True
     there, counting emulation)."""
     if device.type == "cuda":
-        return torch.cuda.get_device_capability(device) >= (8, 0)
+        return _ampere_or_newer(device)
     if device.type == "cpu":
         cpu = torch.cpu
         return any(
@@ -67,9 +72,23 @@ def resolve_precision(choice: str, device: torch.device) -> str:
 
 def allow_tf32(device: torch.device) -> None:
     """float32 matmuls and cuDNN convolutions/RNNs in TF32 on GPUs that have it (no effect elsewhere)."""
-    if device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 0):
+    if _ampere_or_newer(device):
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+
+
+def lstm_outside_autocast(device_type: str, autocast_dtype: torch.dtype | None) -> bool:
+    """Whether the BiLSTM must leave the caller's autocast and run in float32: under a bfloat16
+    autocast on CUDA, cuDNN's RNN autocast (aten/src/ATen/cudnn/AutocastRNN.cpp) casts input, states
+    and weights to float16 whatever dtype was asked, so a bf16 run would train its LSTMs in float16
+    without loss scaling. CPU autocast runs them in bfloat16 as asked (oneDNN), fp16 as asked."""
+    return device_type == "cuda" and autocast_dtype == torch.bfloat16
+
+
+def lstm_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """What the BiLSTM computes in for a resolved precision on ``device`` (the rule above)."""
+    dtype = AUTOCAST_DTYPES.get(precision)
+    return torch.float32 if dtype is None or lstm_outside_autocast(device.type, dtype) else dtype
 
 
 def autocast(precision: str, device: torch.device) -> torch.autocast:
@@ -87,8 +106,8 @@ def describe(device: torch.device, backend: str, world_size: int, precision: str
         where = "CPU" + (
             " with native bf16 (AVX512-BF16/AMX)" if native_bf16(device) else " without native bf16"
         )
-    lstm = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16" if device.type == "cpu" else "float32"}
+    lstm = str(lstm_dtype(precision, device)).removeprefix("torch.")
     return (
         f"device {where}, backend {backend}, world size {world_size}, precision {precision} "
-        f"(BiLSTM in {lstm[precision]}{', GradScaler' if precision == 'fp16' else ''})"
+        f"(BiLSTM in {lstm}{', GradScaler' if precision == 'fp16' else ''})"
     )

@@ -98,7 +98,7 @@ class Trainer:
         self.args, self.config = args, config
         timeout = datetime.timedelta(seconds=args.timeout)
         cuda = hardware.use_cuda(config.device)
-        join_process_group(timeout, "nccl" if cuda else "gloo")
+        join_process_group(timeout, cuda)
         self.accelerator = Accelerator(
             cpu=not cuda,  # gloo ranks when launched as multi_gpu on a CPU machine
             gradient_accumulation_steps=config.grad_accum,
@@ -114,7 +114,8 @@ class Trainer:
         self.precision = hardware.resolve_precision(config.precision, self.device)
         hardware.allow_tf32(self.device)
         backend = torch.distributed.get_backend() if torch.distributed.is_initialized() else "none"
-        log.info("%s", hardware.describe(self.device, backend, self.world, self.precision))
+        self.hardware_line = hardware.describe(self.device, backend, self.world, self.precision)
+        log.info("%s", self.hardware_line)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         # the step's figures stay on the device and are read once per log_every_steps (_settle)
         self.grad_norm = torch.zeros((), device=self.device)
@@ -146,7 +147,6 @@ class Trainer:
         self.preemption = PreemptionWatch()
         self.writer = checkpoint.CheckpointWriter(self.store, config.io_deadline_s)  # rank 0's
         self.last_checkpoint = time.monotonic()
-        self.timed_requested = False  # rank 0 asked for a timed checkpoint that is not written yet
         torch.manual_seed(config.seed + 1 + self.rank)  # different augmentation and dropout per rank
 
     # --- checkpoints ---------------------------------------------------------------------
@@ -194,7 +194,6 @@ class Trainer:
     def save(self, folder: str) -> None:
         """A checkpoint of this very moment (every rank calls it: the random states are gathered)."""
         self._settle()
-        self.timed_requested = False
         per_rank = gather_object([(checkpoint.rng_state(self.device), dict(self.progress))])  # one collective
         if not self.accelerator.is_main_process:
             return
@@ -236,7 +235,8 @@ class Trainer:
         """Once per optimiser step: agree on preemption and on timed checkpoints, then act on both."""
         every_steps, every_minutes = self.config.checkpoint_every_steps, self.config.checkpoint_every_minutes
         due = every_minutes > 0 and time.monotonic() - self.last_checkpoint >= 60 * every_minutes
-        due, self.timed_requested = due and not self.timed_requested, self.timed_requested or due
+        if due:  # asked once: the checkpoint follows at the next step, which restarts the clock again
+            self.last_checkpoint = time.monotonic()
         # the step's one collective: the ranks act together on the flags of the step before
         preempted, timed = self.preemption.agree(self.accelerator, due)
         if preempted or timed or (every_steps > 0 and self.step % every_steps == 0):

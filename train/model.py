@@ -14,6 +14,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from shards.vocab import NUM_CLASSES
 from train.config import TrainConfig
+from train.hardware import lstm_outside_autocast
 
 
 def conv_output_lengths(lengths: torch.Tensor, kernel_size: int, stride: int, padding: int) -> torch.Tensor:
@@ -151,14 +152,6 @@ class BiLSTMLayer(nn.Module):
         backward = self._run(self.backward_lstm, reverse_within_lengths(x, lengths), host_lengths)
         output = torch.cat([forward, reverse_within_lengths(backward, lengths)], dim=-1)
         return output * time_mask(lengths, x.shape[1])[:, :, None]
-
-
-def lstm_outside_autocast(device_type: str, autocast_dtype: torch.dtype | None) -> bool:
-    """Whether the BiLSTM must leave the caller's autocast and run in float32: under a bfloat16
-    autocast on CUDA, cuDNN's RNN autocast (aten/src/ATen/cudnn/AutocastRNN.cpp) casts input, states
-    and weights to float16 whatever dtype was asked, so a bf16 run would train its LSTMs in float16
-    without loss scaling. CPU autocast runs them in bfloat16 as asked (oneDNN), fp16 as asked."""
-    return device_type == "cuda" and autocast_dtype == torch.bfloat16
 
 
 def _autocast_dtype(device_type: str) -> torch.dtype | None:

@@ -31,7 +31,8 @@ class Preempted(Exception):
 class PreemptionWatch:
     def __init__(self) -> None:
         self.signalled_at: float | None = None
-        self._pending: tuple[torch.Tensor, torch.cuda.Event | None] | None = None  # last call's flags
+        self._flags: torch.Tensor | None = None  # the last call's reduced flags, on the host
+        self._arrived: torch.cuda.Event | None = None  # marks their copy's arrival (CUDA)
         for signum in SIGNALS:
             signal.signal(signum, self._handle)
 
@@ -51,19 +52,18 @@ class PreemptionWatch:
         )
         if accelerator.num_processes > 1:
             torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
-        if flags.is_cuda:  # to pinned host memory behind this step's work; an event marks its arrival
-            host = torch.empty(2, pin_memory=True)
-            host.copy_(flags, non_blocking=True)
-            self._pending = (host, torch.cuda.Event())
-            self._pending[1].record()
-        else:
-            self._pending = (flags, None)
+        if not flags.is_cuda:
+            self._flags = flags
+            return previous
+        if self._arrived is None:
+            self._flags, self._arrived = torch.empty(2, pin_memory=True), torch.cuda.Event()
+        self._flags.copy_(flags, non_blocking=True)  # to pinned memory, behind this step's work
+        self._arrived.record()
         return previous
 
     def _read_pending(self) -> tuple[bool, bool]:
-        if self._pending is None:
+        if self._flags is None:
             return False, False
-        host, arrived = self._pending
-        if arrived is not None:
-            arrived.synchronize()  # waits for the previous step's flags only, not for this step's work
-        return bool(host[0]), bool(host[1])
+        if self._arrived is not None:
+            self._arrived.synchronize()  # waits for the previous step's flags only, not for this step's work
+        return bool(self._flags[0]), bool(self._flags[1])

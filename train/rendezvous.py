@@ -16,9 +16,10 @@ import os
 import torch
 
 
-def join_process_group(timeout: datetime.timedelta, backend: str) -> None:
-    """Initialise the default process group with per-attempt store keys when torchrun's agent hosts
-    the store; otherwise leave it to Accelerate (one process, or a launcher without restarts)."""
+def join_process_group(timeout: datetime.timedelta, cuda: bool) -> None:
+    """Initialise the default process group (NCCL on GPUs, gloo on CPUs: what Accelerate picks for the
+    same device) with per-attempt store keys when torchrun's agent hosts the store; otherwise leave it
+    to Accelerate (one process, or a launcher without restarts)."""
     if torch.distributed.is_initialized() or os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
         return
     agent_store = torch.distributed.TCPStore(
@@ -26,7 +27,7 @@ def join_process_group(timeout: datetime.timedelta, backend: str) -> None:
     )
     attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
     torch.distributed.init_process_group(
-        backend=backend,  # nccl on GPUs, gloo on CPUs: what Accelerate picks for the same device
+        backend="nccl" if cuda else "gloo",
         store=torch.distributed.PrefixStore(f"restart-{attempt}", agent_store),
         rank=int(os.environ["RANK"]),
         world_size=int(os.environ["WORLD_SIZE"]),

@@ -46,15 +46,14 @@ def check_shared(out: str, accelerator: Accelerator) -> None:
     if folder is None or accelerator.num_processes == 1:
         return
     token = [secrets.token_hex(8) if accelerator.is_main_process else None]
-    probe = folder / f"{PROBE}-{token[0]}" if accelerator.is_main_process else None
-    if probe is not None:
+    if accelerator.is_main_process:
         folder.mkdir(parents=True, exist_ok=True)
-        probe.write_text(socket.gethostname())
+        (folder / f"{PROBE}-{token[0]}").write_text(socket.gethostname())
     broadcast_object_list(token, from_process=0)
-    seen = (folder / f"{PROBE}-{token[0]}").exists()
-    answers = gather_object([(accelerator.process_index, socket.gethostname(), seen)])
+    probe = folder / f"{PROBE}-{token[0]}"
+    answers = gather_object([(accelerator.process_index, socket.gethostname(), probe.exists())])
     accelerator.wait_for_everyone()  # everyone has looked before the probe goes
-    if probe is not None:
+    if accelerator.is_main_process:
         probe.unlink()
     blind = [f"rank {rank} on {host}" for rank, host, saw in answers if not saw]
     if blind:
