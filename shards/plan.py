@@ -30,6 +30,7 @@ in the same O(plan) time as any plan, however far into the epoch the run was; la
 planned for the new layout from scratch.
 """
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -146,6 +147,37 @@ def plan_epoch(
         cut = _cut(shard, by_shard.get(shard, []), max_frames)
         batches += [cut[i] for i in rng.permutation(len(cut))]
     return _into_slots(epoch, batches, world_size, num_workers)
+
+
+@dataclass(frozen=True)
+class PlanRecipe:
+    """What an epoch's plan is made of besides the split's metadata: a few numbers, so that each
+    loader worker is sent this (not the plan) and rebuilds the same plan from the metadata."""
+
+    world_size: int
+    num_workers: int
+    max_frames: int
+    seed: int
+    epoch: int
+    # (world_size, num_workers, consumed) of the layouts this epoch ran on before a resume on
+    # another layout, oldest first: the epoch is then what they left, re-planned
+    earlier_layouts: tuple[tuple[int, int, int], ...] = ()
+
+    def plan(self, index: SplitIndex, manifest_rows: list[dict]) -> EpochPlan:
+        layouts = [*self.earlier_layouts, (self.world_size, self.num_workers, 0)]
+        world, workers, _ = layouts[0]
+        plan = plan_epoch(
+            index,
+            manifest_rows,
+            world_size=world,
+            num_workers=workers,
+            max_frames=self.max_frames,
+            seed=self.seed,
+            epoch=self.epoch,
+        )
+        for (_, _, consumed), (world, workers, _) in itertools.pairwise(layouts):
+            plan = rest_of_epoch(plan, consumed, world_size=world, num_workers=workers)
+        return plan
 
 
 def worker_slots(num_workers: int) -> int:

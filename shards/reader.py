@@ -6,7 +6,8 @@
     state = stream.state_dict()   # epoch and batches consumed; load_state_dict resumes exactly
 
 The plan (``shards/plan.py``) fixes every batch before any shard is opened, so all ranks
-yield the same number of batches by construction. Each loader worker reads the shards of
+yield the same number of batches by construction. Each loader worker is sent the plan's
+recipe, not the plan, rebuilds the plan from the split's metadata, and reads the shards of
 its own batches whole, through fsspec (WebDataset's opener, registered here for ``s3://``),
 reading no more than ``index.json`` says it holds and checking its sha256 before parsing
 anything, opens it as an uncompressed tar, keeps only its samples and yields its batches. Transient read errors are retried with backoff; a corrupt shard is an error naming
@@ -16,7 +17,6 @@ replaced by repeats of the worker's other batches (so the counts stay equal).
 
 import hashlib
 import io
-import itertools
 import logging
 import tarfile
 from collections.abc import Iterator
@@ -30,7 +30,7 @@ import webdataset as wds
 
 from shards import manifest, sample
 from shards.manifest import SplitIndex
-from shards.plan import EpochPlan, PlannedBatch, consumed_from_worker, plan_epoch, rest_of_epoch, worker_slots
+from shards.plan import EpochPlan, PlannedBatch, PlanRecipe, consumed_from_worker, worker_slots
 from shards.retry import IO_DEADLINE_S, with_retries
 from shards.stats import read_stats
 
@@ -171,35 +171,53 @@ def read_shard(
 
 
 class ShardDataset(torch.utils.data.IterableDataset):
-    """One rank's batches for one epoch; each DataLoader worker yields its planned slot."""
+    """One rank's batches for one epoch; each DataLoader worker yields its planned slot.
+
+    It holds only the split's URL, the plan's recipe and the index's fingerprint, so what each
+    spawned worker is sent stays a few hundred bytes at any dataset size (the plan of HW3P2's
+    28,539 utterances pickles to 1.1 MB; over a pipe's 64 KiB, a worker dying as it starts
+    leaves the main process blocked writing to it). Each worker reads the metadata and rebuilds
+    the plan itself, refusing a split whose index changed since the epoch was planned."""
 
     def __init__(
         self,
         url: str,
         split: str,
-        plan: EpochPlan,
-        index: SplitIndex,
+        recipe: PlanRecipe,
+        fingerprint: str,
         rank: int,
         skip_first: int,
         skip_corrupt: bool,
         io_deadline_s: float,
     ):
-        self.url, self.split, self.plan, self.rank = url.rstrip("/"), split, plan, rank
-        self.entries = {entry.name: entry for entry in index.shards}
-        self.skip_first, self.skip_corrupt, self.io_deadline_s = skip_first, skip_corrupt, io_deadline_s
+        self.url, self.split, self.recipe, self.fingerprint = url.rstrip("/"), split, recipe, fingerprint
+        self.rank, self.skip_first = rank, skip_first
+        self.skip_corrupt, self.io_deadline_s = skip_corrupt, io_deadline_s
 
     def __iter__(self) -> Iterator[Batch]:
+        where = f"{self.url}/{self.split}"
+        index, rows = with_retries(
+            lambda: read_split_metadata(self.url, self.split), where, self.io_deadline_s
+        )
+        if index.fingerprint != self.fingerprint:
+            raise CorruptShard(
+                f"{where}: index.json changed while the epoch ran (fingerprint {index.fingerprint[:12]}…, "
+                f"planned from {self.fingerprint[:12]}…): the split was rebuilt under a running reader"
+            )
+        plan = self.recipe.plan(index, rows)
         info = torch.utils.data.get_worker_info()
-        workers = self.plan.num_workers
+        workers = plan.num_workers
         # The loader starts its round-robin at its worker 0, so after k consumed batches its
         # worker j plays the plan's worker (j + k) % K; that worker's first batches, those
         # among the rank's first k, were consumed already.
         worker = ((0 if info is None else info.id) + self.skip_first) % workers
-        batches = self.plan.worker_batches(self.rank, worker)
+        batches = plan.worker_batches(self.rank, worker)
         done = consumed_from_worker(self.skip_first, worker, workers)
-        yield from self._batches(batches[done:])
+        yield from self._batches(batches[done:], {entry.name: entry for entry in index.shards})
 
-    def _batches(self, batches: list[PlannedBatch]) -> Iterator[Batch]:
+    def _batches(
+        self, batches: list[PlannedBatch], entries: dict[str, manifest.ShardEntry]
+    ) -> Iterator[Batch]:
         owed: list[PlannedBatch] = []  # batches of skipped shards, to be replaced by repeats
         good: list[Batch] = []  # the last readable shard's batches, to repeat
         position = 0
@@ -212,11 +230,11 @@ class ShardDataset(torch.utils.data.IterableDataset):
             keys = {u.key for b in run for u in b.utterances}
             try:
                 url = f"{self.url}/{self.split}/{shard}"
-                samples = read_shard(url, self.entries[shard], keys, self.io_deadline_s)
+                samples = read_shard(url, entries[shard], keys, self.io_deadline_s)
             except CorruptShard as error:
                 if not self.skip_corrupt:
                     raise
-                log.error("skipping %s (%d utterances): %s", shard, self.entries[shard].utterances, error)
+                log.error("skipping %s (%d utterances): %s", shard, entries[shard].utterances, error)
                 owed += run
                 continue
             good = []
@@ -274,8 +292,7 @@ class BatchStream:
         self.skip_corrupt, self.prefetch_factor = skip_corrupt, prefetch_factor
         self.io_deadline_s = io_deadline_s  # how long a shard read waits out an unreachable store
         self.consumed = 0  # batches of the current epoch already handed out
-        # (world_size, num_workers, consumed) of the layouts this epoch ran on before a resume on
-        # another layout: the current epoch is what they left, re-planned (shards/plan.py)
+        # the layouts this epoch ran on before a resume on another layout (PlanRecipe)
         self.earlier_layouts: list[tuple[int, int, int]] = []
         self.index, self.rows = read_split_metadata(url, split)
 
@@ -283,34 +300,33 @@ class BatchStream:
     def feature_dim(self) -> int:
         return self.index.feature_dim
 
+    def recipe(self, epoch: int | None = None) -> PlanRecipe:
+        """How the plan of ``epoch`` is made (default: the current one, as re-planned by elastic resumes)."""
+        current = epoch is None or epoch == self.epoch
+        return PlanRecipe(
+            self.world_size,
+            self.num_workers,
+            self.max_frames,
+            self.seed,
+            self.epoch if epoch is None else epoch,
+            tuple(self.earlier_layouts) if current else (),
+        )
+
     def plan(self, epoch: int | None = None) -> EpochPlan:
         """The plan of ``epoch`` (default: the current one, as re-planned by elastic resumes)."""
-        current = epoch is None or epoch == self.epoch
-        layouts = [*self.earlier_layouts, (self.world_size, self.num_workers, 0)] if current else []
-        first_world, first_workers = layouts[0][:2] if layouts else (self.world_size, self.num_workers)
-        plan = plan_epoch(
-            self.index,
-            self.rows,
-            world_size=first_world,
-            num_workers=first_workers,
-            max_frames=self.max_frames,
-            seed=self.seed,
-            epoch=self.epoch if epoch is None else epoch,
-        )
-        for (_, _, consumed), (world, workers, _) in itertools.pairwise(layouts):
-            plan = rest_of_epoch(plan, consumed, world_size=world, num_workers=workers)
-        return plan
+        return self.recipe(epoch).plan(self.index, self.rows)
 
     def __len__(self) -> int:
         return self.plan().batches_per_rank
 
     def __iter__(self) -> Iterator[Batch]:
-        plan = self.plan()
+        recipe = self.recipe()
+        plan = recipe.plan(self.index, self.rows)
         dataset = ShardDataset(
             self.url,
             self.split,
-            plan,
-            self.index,
+            recipe,
+            self.index.fingerprint,
             self.rank,
             self.consumed,
             self.skip_corrupt,

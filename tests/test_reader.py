@@ -4,6 +4,7 @@ import gzip
 import hashlib
 import io
 import json
+import pickle
 import re
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from pathlib import Path
 import fsspec
 import numpy as np
 import pytest
+import torch
 
 from pipeline.build import Settings, build
 from shards import manifest
@@ -441,15 +443,55 @@ def test_the_readme_reader_example_runs_as_written(dataset, tmp_path):
     assert "'epoch': 1, 'consumed': 0" in result.stdout
 
 
-def test_an_unguarded_script_fails_fast_naming_the_fix(dataset, tmp_path):
-    """The README example without its `__main__` guard: spawned workers re-run it and die starting."""
+@pytest.fixture(scope="module")
+def many_utterances(tmp_path_factory) -> str:
+    """3,000 short utterances: a plan and index that pickled to 130 KB, twice a pipe's 64 KiB."""
+    raw = write_hw3p2(tmp_path_factory.mktemp("many-raw"), counts=(3000, 0, 0), frames=(8, 24), seed=3)
+    dst = tmp_path_factory.mktemp("many-shards")
+    build(Settings(str(raw), str(dst), workers=2, shard_mb=0.25))
+    return str(dst)
+
+
+@pytest.mark.parametrize("size", ["small", "large"])
+def test_an_unguarded_script_fails_fast_naming_the_fix(size, dataset, many_utterances, tmp_path):
+    """The README example without its `__main__` guard: spawned workers re-run it and die starting.
+    With a large dataset the main process once hung for ever writing the plan to a dead worker."""
     body = _readme_reader_example().split('if __name__ == "__main__":')[0]
     script = tmp_path / "unguarded.py"
     script.write_text(body + "main(sys.argv[1])\n")
     started = time.monotonic()
-    result = subprocess.run(
-        [sys.executable, str(script), dataset], capture_output=True, text=True, timeout=300
-    )
+    url = dataset if size == "small" else many_utterances
+    result = subprocess.run([sys.executable, str(script), url], capture_output=True, text=True, timeout=90)
     assert result.returncode == 1
     assert "LoaderStartError" in result.stderr and 'under `if __name__ == "__main__":`' in result.stderr
-    assert time.monotonic() - started < 120
+    assert time.monotonic() - started < 60
+
+
+def test_a_loader_worker_is_sent_the_recipe_not_the_plan(dataset, many_utterances):
+    """What a spawned worker receives does not grow with the dataset: it rebuilds its share."""
+    sizes = {}
+    for url in (dataset, many_utterances):
+        stream = BatchStream(url, "train", num_workers=2, max_frames=2000)
+        captured = []
+        original = torch.utils.data.DataLoader.__init__
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(
+                torch.utils.data.DataLoader,
+                "__init__",
+                lambda self, dataset, **kw: (captured.append(dataset), original(self, dataset, **kw))[1],
+            )
+            assert sum(len(batch.ids) for batch in stream) == len(stream.rows)
+        sizes[len(stream.rows)] = len(pickle.dumps(captured[0]))
+    assert sorted(sizes) == [90, 3000]
+    assert max(sizes.values()) < 2048, sizes
+
+
+def test_a_split_rebuilt_under_a_running_reader_is_refused(dataset, tmp_path):
+    copy = tmp_path / "copy"
+    fs = fsspec.filesystem("file")
+    fs.copy(dataset, str(copy), recursive=True)
+    stream = BatchStream(str(copy), "train", num_workers=0, max_frames=2000)
+    index = (copy / "train" / manifest.INDEX).read_text()
+    (copy / "train" / manifest.INDEX).write_text(index.replace(stream.index.fingerprint, "0" * 64))
+    with pytest.raises(CorruptShard, match=r"index.json changed while the epoch ran"):
+        next(iter(stream))
