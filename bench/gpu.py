@@ -33,6 +33,7 @@ from tests.hw3p2_fixture import write_hw3p2
 from train.config import load_config
 from train.hardware import native_bf16
 from train.main import Trainer, parse_args
+from train.model import BiLSTMLayer
 
 REPO = Path(__file__).resolve().parents[1]
 MEDIUM = REPO / "train" / "configs" / "medium.yaml"
@@ -60,16 +61,12 @@ def _trainer(data: str, out: Path, overrides: list[str]) -> Trainer:
 
 
 def _lstm_dtypes(trainer: Trainer) -> set[str]:
-    """Records the dtype every nn.LSTM of the model computes in, as it runs."""
+    """Records the dtype every BiLSTM layer of the model computes in, as it runs."""
     seen: set[str] = set()
     model = trainer.accelerator.unwrap_model(trainer.model)
     for module in model.modules():
-        if isinstance(module, torch.nn.LSTM):
-            module.register_forward_hook(
-                lambda _m, _i, out: seen.add(
-                    str(getattr(out[0], "data", out[0]).dtype).removeprefix("torch.")
-                )
-            )
+        if isinstance(module, BiLSTMLayer):
+            module.register_forward_hook(lambda _m, _i, out: seen.add(str(out.dtype).removeprefix("torch.")))
     return seen
 
 

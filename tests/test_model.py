@@ -56,13 +56,34 @@ def test_bilstm_layer_equals_packed_bidirectional_nn_lstm(packed):
     torch.manual_seed(0)
     reference = nn.LSTM(8, 6, batch_first=True, bidirectional=True)
     layer = BiLSTMLayer(8, 6)
-    for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
-        getattr(layer.forward_lstm, f"{name}_l0").data.copy_(getattr(reference, f"{name}_l0"))
-        getattr(layer.backward_lstm, f"{name}_l0").data.copy_(getattr(reference, f"{name}_l0_reverse"))
+    layer.lstm.load_state_dict(reference.state_dict())
     x, lengths = torch.randn(5, 12, 8), torch.tensor([12, 9, 4, 1, 7])
     sequences = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
     expected = pad_packed_sequence(reference(sequences)[0], batch_first=True, total_length=12)[0]
     assert torch.allclose(layer(x, lengths, lengths if packed else None), expected, atol=1e-6)
+
+
+def test_weights_saved_before_the_fused_layer_load_in_the_same_order():
+    """Checkpoints from before the fused layer: per direction ``forward_lstm``/``backward_lstm``."""
+    torch.manual_seed(5)
+    config = TrainConfig(**TINY | {"lstm_layers": 2})
+    model = CTCModel(13, config).eval()
+    old = {}
+    for name, tensor in model.state_dict().items():
+        layer, fused, weight = name.rpartition(".lstm.")
+        if not fused:
+            old[name] = tensor
+            continue
+        direction = "backward_lstm" if weight.endswith("_reverse") else "forward_lstm"
+        old[f"{layer}.{direction}.{weight.removesuffix('_reverse')}"] = tensor
+    # an optimiser's state is by position: the new parameters come in the old modules' order
+    weights = ["weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"]
+    expected = [f"lstm.1.{d}_lstm.{w}" for d in ("forward", "backward") for w in weights]
+    assert [name for name in old if name.startswith("lstm.1.")] == expected
+    restored = CTCModel(13, config).eval()
+    restored.load_state_dict(old)
+    features, lengths = torch.randn(2, 30, 13), torch.tensor([30, 17])
+    assert torch.equal(restored(features, lengths)[0], model(features, lengths)[0])
 
 
 def test_reverse_within_lengths_leaves_padding_behind():
@@ -106,7 +127,7 @@ def test_loss_falls_on_a_tiny_batch(bf16):
     labels, label_lengths = torch.randint(1, 41, (4, 8)), torch.tensor([8, 7, 6, 5])
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     lstm_dtypes = set()
-    model.lstm[0].forward_lstm.register_forward_hook(lambda m, i, out: lstm_dtypes.add(out[0].dtype))
+    model.lstm[0].register_forward_hook(lambda m, i, out: lstm_dtypes.add(out.dtype))
     losses = []
     for _ in range(60):
         with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
@@ -209,12 +230,12 @@ def test_whole_model_packed_equals_padded_in_outputs_and_every_gradient(autocast
     padded = CTCModel(13, TrainConfig(**settings))
     packed = CTCModel(13, TrainConfig(**settings | {"lstm_impl": "packed"}))
     packed.load_state_dict(padded.state_dict())
-    inputs = {}  # what each model's LSTMs were given: packed sequences, or padded tensors
+    calls = []  # each call of a model's nn.LSTM modules: one fused call per layer, packed path only
     for name, model in (("padded", padded), ("packed", packed)):
         for module in model.modules():
             if isinstance(module, nn.LSTM):
                 module.register_forward_hook(
-                    lambda m, i, o, name=name: inputs.setdefault(name, set()).add(type(i[0]))
+                    lambda m, i, o, name=name: calls.append((name, type(i[0]), m.bidirectional))
                 )
     features, lengths = torch.randn(5, 90, 13), torch.tensor([90, 61, 33, 8, 75])
     labels, label_lengths = torch.randint(1, 41, (5, 6)), torch.tensor([6, 5, 4, 1, 6])
@@ -230,7 +251,7 @@ def test_whole_model_packed_equals_padded_in_outputs_and_every_gradient(autocast
         outputs.append((log_probs[real], out, {n: p.grad for n, p in model.named_parameters()}))
     (a, out_a, grads_a), (b, out_b, grads_b) = outputs
     tolerance = 2e-2 if autocast else 1e-5  # bf16 rounds the two paths' sums in another order
-    assert inputs == {"padded": {torch.Tensor}, "packed": {nn.utils.rnn.PackedSequence}}
+    assert calls == [("packed", nn.utils.rnn.PackedSequence, True)] * 3
     assert torch.equal(out_a, out_b)
     assert torch.allclose(a, b, atol=tolerance)
     assert grads_a.keys() == grads_b.keys()

@@ -124,34 +124,63 @@ def reverse_within_lengths(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tens
 
 
 class BiLSTMLayer(nn.Module):
-    """One bidirectional layer as two one-direction LSTMs.
+    """One bidirectional layer: an ``nn.LSTM(bidirectional=True)`` whose weights serve two paths.
 
-    ``packed`` runs both over packed sequences (cuDNN's fast path). ``padded`` runs them over
-    the padded batch, the backward one on each sequence reversed within its own length, so
-    padding never reaches a real frame: the same outputs, without the packed CPU backward
-    that is ~7x slower (pytorch#149194). Both give exactly nn.LSTM(bidirectional=True).
+    ``packed`` runs it over the packed sequences: both directions in one cuDNN call, on weights
+    cuDNN keeps in one flat buffer. ``padded`` runs each direction's weights as a one-direction
+    LSTM over the padded batch, the backward one on each sequence reversed within its own
+    length, so padding never reaches a real frame: the same outputs, without the packed CPU
+    backward that is ~7x slower (pytorch#149194).
+
+    Checkpoints from before the fused layer name the directions ``forward_lstm.*_l0`` and
+    ``backward_lstm.*_l0``; they load as ``lstm.*_l0`` and ``lstm.*_l0_reverse`` (same order,
+    so optimiser states keep matching their parameters).
     """
 
     def __init__(self, input_size: int, hidden: int):
         super().__init__()
-        self.forward_lstm = nn.LSTM(input_size, hidden, batch_first=True)
-        self.backward_lstm = nn.LSTM(input_size, hidden, batch_first=True)
+        self.lstm = nn.LSTM(input_size, hidden, batch_first=True, bidirectional=True)
+        # The padded path's one-direction LSTM: no weights of its own (meta), called with the
+        # fused module's through functional_call. A tuple, so it is not a registered submodule.
+        self._one_direction = (_BorrowedWeightsLSTM(input_size, hidden, batch_first=True, device="meta"),)
+        self.register_load_state_dict_pre_hook(_rename_direction_modules)
 
-    def _run(self, lstm: nn.LSTM, x: torch.Tensor, host_lengths: torch.Tensor | None) -> torch.Tensor:
-        if host_lengths is None:
-            return lstm(x)[0]
-        sequences = pack_padded_sequence(x, host_lengths, batch_first=True, enforce_sorted=False)
-        return pad_packed_sequence(lstm(sequences)[0], batch_first=True, total_length=x.shape[1])[0]
+    def _direction(self, x: torch.Tensor, suffix: str) -> torch.Tensor:
+        weights = {name: getattr(self.lstm, name + suffix) for name in _WEIGHTS}
+        return torch.func.functional_call(self._one_direction[0], weights, (x,))[0]
 
     def forward(
         self, x: torch.Tensor, lengths: torch.Tensor, host_lengths: torch.Tensor | None
     ) -> torch.Tensor:
         """(B, T, C) → (B, T, 2H). ``lengths`` on x's device; ``host_lengths`` (the same on the CPU)
         runs the packed path, None the padded one."""
-        forward = self._run(self.forward_lstm, x, host_lengths)
-        backward = self._run(self.backward_lstm, reverse_within_lengths(x, lengths), host_lengths)
+        if host_lengths is not None:
+            sequences = pack_padded_sequence(x, host_lengths, batch_first=True, enforce_sorted=False)
+            return pad_packed_sequence(self.lstm(sequences)[0], batch_first=True, total_length=x.shape[1])[0]
+        forward = self._direction(x, "")
+        backward = self._direction(reverse_within_lengths(x, lengths), "_reverse")
         output = torch.cat([forward, reverse_within_lengths(backward, lengths)], dim=-1)
         return output * time_mask(lengths, x.shape[1])[:, :, None]
+
+
+class _BorrowedWeightsLSTM(nn.LSTM):
+    """A one-direction LSTM run on another module's weights. On CUDA nn.LSTM moves the weights
+    it is given into a flat buffer of its own (``set_``); these belong to the fused module, whose
+    buffer must stay as it is, so cuDNN copies them for the call instead."""
+
+    def flatten_parameters(self) -> None:
+        pass
+
+
+_WEIGHTS = ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")
+
+
+def _rename_direction_modules(module, state_dict, prefix, *_) -> None:
+    for direction, suffix in (("forward_lstm", ""), ("backward_lstm", "_reverse")):
+        for name in _WEIGHTS:
+            old = f"{prefix}{direction}.{name}"
+            if old in state_dict:
+                state_dict[f"{prefix}lstm.{name}{suffix}"] = state_dict.pop(old)
 
 
 def _autocast_dtype(device_type: str) -> torch.dtype | None:
