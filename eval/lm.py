@@ -14,17 +14,12 @@ query backs off exactly as the interpolated model prescribes and every history's
 sum to 1 (tested).
 """
 
-import functools
 import io
-import itertools
 import math
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-
-import fsspec
-import numpy as np
 
 from shards.reader import BatchStream
 from shards.store import publish_at
@@ -78,8 +73,12 @@ class NgramModel:
         return 10 ** (-total / max(count, 1))
 
 
-def estimate(sentences: Iterable[Sequence[str]], order: int) -> NgramModel:
-    """Interpolated modified Kneser–Ney over ``sentences`` (sequences of phoneme names)."""
+def estimate(
+    sentences: Iterable[Sequence[str]], order: int, vocabulary: Sequence[str] = PHONEMES[1:]
+) -> NgramModel:
+    """Interpolated modified Kneser–Ney over ``sentences`` (sequences of words: by default the
+    phoneme names; any ``vocabulary`` of tokens, e.g. characters, each predicted even if unseen)."""
+    predicted = (*vocabulary, END)
     if order < 1:
         raise ValueError(f"order must be at least 1, not {order}")
     top: Counter = Counter()  # every n-gram of the order, and the shorter ones an utterance starts with
@@ -92,7 +91,7 @@ def estimate(sentences: Iterable[Sequence[str]], order: int) -> NgramModel:
     backoff: dict[tuple[str, ...], float] = {}
     lower: dict[tuple[str, ...], float] = {}  # the previous order's interpolated probabilities
     for n in range(1, order + 1):
-        grams = counts[n] if n > 1 else Counter({(w,): counts[1].get((w,), 0) for w in WORDS})
+        grams = counts[n] if n > 1 else Counter({(w,): counts[1].get((w,), 0) for w in predicted})
         discounts = _discounts(counts[n])
         total: dict[tuple, int] = defaultdict(int)
         freed: dict[tuple, float] = defaultdict(float)  # discount mass per context
@@ -103,7 +102,7 @@ def estimate(sentences: Iterable[Sequence[str]], order: int) -> NgramModel:
         probability = {}
         for gram, count in grams.items():
             context = gram[:-1]
-            below = lower[gram[1:]] if n > 1 else 1 / len(WORDS)  # order 0: uniform
+            below = lower[gram[1:]] if n > 1 else 1 / len(predicted)  # order 0: uniform
             probability[gram] = (count - _discount(count, discounts)) / total[context] + weight[
                 context
             ] * below
@@ -144,34 +143,6 @@ def _discounts(grams: Counter) -> tuple[float, float, float]:
     )
 
 
-MAX_DECODING_ORDER = 4  # the decoder's dense table: 41^(order-1) contexts × 41 words
-
-
-def dense_table(model: NgramModel) -> np.ndarray:
-    """ln p(word | context) for every context of ``order - 1`` symbols, as the decoder reads it.
-
-    Symbols are class indices: 1..40 the phonemes, 0 ``<s>`` (a history shorter than the context
-    is padded with ``<s>``, which backs off to the right order). Row ``Σ s_i 41^(k-1-i)``; column
-    0 is ``</s>`` (blank, index 0, is never scored), columns 1..40 the phonemes. Built order by
-    order with ARPA's backoff rule, so it equals :meth:`NgramModel.score` (tested).
-    """
-    if model.order > MAX_DECODING_ORDER:
-        raise ArpaError(f"order {model.order} is above the {MAX_DECODING_ORDER} the decoder supports")
-    names = [START, *PHONEMES[1:]]  # symbol → word, for contexts
-    columns = [END, *PHONEMES[1:]]  # column → word, for predictions
-    size = len(names)
-    table = np.array([model.logprob.get((w,), NO_PROBABILITY) for w in columns], dtype=np.float64)[None]
-    for k in range(1, model.order):  # contexts of k symbols from those of k - 1
-        contexts = list(itertools.product(range(size), repeat=k))
-        backoff = np.array([model.backoff.get(tuple(names[s] for s in c), 0.0) for c in contexts])
-        table = backoff[:, None] + np.tile(table, (size, 1))  # row c → row of c without its first symbol
-        for gram, value in model.logprob.items():
-            if len(gram) == k + 1 and gram[-1] in columns and all(w in names for w in gram[:-1]):
-                row = sum(names.index(w) * size ** (k - 1 - i) for i, w in enumerate(gram[:-1]))
-                table[row, columns.index(gram[-1])] = value
-    return (table * math.log(10)).astype(np.float32)
-
-
 def label_sequences(data: str, split: str) -> list[list[str]]:
     """Each utterance's phoneme names, read from the split's shards (flagged repeats left out)."""
     sentences = []
@@ -199,13 +170,6 @@ def build(data: str, order: int, out: str) -> dict:
         "dev_perplexity": round(model.perplexity(label_sequences(data, "dev")), 3),
         "seconds": round(time.monotonic() - started, 1),
     }
-
-
-@functools.lru_cache(maxsize=4)  # a tuning grid builds one decoder per point
-def load_table(url: str) -> np.ndarray:
-    """The decoder's table of an ARPA file at any fsspec URL."""
-    with fsspec.open(url, "rb") as handle:
-        return dense_table(read_arpa(handle.read(), url))
 
 
 def arpa_bytes(model: NgramModel) -> bytes:

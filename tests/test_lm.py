@@ -9,9 +9,10 @@ import pytest
 from flashlight.lib.text.decoder.kenlm import KenLM
 from flashlight.lib.text.dictionary import Dictionary
 
-from eval.lm import END, START, WORDS, ArpaError, arpa_bytes, dense_table, estimate, read_arpa
+from eval.lm import END, START, WORDS, ArpaError, arpa_bytes, estimate, read_arpa
+from eval.token_lm import DENSE_ENTRIES, TokenLM, dense_table
 from pipeline.build import Settings, build
-from shards.vocab import PHONEMES
+from shards.vocab import PHONEME_MAP, PHONEMES
 from tests.hw3p2_fixture import write_hw3p2
 
 
@@ -68,20 +69,26 @@ def test_kenlm_reads_our_arpa_and_scores_as_our_reader(tmp_path):
         assert kenlm.finish(state)[1] == pytest.approx(read.score(history, END), abs=1e-5)
 
 
-@pytest.mark.parametrize("order", [1, 2, 3])
-def test_the_decoders_dense_table_is_the_models_backoff(order):
+@pytest.mark.parametrize("order", [1, 2, 3, 5, 6])
+def test_the_decoders_table_is_the_models_backoff(order):
+    """Dense (orders 1–3 here) or filled row by row (5, 6: over 41 classes too large to tabulate)."""
     model = estimate(_markov_sentences(200, seed=5), order)
-    table = dense_table(model)
-    assert table.shape == (41 ** (order - 1), 41)
+    lm = TokenLM(model, PHONEME_MAP, 0, "lm.arpa")
+    assert lm.dense == (41**order <= DENSE_ENTRIES)
+    table = lm.table()
     rng = np.random.default_rng(1)
-    for _ in range(200):
-        history = [START] + [PHONEMES[1 + i] for i in rng.integers(40, size=int(rng.integers(0, 5)))]
+    for _ in range(100):
+        history = [START] + [PHONEMES[1 + i] for i in rng.integers(40, size=int(rng.integers(0, 7)))]
         symbols = ([0] * (order - 1) + [PHONEMES.index(w) if w != START else 0 for w in history])[
-            -(order - 1) :
+            len(history) :
         ]
-        row = sum(s * 41 ** (order - 2 - i) for i, s in enumerate(symbols)) if order > 1 else 0
+        context = sum(s * 41 ** (order - 2 - i) for i, s in enumerate(symbols))
+        (row,) = table.row_indices(np.array([context]))
         for column, word in [(0, END), (7, PHONEMES[7])]:
-            assert table[row, column] == pytest.approx(model.score(history, word) * np.log(10), abs=1e-5)
+            expected = model.score(history, word) * np.log(10)
+            assert table.rows[row, column] == pytest.approx(expected, abs=1e-5)
+    if order <= 3:
+        assert np.array_equal(table.rows, dense_table(model, lm.words))
 
 
 @pytest.mark.parametrize(
