@@ -172,6 +172,11 @@ def _inputs(
         raise ValueError(f"probs must be (batch, time, {classes} labels), not {tuple(probs.shape)}")
     emissions = probs.detach().float().cpu()
     if not log_probs_input:  # ctcdecode's default: softmax outputs
+        if bool((emissions < 0).any()):
+            raise ValueError(
+                "probs has negative values: log-probabilities? pass log_probs_input=True (ctcdecode's "
+                "default is False, softmax outputs)"
+            )
         emissions = emissions.clamp_min(1e-30).log()
     batch, frames = emissions.shape[:2]
     if seq_lens is None:

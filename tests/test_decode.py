@@ -141,6 +141,8 @@ def test_ctcdecode_positional_order_and_defaults():
         )
     )
     assert (defaults.character_based(), defaults.max_order(), defaults.dict_size()) == (None, None, None)
+    with pytest.raises(ValueError, match="negative values: log-probabilities. pass log_probs_input=True"):
+        defaults.decode(probs.log())  # ctcdecode would take the log of a log, silently
 
 
 def _labelling_log_probs(log_probs: torch.Tensor, blank: int = 0) -> dict[tuple[int, ...], float]:
