@@ -139,7 +139,7 @@ eval: setup
 # LM, scored against demo/corpus/test_solution.csv as Kaggle would: demo/submission-no-lm.csv and
 # demo/submission.csv (+ .ids.csv each), two rows in demo/leaderboard.csv and its page
 # demo/leaderboard.html. Each step resumes what is there.
-# The LM weights were tuned on the demo's dev split (python -m eval tune; README, "LM figures").
+# The LM weights were tuned on the demo's dev split (python -m eval tune; docs/results.md, "The phoneme LM").
 DEMO_ALPHA ?= 0.1
 DEMO_BETA ?= 0.5
 demo: setup system-packages

@@ -3,8 +3,8 @@
 ``CTCBeamDecoder``, ``OnlineCTCBeamDecoder`` and ``DecoderState`` take ctcdecode's arguments in
 its order, with its defaults, and return its tensors (ctcdecode, a 2020 source package that
 downloads its dependencies at build time, cannot be installed here); every utterance runs
-``eval.prefix_beam``, one search with or without a token LM (``eval.token_lm``). The README's
-decoder reference lists ctcdecode's API item by item and what this does for each.
+``eval.prefix_beam``, one search with or without a token LM (``eval.token_lm``).
+``docs/decoding.md`` lists ctcdecode's API item by item and what this does for each.
 
 ``num_processes`` decodes that many utterances at once on threads (the search runs in numba
 without the GIL, as ctcdecode's runs in C++ threads): nothing is spawned, so a script without a

@@ -266,7 +266,7 @@ def test_the_lstm_leaves_a_cuda_bf16_autocast_and_keeps_every_other():
     assert not lstm_outside_autocast("cuda", torch.float16)  # fp16 as asked, with a GradScaler
     assert not lstm_outside_autocast("cuda", None)
     assert not lstm_outside_autocast("cpu", torch.bfloat16)  # oneDNN computes bf16 as asked
-    # the start-up line and the README's table say the same, from the same rule
+    # the start-up line and docs/training.md's table say the same, from the same rule
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
     assert [lstm_dtype(p, cuda) for p in ("bf16", "fp16", "fp32")] == [
         torch.float32,

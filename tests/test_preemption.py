@@ -215,7 +215,7 @@ def _two_machines(script_of_rank) -> tuple[list[subprocess.Popen], list[str]]:
 
 
 def test_two_machines_of_one_rank_train_like_two_ranks_on_one_machine(data, whole_two_ranks, tmp_path):
-    """The README's multi-machine command, both "machines" on loopback: the same weights as one machine."""
+    """The multi-machine command (README, docs/training.md), both "machines" on loopback: the same weights as one machine."""
     out = tmp_path / "run"
     launchers, outputs = _two_machines(lambda rank: _script(data, out))
     assert [launcher.returncode for launcher in launchers] == [0, 0], why_failed(outputs[0]) + why_failed(
