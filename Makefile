@@ -22,7 +22,7 @@ WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 SHARD_MB ?= 64
 PYTEST_ARGS ?=
 
-.PHONY: setup system-packages python-version test lint format corpus shards train lm eval demo screenshot bench clean
+.PHONY: setup system-packages kenlm python-version test lint format corpus shards train lm eval demo screenshot bench clean
 
 # The synthesisers behind the demo corpus (pipeline/corpus) and the lexicon its sentences come from.
 DEBIAN_PACKAGES := festival flite festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts festlex-cmu
@@ -51,7 +51,7 @@ system-packages:
 		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q "ok installed" || echo $$p; done); \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
-		echo "installing the demo corpus's speech synthesisers (Debian packages): $$missing"; \
+		echo "installing Debian packages (the demo corpus's speech synthesisers, a compiler for KenLM): $$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	elif command -v apt-get >/dev/null && command -v sudo >/dev/null; then \
 		sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
@@ -75,7 +75,23 @@ PYTHON_SOURCES ?= pipeline shards train eval bench tests
 python-version: setup
 	$(BIN)/vermin --no-tips --violations --eval-annotations --exclude str.decode -t=$(MIN_PYTHON)- $(PYTHON_SOURCES)
 
-test: lint python-version system-packages
+# KenLM's build_binary (ARPA → KenLM binary), which the tests of binary LMs use: compiled from the kenlm
+# source package on PyPI (its query-only build: no Boost, no CMake), g++ installed first if missing.
+KENLM_VERSION ?= 0.3.0
+KENLM_SRC = $(VENV)/src/kenlm-$(KENLM_VERSION)
+$(BIN)/build_binary:
+	@$(MAKE) --no-print-directory setup
+	@command -v g++ >/dev/null || $(MAKE) --no-print-directory system-packages DEBIAN_PACKAGES=g++
+	@echo "compiling KenLM $(KENLM_VERSION)'s build_binary into $(BIN) (about a minute)"
+	@rm -rf $(KENLM_SRC) && mkdir -p $(VENV)/src
+	@$(BIN)/pip download --quiet --disable-pip-version-check --no-deps --no-binary :all: --no-build-isolation \
+		kenlm==$(KENLM_VERSION) -d $(VENV)/src 2> >(grep -v "is ignored: it is neither" >&2)
+	@tar xzf $(VENV)/src/kenlm-$(KENLM_VERSION).tar.gz -C $(VENV)/src
+	@cd $(KENLM_SRC) && CXXFLAGS=-O1 bash compile_query_only.sh >build.log 2>&1 || { tail -20 build.log >&2; exit 1; }
+	@cp $(KENLM_SRC)/bin/build_binary $@
+kenlm: $(BIN)/build_binary
+
+test: lint python-version system-packages $(BIN)/build_binary
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$status
 

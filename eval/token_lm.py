@@ -10,19 +10,27 @@ An LM with words that are not labels — English words over a character label li
 ctcdecode's own LM test, where ctcdecode spells words from a dictionary and scores them at the
 space label — is refused when the decoder is built: it would otherwise be read as a token LM.
 
-The search reads an ``eval.prefix_beam.Table``: dense (every context's row, computed once) while
-C^(order−1) × C entries fit in ``DENSE_ENTRIES`` (orders ≤ 4 over the 41 HW3P2 classes); beyond
-that, each context's row is computed from the n-grams the first time a beam prefix needs it.
+The LM is an ARPA file or a KenLM binary (``build_binary``'s output, which keeps its vocabulary at
+the end; queried through flashlight's KenLM). The search reads an ``eval.prefix_beam.Table``: for an
+ARPA file dense (every context's row, computed once) while C^(order−1) × C entries fit in
+``DENSE_ENTRIES`` (orders ≤ 4 over the 41 HW3P2 classes); beyond that, and for a binary, each
+context's row is computed the first time a beam prefix needs it.
 """
 
+import atexit
 import functools
 import itertools
 import math
+import os
+import tempfile
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import fsspec
 import numpy as np
+from flashlight.lib.text.decoder.kenlm import KenLM
+from flashlight.lib.text.dictionary import Dictionary
 
 from eval.lm import END, NO_PROBABILITY, START, UNKNOWN, NgramModel, read_arpa
 from eval.prefix_beam import Table
@@ -36,21 +44,61 @@ class LMError(ValueError):
     """An LM this decoder cannot use with its labels; the message names the file and why."""
 
 
+KENLM_MAGIC = b"mmap lm http://kheafield.com/code format version 5\n\0"
+KENLM_INCOMPLETE = b"mmap lm http://kheafield.com/code incomplete"
+# lm/binary_format.hh: the Sanity header (88 bytes), then FixedWidthParameters: order (a byte) and, 12
+# bytes on, whether the file ends with the vocabulary's strings (from <unk>, NUL-terminated)
+ORDER_AT, HAS_VOCABULARY_AT = 88, 100
+
+
+@dataclass(frozen=True)
+class KenLMBinary:
+    path: str  # a local file: KenLM maps it
+    order: int
+    words: frozenset[str]
+
+
 @functools.lru_cache(maxsize=4)  # a tuning grid builds one decoder per point
-def read_model(url: str) -> NgramModel:
-    """The n-grams of an ARPA file at any fsspec URL."""
+def read_model(url: str) -> "NgramModel | KenLMBinary":
+    """The LM at any fsspec URL: an ARPA file's n-grams, or a KenLM binary's order and words."""
     with fsspec.open(url, "rb") as handle:
-        return read_arpa(handle.read(), url)
+        data = handle.read()
+    if data.startswith(KENLM_INCOMPLETE):
+        raise LMError(f"{url}: an incomplete KenLM binary (its build_binary did not finish)")
+    if not data.startswith(KENLM_MAGIC[:33]):
+        return read_arpa(data, url)
+    if not data.startswith(KENLM_MAGIC):
+        raise LMError(f"{url}: a KenLM binary of another format version than 5")
+    start = data.rfind(b"<unk>\0")
+    if len(data) <= HAS_VOCABULARY_AT or not data[HAS_VOCABULARY_AT] or start < 0:
+        raise LMError(
+            f"{url}: a KenLM binary without its vocabulary's strings; rebuild it with build_binary's defaults"
+        )
+    words = frozenset(w.decode("utf-8") for w in data[start:].split(b"\0")[:-1])
+    return KenLMBinary(_local_copy(url, data), data[ORDER_AT], words)
+
+
+def _local_copy(url: str, data: bytes) -> str:
+    """``url`` itself when local, else a temporary copy removed at exit (KenLM maps a file)."""
+    protocol = fsspec.core.split_protocol(url)[0]
+    if protocol in (None, "file"):
+        return fsspec.core.strip_protocol(url)
+    handle, path = tempfile.mkstemp(suffix=".binlm")
+    with os.fdopen(handle, "wb") as copy:
+        copy.write(data)
+    atexit.register(os.remove, path)
+    return path
 
 
 class TokenLM:
     """``model`` over ``labels`` (blank at ``blank``): the table the search reads, and ctcdecode's queries."""
 
-    def __init__(self, model: NgramModel, labels: Sequence[str], blank: int, source: str):
+    def __init__(self, model: "NgramModel | KenLMBinary", labels: Sequence[str], blank: int, source: str):
         self.model, self.source = model, source
         self.words = label_words(model, list(labels), blank, source)  # the LM word of each label
         classes = len(self.words)
-        self.dense = classes ** (model.order - 1) * classes <= DENSE_ENTRIES
+        self.kenlm = KenLM(model.path, Dictionary(self.words)) if isinstance(model, KenLMBinary) else None
+        self.dense = self.kenlm is None and classes ** (model.order - 1) * classes <= DENSE_ENTRIES
         self._dense = Table(dense_table(model, self.words), classes, model.order) if self.dense else None
         self._sparse = threading.local()  # a sparse table grows as it is read: one per thread
 
@@ -70,19 +118,30 @@ class TokenLM:
     def _row(self, symbols: list[int]) -> list[float]:
         """ln p(label | context) for every label (``</s>`` in the blank's column)."""
         history = [self.words[s] if self.words[s] != END else START for s in symbols]
-        return [LN10 * self.model.score(history, word) for word in self.words]
+        if self.kenlm is None:
+            return [LN10 * self.model.score(history, word) for word in self.words]
+        state = self.kenlm.start(START not in history)  # False: from <s>, which pads a short history
+        for symbol in symbols:
+            if self.words[symbol] != END:
+                state = self.kenlm.score(state, symbol)[0]
+        return [
+            LN10 * (self.kenlm.finish(state) if word == END else self.kenlm.score(state, i))[1]
+            for i, word in enumerate(self.words)
+        ]
 
     @property
     def order(self) -> int:
         return self.model.order
 
 
-def vocabulary(model: NgramModel) -> set[str]:
+def vocabulary(model: "NgramModel | KenLMBinary") -> set[str]:
     """The LM's words, its markers left out."""
+    if isinstance(model, KenLMBinary):
+        return set(model.words) - {START, END, UNKNOWN}
     return {gram[0] for gram in model.logprob if len(gram) == 1} - {START, END, UNKNOWN}
 
 
-def label_words(model: NgramModel, labels: list[str], blank: int, source: str) -> list[str]:
+def label_words(model: "NgramModel | KenLMBinary", labels: list[str], blank: int, source: str) -> list[str]:
     """The LM word of each label, ``</s>`` for the blank: the labels themselves, or for the
     HW3P2 labels the phoneme names; an LM with other words is refused, naming some."""
     words = vocabulary(model)

@@ -4,7 +4,9 @@ import itertools
 import math
 import subprocess
 import sys
+from pathlib import Path
 
+import fsspec
 import numpy as np
 import pytest
 import torch
@@ -261,10 +263,10 @@ def test_a_script_without_a_main_guard_decodes_on_threads(tmp_path):
 # --- token LMs -----------------------------------------------------------------------------
 
 
-def _lm_objective(labels: tuple[int, ...], lm: token_lm.TokenLM, alpha: float, beta: float) -> float:
-    """alpha · ln P_LM(labels </s>) + beta · len, asking the n-gram model itself."""
-    words = [lm.words[k] for k in labels]
-    return alpha * lm.model.sentence_logprob(words) * math.log(10) + beta * len(labels)
+def _lm_objective(labels: tuple[int, ...], words: list[str], arpa: str, alpha: float, beta: float) -> float:
+    """alpha · ln P_LM(labels </s>) + beta · len, asking the ARPA model itself."""
+    model = token_lm.read_model(arpa)
+    return alpha * model.sentence_logprob([words[k] for k in labels]) * math.log(10) + beta * len(labels)
 
 
 def _character_lm(tmp_path, order: int, seed: int = 0) -> str:
@@ -275,28 +277,56 @@ def _character_lm(tmp_path, order: int, seed: int = 0) -> str:
     return str(path)
 
 
-@pytest.mark.parametrize(("seed", "dense"), [(s, d) for s in range(4) for d in (True, False)])
-def test_lm_beam_search_maximises_ctc_plus_lm_plus_bonus(seed, dense, tmp_path, monkeypatch):
-    """Exhaustively, a character 5-gram over labels with the blank last, dense or row by row."""
-    if not dense:
+def _kenlm_binary(arpa: str) -> str:
+    """KenLM's own build_binary (``make kenlm``, which ``make test`` runs first)."""
+    build_binary = Path(sys.executable).parent / "build_binary"
+    assert build_binary.is_file(), "KenLM's build_binary is missing: run `make kenlm`"
+    subprocess.run([str(build_binary), arpa, arpa + ".bin"], check=True, capture_output=True)
+    return arpa + ".bin"
+
+
+@pytest.mark.parametrize(("seed", "form"), [(s, f) for s in range(4) for f in ("dense", "rows", "binary")])
+def test_lm_beam_search_maximises_ctc_plus_lm_plus_bonus(seed, form, tmp_path, monkeypatch):
+    """Exhaustively, a character 5-gram over labels with the blank last: as a dense table, row by
+    row, and as a KenLM binary."""
+    if form == "rows":
         monkeypatch.setattr(token_lm, "DENSE_ENTRIES", 0)
     generator = torch.Generator().manual_seed(seed)
     log_probs = (torch.randn(5, 4, generator=generator) * 2).log_softmax(-1)
     alpha, beta = [(0.8, 0.0), (0.5, 1.5), (1.2, -1.0), (0.3, 2.0)][seed]
-    decoder = CTCBeamDecoder("abc_", _character_lm(tmp_path, 5, seed), alpha, beta, beam_width=400,
-                             blank_id=3, log_probs_input=True, num_processes=1)  # fmt: skip
-    lm = decoder._lm
-    assert lm.dense == dense and (decoder.character_based(), decoder.max_order(), decoder.dict_size()) == (
-        True,
-        5,
-        0,
-    )
+    arpa = _character_lm(tmp_path, 5, seed)
+    path = _kenlm_binary(arpa) if form == "binary" else arpa
+    decoder = CTCBeamDecoder("abc_", path, alpha, beta, beam_width=400, blank_id=3, log_probs_input=True,
+                             num_processes=1)  # fmt: skip
+    assert decoder._lm.dense == (form == "dense")
+    assert (decoder.character_based(), decoder.max_order(), decoder.dict_size()) == (True, 5, 0)
     truth = _labelling_log_probs(log_probs, blank=3)
-    objective = {labels: p + _lm_objective(labels, lm, alpha, beta) for labels, p in truth.items()}
+    words = decoder._lm.words
+    objective = {labels: p + _lm_objective(labels, words, arpa, alpha, beta) for labels, p in truth.items()}
     (best, *_) = decoder.best(log_probs[None])[0]
     # Invariant: the decoder's labelling is the objective's maximum; its score is the CTC part alone
     assert tuple(best.labels) == max(objective, key=objective.get)
     assert best.score == pytest.approx(truth[tuple(best.labels)], abs=1e-4)
+
+
+def test_a_kenlm_binary_on_s3_decodes_as_its_arpa_file(tmp_path, s3_bucket):
+    arpa = _character_lm(tmp_path, 4, seed=8)
+    url = f"{s3_bucket}/chars-4.bin"
+    fsspec.filesystem("s3").put(_kenlm_binary(arpa), url)
+    generator = torch.Generator().manual_seed(8)
+    probs = (torch.randn(3, 30, 4, generator=generator) * 3).softmax(-1)
+    settings = dict(alpha=0.9, beta=0.3, beam_width=12, blank_id=3)
+    from_arpa = CTCBeamDecoder("abc_", arpa, **settings).decode(probs)
+    from_binary = CTCBeamDecoder("abc_", url, **settings).decode(probs)
+    assert all(
+        torch.equal(a, b) for a, b in zip(from_arpa[::2], from_binary[::2], strict=True)
+    )  # labels, lengths
+    assert torch.allclose(from_arpa[1], from_binary[1], atol=1e-4)
+
+
+def test_a_word_lm_as_a_kenlm_binary_is_refused_too(tmp_path):
+    with pytest.raises(LMError, match=r"6 of its 7 words are not labels"):
+        CTCBeamDecoder(VOCAB, _kenlm_binary(_word_lm(tmp_path)), blank_id=BLANK)
 
 
 def test_an_lm_at_alpha_0_and_beta_0_is_no_lm(tmp_path):
