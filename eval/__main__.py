@@ -113,7 +113,22 @@ def main(argv: list[str] | None = None) -> int:
     modelling.add_argument("--order", type=int, default=4)
     modelling.add_argument("--out", required=True, help="where to write the ARPA file (local or URL)")
     args = parser.parse_args(argv)
+    names = (
+        "submission",
+        "solution",
+        "url",
+        "runs",
+        "data",
+        "leaderboard",
+        "out",
+        "lm",
+        "checkpoint",
+        "html",
+    )
+    urls = [getattr(args, name, None) for name in names]
     try:
+        for url in filter(None, urls):  # credentials, bucket, endpoint: one line before any work
+            s3.check_access(url)
         if args.command == "tune":
             if args.lm is None:
                 raise ValueError("tune needs --lm (an ARPA file: python -m eval lm)")
@@ -143,21 +158,6 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         return watch(args)
     except Exception as error:
-        urls = [
-            getattr(args, name, None)
-            for name in (
-                "submission",
-                "solution",
-                "url",
-                "runs",
-                "data",
-                "leaderboard",
-                "out",
-                "lm",
-                "checkpoint",
-                "html",
-            )
-        ]
         message = s3.refusal(error, urls, (ValueError, FileNotFoundError))
         if message is None:
             raise

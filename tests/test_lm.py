@@ -9,7 +9,7 @@ import pytest
 from flashlight.lib.text.decoder.kenlm import KenLM
 from flashlight.lib.text.dictionary import Dictionary
 
-from eval.lm import END, START, WORDS, ArpaError, arpa_bytes, estimate, read_arpa
+from eval.lm import END, START, WORDS, ArpaError, arpa_bytes, estimate, label_sequences, read_arpa
 from eval.token_lm import DENSE_ENTRIES, TokenLM, dense_table
 from pipeline.build import Settings, build
 from shards.vocab import PHONEME_MAP, PHONEMES
@@ -114,6 +114,10 @@ def test_the_lm_command_estimates_from_the_shards(tmp_path):
     )  # fmt: skip
     figures = json.loads(result.stdout.splitlines()[-1])
     assert figures["train_utterances"] == 40 and len(figures["ngrams"]) == 3
-    assert figures["dev_perplexity"] > 1
     model = read_arpa((tmp_path / "lm" / "phones.arpa").read_bytes(), "phones.arpa")
     assert model.order == 3 and model.logprob[(START,)] == -99.0
+    # the figures are the written model's: its perplexity on the splits' own label sequences
+    for split in ("train", "dev"):
+        sentences = label_sequences(str(tmp_path / "shards"), split)
+        assert len(sentences) == {"train": 40, "dev": 10}[split]
+        assert figures[f"{split}_perplexity"] == pytest.approx(model.perplexity(sentences), rel=1e-3)

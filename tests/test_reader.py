@@ -424,7 +424,9 @@ def test_plan_command_prints_what_the_reader_yields(dataset):
             dataset, "train", rank=rank, world_size=2, num_workers=2, max_frames=3000, seed=4
         )
         assert document["ranks"][rank]["batches"] == _ids(stream)
-    assert 0 < document["padding_efficiency"] <= 1 and document["repeated_utterances"] >= 0
+    plan = stream.plan(0)  # the document's figures are epoch 0's plan's
+    assert document["padding_efficiency"] == pytest.approx(plan.padding_efficiency(), abs=1e-4)
+    assert document["repeated_utterances"] == plan.repeated_utterances()
 
 
 def _readme_reader_example() -> str:

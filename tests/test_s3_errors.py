@@ -42,7 +42,14 @@ def _commands(bucket: str, raw: Path) -> dict[str, list[str]]:
         "shards plan": ["-m", "shards", "plan", data],
         "train": [str(REPO / "train" / "main.py"), "--data", data, "--out", run, "epochs=1"],
         "eval": [str(REPO / "eval" / "main.py"), "--checkpoint", run, "--data", data],
-    }
+        "eval score": ["-m", "eval", "score", f"{bucket}/submission.csv", f"{bucket}/solution.csv"],
+        "eval leaderboard": ["-m", "eval", "leaderboard", f"{bucket}/board.csv"],
+        "eval watch": ["-m", "eval", "watch", "--runs", f"{bucket}/runs", "--data", data, "--leaderboard",
+                       f"{bucket}/board.csv", "--once"],
+        "eval tune": ["-m", "eval", "tune", "--checkpoint", run, "--data", data, "--lm", f"{bucket}/lm.arpa",
+                      "--out", f"{bucket}/tune"],
+        "eval lm": ["-m", "eval", "lm", "--data", data, "--out", f"{bucket}/lm.arpa"],
+    }  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +58,7 @@ def raw(tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("case", CASES)
-@pytest.mark.parametrize("command", ["pipeline", "shards plan", "train", "eval"])
+@pytest.mark.parametrize("command", list(_commands("s3://b", Path("raw"))))
 def test_s3_mistakes_are_one_line_with_exit_2(command, case, s3_bucket, raw):
     change, expected = CASES[case]
     bucket = "s3://no-such-bucket-here" if case == "missing bucket" else s3_bucket
