@@ -105,7 +105,7 @@ def measure_case(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for batch in batches:
-            frames += trainer._train_batch(batch)
+            frames += trainer._train_batch(batch)[0]
             done += 1
             if done >= steps or time.perf_counter() - started > seconds:
                 break

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -203,3 +204,47 @@ def test_ablation_runs_one_factor_at_a_time_and_tabulates(data, tmp_path):
         ]
         == 0.5
     )
+
+
+def _metrics(out) -> list[dict]:
+    return list(csv.DictReader((Path(out) / "metrics.csv").read_text().splitlines()))
+
+
+def test_timed_checkpoints_come_mid_epoch_and_only_when_asked(data, tmp_path):
+    """checkpoint_every_minutes: due at every step here (0.06 s), so mid-epoch step checkpoints are written."""
+    timed = subprocess.run(_train(data, str(tmp_path / "timed"), "epochs=1", "checkpoint_every_minutes=0.001"),
+                           capture_output=True, text=True)  # fmt: skip
+    untimed = subprocess.run(_train(data, str(tmp_path / "untimed"), "epochs=1", "checkpoint_every_minutes=0"),
+                             capture_output=True, text=True)  # fmt: skip
+    assert timed.returncode == untimed.returncode == 0, why_failed(timed.stderr + untimed.stderr)
+    steps = int(_metrics(tmp_path / "timed")[0]["step"])
+    mid_epoch = [line for line in timed.stderr.splitlines() if "/step-" in line and "written in" in line]
+    assert 1 <= len(mid_epoch) <= steps, timed.stderr[-3000:]
+    assert not any("/step-" in line for line in untimed.stderr.splitlines())
+
+
+def test_grad_accum_takes_one_optimiser_step_per_n_batches(data, tmp_path):
+    for n in (1, 2):
+        subprocess.run(_train(data, str(tmp_path / f"accum-{n}"), "epochs=1", f"grad_accum={n}"), check=True,
+                       capture_output=True)  # fmt: skip
+    batches = int(_metrics(tmp_path / "accum-1")[0]["step"])
+    assert batches >= 4 and int(_metrics(tmp_path / "accum-2")[0]["step"]) == -(-batches // 2)
+
+
+def test_the_plateau_scheduler_lowers_the_rate_when_dev_stops_improving(data, tmp_path):
+    """The rate after each epoch is ReduceLROnPlateau's rule applied to the dev distances (patience 0,
+    factor 0.5); at lr 1e-6 dev barely moves, so the rule does drop it."""
+    out = tmp_path / "plateau"
+    subprocess.run(_train(data, str(out), "epochs=4", "scheduler=plateau", "plateau_patience=0", "plateau_factor=0.5",
+                          "lr=1e-6", "warmup_steps=0"), check=True, capture_output=True)  # fmt: skip
+    rows = _metrics(out)
+    best, rate, expected = math.inf, 1e-6, []
+    for row in rows:
+        distance = float(row["dev_distance"])
+        if distance < best * (1 - 1e-4):
+            best = distance
+        else:
+            rate *= 0.5
+        expected.append(rate)
+    assert expected[-1] < 1e-6  # the premise: dev stopped improving at least once
+    assert [float(row["lr"]) for row in rows] == pytest.approx(expected, rel=1e-6)

@@ -7,6 +7,7 @@ dev split, and rank 0 writes metrics, curves and checkpoints to the output URL.
 """
 
 import argparse
+import contextlib
 import datetime
 import logging
 import math
@@ -101,7 +102,6 @@ class Trainer:
         join_process_group(timeout, cuda)
         self.accelerator = Accelerator(
             cpu=not cuda,  # gloo ranks when launched as multi_gpu on a CPU machine
-            gradient_accumulation_steps=config.grad_accum,
             kwargs_handlers=[InitProcessGroupKwargs(timeout=timeout)],
             log_with=monitor.trackers(config.report_to) or None,
             project_dir=monitor.log_dir(args.out, args.log_dir),
@@ -134,7 +134,8 @@ class Trainer:
         self.stats = read_dataset_stats(args.data)
         model = CTCModel(self.train_stream.feature_dim, config)
         optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        self.steps_per_epoch = math.ceil(len(self.train_stream) / config.grad_accum)
+        self.epoch_batches = len(self.train_stream)  # this epoch's, set again as each epoch starts
+        self.steps_per_epoch = math.ceil(self.epoch_batches / config.grad_accum)
         self.scheduler = make_scheduler(config, optimizer, self.steps_per_epoch)
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         self.augment = Augment(config, self.stats).to(self.accelerator.device)
@@ -255,32 +256,41 @@ class Trainer:
         self.elapsed += now - self.clock
         self.clock = now
 
-    def _train_batch(self, host_batch) -> int:
-        """Forward, backward and (at accumulation boundaries) an optimiser step; the batch's real
-        frames. Nothing here waits for the GPU: lengths, frame and utterance counts come from the
-        batch's host copy, the loss and gradient norm stay on the device until _settle."""
+    def _train_batch(self, host_batch) -> tuple[int, bool]:
+        """Forward, backward and, where the batch closes one, an optimiser step: the batch's real
+        frames, and whether it stepped. Nothing here waits for the GPU: lengths, frame and
+        utterance counts come from the batch's host copy, the loss and gradient norm stay on the
+        device until _settle."""
+        closes, size = self._accumulation()
         batch = host_batch.to(self.device)
-        with self.accelerator.accumulate(self.model):
+        with contextlib.nullcontext() if closes else self.accelerator.no_sync(self.model):
             features, lengths = self.augment(batch.features, host_batch.feature_lengths)
             with hardware.autocast(self.precision, self.device):
                 log_probs, lengths = self.model(features, lengths)
             loss = ctc_loss(log_probs, lengths, batch.labels, host_batch.label_lengths)
-            self.accelerator.backward(self.scaler.scale(loss))
-            if self.accelerator.sync_gradients:
-                self.scaler.unscale_(self.optimizer)
-                self.grad_norm = self.accelerator.clip_grad_norm_(
-                    self.model.parameters(), self.config.grad_clip
-                )
-                self.scaler.step(self.optimizer)  # skipped (fp16) when a gradient overflowed
-                self.scaler.update()
-                self.optimizer.zero_grad()
+            self.accelerator.backward(self.scaler.scale(loss / size))  # the step's mean gradient
+        if closes:
+            self.scaler.unscale_(self.optimizer)
+            self.grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+            self.scaler.step(self.optimizer)  # skipped (fp16) when a gradient overflowed
+            self.scaler.update()
+            self.optimizer.zero_grad()
         self.unread_loss += loss.detach()
         frames = int(host_batch.feature_lengths.sum())
         self.progress["batches"] += 1
         self.progress["frames"] += frames
         self.progress["utterances"] += int((~host_batch.repeated).sum())
         self.window.add(frames, batch.features.shape[0] * batch.features.shape[1])
-        return frames
+        return frames, closes
+
+    def _accumulation(self) -> tuple[bool, int]:
+        """Whether the batch just taken closes an optimiser step, and how many batches that step
+        sums: ``grad_accum``, fewer for the last step of an epoch, which always steps (so no
+        gradient is carried into the next epoch, and an epoch has ceil(batches / grad_accum) steps)."""
+        every, taken = self.config.grad_accum, self.train_stream.consumed  # this batch included
+        start = (taken - 1) // every * every
+        size = min(every, self.epoch_batches - start)
+        return taken - start == size, size
 
     def _settle(self) -> None:
         """The device's running loss into the epoch's and the window's totals: one host read."""
@@ -299,10 +309,12 @@ class Trainer:
         self.clock = time.monotonic()
         progress = monitor.EpochProgress(len(self.train_stream), self.train_stream.consumed,
                                          f"epoch {self.train_stream.epoch}", self.accelerator.is_main_process)  # fmt: skip
+        self.epoch_batches = len(self.train_stream)
         with progress:
             for batch in self.train_stream:
-                progress.add(self._train_batch(batch), self.loss_shown)
-                if self.accelerator.sync_gradients:
+                frames, stepped = self._train_batch(batch)
+                progress.add(frames, self.loss_shown)
+                if stepped:
                     self.step += 1
                     if self.config.scheduler == "cosine":
                         self.scheduler.step()
