@@ -5,6 +5,7 @@ evaluation, phoneme language models.
     python -m eval leaderboard URL [--html PAGE]
     python -m eval watch --runs URL --data URL --leaderboard URL [--html PAGE] [--split dev] [--beam 50] [--every S | --once]
 
+    python -m eval transcribe --checkpoint URL INPUT... [--beam 50] [--lm URL --alpha A --beta B] [--format jsonl]
     python -m eval lm --data URL --order N --out URL
     python -m eval tune --checkpoint URL --data URL --lm URL --alpha a:b:s --beta c:d:s --out URL
 
@@ -23,6 +24,8 @@ import fsspec
 from eval import leaderboard, lm, page
 from eval.main import DECODING_OPTIONS, add_decoding_arguments, add_lm_weights, decoding_cells, evaluate
 from eval.main import parse_args as parse_eval_args
+from eval.transcribe import add_arguments as add_transcribe_arguments
+from eval.transcribe import transcribe
 from eval.tune import grid, tune
 from shards import s3
 from shards.kaggle import read_labels
@@ -108,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     tuning.add_argument("--alpha", type=grid, default="0:1:0.25", help="LM weights, start:stop:step")
     tuning.add_argument("--beta", type=grid, default="0:2:0.5", help="bonuses per phoneme, start:stop:step")
     tuning.add_argument("--out", required=True, help="folder for tune.csv and tune.png (local or URL)")
+    transcribing = commands.add_parser("transcribe", help="a model's phonemes for MFCC .npy files or folders")
+    add_transcribe_arguments(transcribing)
     modelling = commands.add_parser("lm", help="estimate a phoneme n-gram (ARPA) from the train split")
     modelling.add_argument("--data", required=True, help="dataset URL (its train and dev splits)")
     modelling.add_argument("--order", type=int, default=4)
@@ -125,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         "checkpoint",
         "html",
     )
-    urls = [getattr(args, name, None) for name in names]
+    urls = [getattr(args, name, None) for name in names] + getattr(args, "inputs", [])
     try:
         for url in filter(None, urls):  # credentials, bucket, endpoint: one line before any work
             s3.check_access(url)
@@ -136,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
             if result is not None:
                 print(json.dumps(result))
             return 0
+        if args.command == "transcribe":
+            return transcribe(args)
         if args.command == "lm":
             print(json.dumps(lm.build(args.data, args.order, args.out)))
             return 0

@@ -45,7 +45,7 @@ def _load_npy(data: bytes | Exception, path: str) -> np.ndarray:
         raise Rejected(path, str(error)) from error
 
 
-def _check_features(data: bytes | Exception, path: str) -> np.ndarray:
+def check_features(data: bytes | Exception, path: str) -> np.ndarray:
     """The features as float32 (what the shards store), or the reason they cannot be used."""
     features = _load_npy(data, path)
     if features.dtype.kind not in "fiu":
@@ -116,8 +116,8 @@ def check_utterance(
         raise Rejected(
             source.features, "missing: the id has a transcript or test_order entry but no features"
         )
-    array = _check_features(features, source.features)
-    digest = hashlib.blake2b(features, digest_size=16)  # bytes: _check_features refused an error
+    array = check_features(features, source.features)
+    digest = hashlib.blake2b(features, digest_size=16)  # bytes: check_features refused an error
     labels = None
     if source.transcript is not None:
         if transcript is None:
