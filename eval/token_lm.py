@@ -101,6 +101,8 @@ class TokenLM:
         self.dense = self.kenlm is None and classes ** (model.order - 1) * classes <= DENSE_ENTRIES
         self._dense = Table(dense_table(model, self.words), classes, model.order) if self.dense else None
         self._sparse = threading.local()  # a sparse table grows as it is read: one per thread
+        self._arpa_rows: dict[tuple[str, ...], np.ndarray] = {}  # log10 rows by history, shared
+        self._explicit = _explicit_ngrams(model, self.words) if self.kenlm is None and not self.dense else {}
 
     def table(self) -> Table:
         """The table the search reads: the one dense table, or this thread's sparse one."""
@@ -119,7 +121,7 @@ class TokenLM:
         """ln p(label | context) for every label (``</s>`` in the blank's column)."""
         history = [self.words[s] if self.words[s] != END else START for s in symbols]
         if self.kenlm is None:
-            return [LN10 * self.model.score(history, word) for word in self.words]
+            return LN10 * self._arpa_row(tuple(history))
         state = self.kenlm.start(START not in history)  # False: from <s>, which pads a short history
         for symbol in symbols:
             if self.words[symbol] != END:
@@ -129,9 +131,39 @@ class TokenLM:
             for i, word in enumerate(self.words)
         ]
 
+    def _arpa_row(self, history: tuple[str, ...]) -> np.ndarray:
+        """log10 p(word | history) for every label's word, by ARPA's backoff rule: the n-grams the
+        history has, the rest from the shorter history plus its backoff weight (memoised)."""
+        row = self._arpa_rows.get(history)
+        if row is None:
+            if history:
+                row = self.model.backoff.get(history, 0.0) + self._arpa_row(history[1:])
+            else:
+                unknown = self.model.logprob.get((UNKNOWN,), NO_PROBABILITY)
+                row = np.full(len(self.words), unknown)
+            columns, values = self._explicit.get(history, ((), ()))
+            row = row.copy()
+            row[list(columns)] = values
+            self._arpa_rows[history] = row
+        return row
+
     @property
     def order(self) -> int:
         return self.model.order
+
+
+def _explicit_ngrams(
+    model: NgramModel, words: list[str]
+) -> dict[tuple[str, ...], tuple[list[int], list[float]]]:
+    """Per history, the columns and log10 probabilities of the n-grams the model holds for it."""
+    column = {w: i for i, w in enumerate(words)}
+    explicit: dict[tuple[str, ...], tuple[list[int], list[float]]] = {}
+    for gram, value in model.logprob.items():
+        if gram[-1] in column:
+            columns, values = explicit.setdefault(gram[:-1], ([], []))
+            columns.append(column[gram[-1]])
+            values.append(value)
+    return explicit
 
 
 def vocabulary(model: "NgramModel | KenLMBinary") -> set[str]:
