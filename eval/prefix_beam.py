@@ -169,10 +169,15 @@ class Table:
         return np.array([self.row_of[int(c)] for c in contexts], np.int64)
 
     def _add(self, contexts: list[int]) -> None:
-        start = self.rows.shape[0]
-        rows = np.array([self.row_source(self._symbols(c)) for c in contexts], np.float32)
-        self.rows = np.concatenate([self.rows, rows.reshape(len(contexts), self.classes)])
+        start = len(self.row_of)  # rows filled so far; the array holds room for more
+        if start + len(contexts) > self.rows.shape[0]:  # grown by doubling: no copy per row added
+            grown = np.empty(
+                (max(2 * self.rows.shape[0], start + len(contexts), 64), self.classes), np.float32
+            )
+            grown[:start] = self.rows[:start]
+            self.rows = grown
         for i, context in enumerate(contexts):
+            self.rows[start + i] = self.row_source(self._symbols(context))
             self.row_of[context] = start + i
 
     def _symbols(self, context: int) -> list[int]:
@@ -249,16 +254,24 @@ class PrefixSearch:
         totals = np.logaddexp(self.blank_score, self.other_score)
         ranking = totals + self.alpha * self.table.rows[rows, self.blank]
         acoustic = totals - self.alpha * self.lm_logp[self.beam] - self.beta * self.depth[self.beam]
-        found = []
-        for b in np.argsort(-ranking, kind="mergesort"):
-            labels, frames = self._labelling(int(self.beam[b]))
-            found.append(Hypothesis(labels, frames, float(acoustic[b])))
-        return found
+        order = np.argsort(-ranking, kind="mergesort")
+        nodes = self.beam[order]
+        labels, frames = _labellings(nodes, self.depth[nodes], self.parent, self.label, self.peak_frame)
+        return [
+            Hypothesis(labels[b, :n].tolist(), frames[b, :n].tolist(), float(acoustic[order[b]]))
+            for b, n in enumerate(self.depth[nodes].tolist())
+        ]
 
-    def _labelling(self, node: int) -> tuple[list[int], list[int]]:
-        labels, frames = [], []
-        while node > 0:
-            labels.append(int(self.label[node]))
-            frames.append(int(self.peak_frame[node]))
-            node = int(self.parent[node])
-        return labels[::-1], frames[::-1]
+
+@numba.njit(cache=True, nogil=True)
+def _labellings(nodes, depths, parent, label, peak_frame):
+    """Each node's labelling and peak frames, root to node, as rows of (len(nodes), max depth)."""
+    width = max(depths.max(), 1) if depths.shape[0] else 1
+    labels = np.zeros((nodes.shape[0], width), np.int64)
+    frames = np.zeros((nodes.shape[0], width), np.int64)
+    for b in range(nodes.shape[0]):
+        node = nodes[b]
+        for position in range(depths[b] - 1, -1, -1):
+            labels[b, position], frames[b, position] = label[node], peak_frame[node]
+            node = parent[node]
+    return labels, frames
