@@ -148,7 +148,8 @@ class Table:
         self.rows, self.classes, self.order, self.row_source = rows, classes, order, row_source
         self.dense = row_source is None
         self.contexts = classes ** (order - 1)
-        self.row_of = numba.typed.Dict.empty(numba.types.int64, numba.types.int64)
+        self.row_of = numba.typed.Dict.empty(numba.types.int64, numba.types.int64)  # what advance reads
+        self.row_index: dict[int, int] = {}  # the same, for Python's lookups (a typed Dict's are slow)
 
     @classmethod
     def flat(cls, classes: int) -> "Table":
@@ -163,13 +164,14 @@ class Table:
         """The rows of ``contexts``, computing those a sparse table lacks."""
         if self.dense:
             return contexts
-        missing = sorted({int(c) for c in contexts} - set(self.row_of.keys()))
+        contexts = contexts.tolist()
+        missing = sorted({c for c in contexts if c not in self.row_index})
         if missing:
             self._add(missing)
-        return np.array([self.row_of[int(c)] for c in contexts], np.int64)
+        return np.array([self.row_index[c] for c in contexts], np.int64)
 
     def _add(self, contexts: list[int]) -> None:
-        start = len(self.row_of)  # rows filled so far; the array holds room for more
+        start = len(self.row_index)  # rows filled so far; the array holds room for more
         if start + len(contexts) > self.rows.shape[0]:  # grown by doubling: no copy per row added
             grown = np.empty(
                 (max(2 * self.rows.shape[0], start + len(contexts), 64), self.classes), np.float32
@@ -178,7 +180,7 @@ class Table:
             self.rows = grown
         for i, context in enumerate(contexts):
             self.rows[start + i] = self.row_source(self._symbols(context))
-            self.row_of[context] = start + i
+            self.row_of[context] = self.row_index[context] = start + i
 
     def _symbols(self, context: int) -> list[int]:
         """The ``order − 1`` symbols of a context, oldest first."""
