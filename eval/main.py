@@ -160,10 +160,13 @@ def start_ranks() -> Accelerator:
     timeout = datetime.timedelta(seconds=1800)
     cuda = use_cuda("auto")
     join_process_group(timeout, cuda)  # so that `accelerate launch --max_restarts N` restarts work
-    return Accelerator(
+    accelerator = Accelerator(
         cpu=not cuda,  # gloo ranks when launched as multi_gpu on a CPU machine
         kwargs_handlers=[InitProcessGroupKwargs(timeout=timeout)],
     )
+    # every rank says so: a launch that silently ran one process is visible in the log (and tested)
+    log.info("rank %d of %d on %s", accelerator.process_index, accelerator.num_processes, accelerator.device)
+    return accelerator
 
 
 def model_and_share(args: argparse.Namespace, accelerator: Accelerator) -> tuple:

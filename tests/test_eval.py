@@ -6,6 +6,7 @@ import html
 import io
 import json
 import multiprocessing
+import re
 import subprocess
 import sys
 import tarfile
@@ -129,6 +130,11 @@ def trained(tmp_path_factory) -> tuple[str, str, Path]:
     return str(root / "shards"), str(run / epoch_folder(0) / "model.pt"), solution
 
 
+def _ranks(log: str) -> list[tuple[int, int]]:
+    """(rank, world size) of every process that started, from eval's per-rank start-up line."""
+    return sorted((int(r), int(w)) for r, w in re.findall(r" eval: rank (\d+) of (\d+) on ", log))
+
+
 def _evaluate(trained, *extra: str) -> list[str]:
     data, model, _ = trained
     return [str(REPO / "eval" / "main.py"), "--checkpoint", model, "--data", data, *extra]
@@ -154,6 +160,7 @@ def test_two_processes_write_the_same_submission_as_one(trained, tmp_path):
         _evaluate(trained, *common, "--submission", str(tmp_path / "two.csv"), "--num-workers", "0")
     )
     assert double.returncode == 0, why_failed(double.stderr)
+    assert _ranks(single.stderr) == [(0, 1)] and _ranks(double.stderr) == [(0, 2), (1, 2)]  # two really ran
     assert (tmp_path / "one.csv").read_bytes() == (tmp_path / "two.csv").read_bytes()
     lines = (tmp_path / "one.csv").read_text().splitlines()
     # Invariant: Kaggle's ids are row positions; which utterance each is goes beside, in test_order.csv order
@@ -204,6 +211,7 @@ def test_tune_scores_the_grid_on_all_ranks_as_on_one(trained, tmp_path):
     assert one.returncode == 0, why_failed(one.stderr)
     two = accelerate_launch([str(REPO / "eval" / "__main__.py"), *arguments, "--out", str(tmp_path / "two")])
     assert two.returncode == 0, why_failed(two.stderr)
+    assert _ranks(one.stderr) == [(0, 1)] and _ranks(two.stderr) == [(0, 2), (1, 2)]
     table = list(csv.DictReader((tmp_path / "one" / "tune.csv").read_text().splitlines()))
     assert [(r["alpha"], r["beta"]) for r in table] == [
         (a, b) for a in ("0.0", "0.5") for b in ("0.0", "1.0", "2.0")
