@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from eval.decode import make_decoder
+from eval.main import add_lm_weights
 from eval.model import load_model, model_url
 from pipeline.validate import Rejected, check_features
 from shards.stats import FeatureStats
@@ -36,8 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--beam", type=int, default=50, help="beam width; 1 = greedy")
     parser.add_argument("--top-n", type=int, default=10, help="labels per frame a beam may expand")
     parser.add_argument("--lm", help="token LM (ARPA or KenLM binary) for the beam search")
-    parser.add_argument("--alpha", type=float, default=0.0, help="LM weight")
-    parser.add_argument("--beta", type=float, default=0.0, help="bonus per phoneme")
+    add_lm_weights(parser)
     parser.add_argument("--format", choices=("text", "jsonl"), default="text")
 
 
