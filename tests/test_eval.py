@@ -1,16 +1,16 @@
 """Evaluation: decoders against brute force, distributed decoding, submissions, leaderboards, watch."""
 
-import contextlib
+import concurrent.futures
 import csv
 import html
 import io
 import json
 import multiprocessing
 import re
+import signal
 import subprocess
 import sys
 import tarfile
-import time
 from pathlib import Path
 
 import fsspec
@@ -28,7 +28,7 @@ from shards.kaggle import read_labels
 from shards.reader import BatchStream
 from shards.store import STAGING
 from shards.vocab import PHONEME_MAP, PHONEMES, to_string
-from tests.conftest import accelerate_launch, kill_when, read_index, why_failed
+from tests.conftest import accelerate_launch, read_index, why_failed
 from tests.hw3p2_fixture import write_hw3p2
 from train.checkpoint import epoch_folder
 from train.metric import greedy_decode, score
@@ -174,31 +174,48 @@ def test_two_processes_write_the_same_submission_as_one(trained, tmp_path):
     assert len(rows) == 2 and rows[0]["distance"] == rows[1]["distance"] != ""
 
 
-def test_an_evaluation_killed_at_any_moment_leaves_no_partial_file(trained, tmp_path):
-    """kill -9 at moments spread over a whole run, the end (when it writes) most densely."""
+def test_an_evaluation_killed_at_any_step_of_its_writes_leaves_each_file_absent_or_complete(
+    trained, tmp_path
+):
+    """kill -9 just before each file-system step under the output folder (tests/kill_at.py), so a kill
+    lands inside every publish window on purpose; the uninterrupted run is the reference."""
     _, _, solution = trained
-    whole = tmp_path / "whole"
     outputs = ["--split", "test", "--beam", "8", "--solution", str(solution)]
 
-    def command(folder: Path) -> list[str]:
-        return [sys.executable, *_evaluate(trained, *outputs, "--submission", str(folder / "sub.csv"),
-                                           "--leaderboard", str(folder / "board.csv"))]  # fmt: skip
+    def run(folder: Path, when: str) -> subprocess.CompletedProcess:
+        script = _evaluate(trained, *outputs, "--submission", str(folder / "sub.csv"),
+                           "--leaderboard", str(folder / "board.csv"))  # fmt: skip
+        command = [sys.executable, str(REPO / "tests" / "kill_at.py"), str(folder), when, *script]
+        return subprocess.run(command, capture_output=True, text=True, timeout=600)
 
-    started = time.monotonic()
-    subprocess.run(command(whole), check=True, capture_output=True)
-    seconds = time.monotonic() - started
-    for k, fraction in enumerate([0.95, 1.02]):
-        folder = tmp_path / f"killed{k}"
-        at = time.monotonic() + fraction * seconds
-        with contextlib.suppress(AssertionError):  # finished first: then everything must be complete
-            kill_when(command(folder), lambda at=at: time.monotonic() >= at)
+    whole = tmp_path / "whole"
+    reference = run(whole, "-1")
+    assert reference.returncode == 0, why_failed(reference.stderr)
+    steps = re.findall(r"kill_at: step (\d+): (\S+)", reference.stderr)
+    assert len(steps) >= 9, reference.stderr  # three files, each at least staged, written and renamed
+    # before every step, and just after each open for writing (the file exists, nothing written yet)
+    moments = [when for k, event in steps for when in [k, f"{k}+"][: 2 if event == "open-write" else 1]]
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        killed = list(pool.map(lambda when: run(tmp_path / f"killed{when}", when), moments))
+    assert [k.returncode for k in killed] == [-signal.SIGKILL] * len(
+        moments
+    )  # each was killed, none finished
+    states = []
+    for when in moments:
+        folder = tmp_path / f"killed{when}"
         visible = {p.name for p in folder.iterdir()} - {STAGING} if folder.exists() else set()
         # Invariant: each file is absent or complete, whenever the kill came
-        assert visible <= {"sub.csv", "sub.ids.csv", "board.csv", "board.csv.lock"}
-        for name in visible & {"sub.csv", "sub.ids.csv"}:
-            assert (folder / name).read_bytes() == (whole / name).read_bytes()
-        rows = leaderboard.read(str(folder / "board.csv"))
-        assert len(rows) <= 1 and all(row["distance"] == leaderboard.read(str(whole / "board.csv"))[0]["distance"] for row in rows)  # fmt: skip
+        assert visible <= {"sub.csv", "sub.ids.csv", "board.csv", "board.csv.lock"}, (when, visible)
+        for name in visible & {"sub.csv", "sub.ids.csv", "board.csv"}:
+            assert (folder / name).read_bytes() == (whole / name).read_bytes(), (when, name)
+        states.append(visible - {"board.csv.lock"})
+    # the kills landed between every two publishes: nothing, then one whole file more at a time
+    assert [s for k, s in enumerate(states) if k == 0 or s != states[k - 1]] == [
+        set(),
+        {"sub.csv"},
+        {"sub.csv", "sub.ids.csv"},
+    ], states
+    assert len(leaderboard.read(str(whole / "board.csv"))) == 1
 
 
 def test_tune_scores_the_grid_on_all_ranks_as_on_one(trained, tmp_path):
