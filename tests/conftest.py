@@ -86,6 +86,21 @@ def kill_when(command: list[str], ready, timeout: float = 300) -> None:
     process.wait()
 
 
+def run_killed(
+    command: list[str], folder: Path, when: str, timeout: float = 600
+) -> subprocess.CompletedProcess:
+    """``command`` killed -9 (its whole process group) at the file-system step ``when`` under
+    ``folder`` (tests/killpoint/sitecustomize.py says how steps are named); ``when="list"`` runs it
+    whole and prints its steps on stderr."""
+    env = {**os.environ, "KILLPOINT_FOLDER": str(folder), "KILLPOINT": when}
+    env["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(REPO / "tests" / "killpoint"), env.get("PYTHONPATH")])
+    )
+    return subprocess.run(
+        command, env=env, start_new_session=True, capture_output=True, text=True, timeout=timeout
+    )
+
+
 @contextlib.contextmanager
 def launched(command: list[str], **options) -> Iterator[subprocess.Popen]:
     """``command`` in a process group of its own, output captured; whatever it started is killed

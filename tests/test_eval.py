@@ -28,7 +28,7 @@ from shards.kaggle import read_labels
 from shards.reader import BatchStream
 from shards.store import STAGING
 from shards.vocab import PHONEME_MAP, PHONEMES, to_string
-from tests.conftest import accelerate_launch, read_index, why_failed
+from tests.conftest import accelerate_launch, read_index, run_killed, why_failed
 from tests.hw3p2_fixture import write_hw3p2
 from train.checkpoint import epoch_folder
 from train.metric import greedy_decode, score
@@ -177,7 +177,7 @@ def test_two_processes_write_the_same_submission_as_one(trained, tmp_path):
 def test_an_evaluation_killed_at_any_step_of_its_writes_leaves_each_file_absent_or_complete(
     trained, tmp_path
 ):
-    """kill -9 just before each file-system step under the output folder (tests/kill_at.py), so a kill
+    """kill -9 just before each file-system step under the output folder (tests/killpoint), so a kill
     lands inside every publish window on purpose; the uninterrupted run is the reference."""
     _, _, solution = trained
     outputs = ["--split", "test", "--beam", "8", "--solution", str(solution)]
@@ -185,13 +185,12 @@ def test_an_evaluation_killed_at_any_step_of_its_writes_leaves_each_file_absent_
     def run(folder: Path, when: str) -> subprocess.CompletedProcess:
         script = _evaluate(trained, *outputs, "--submission", str(folder / "sub.csv"),
                            "--leaderboard", str(folder / "board.csv"))  # fmt: skip
-        command = [sys.executable, str(REPO / "tests" / "kill_at.py"), str(folder), when, *script]
-        return subprocess.run(command, capture_output=True, text=True, timeout=600)
+        return run_killed([sys.executable, *script], folder, when)
 
     whole = tmp_path / "whole"
-    reference = run(whole, "-1")
+    reference = run(whole, "list")
     assert reference.returncode == 0, why_failed(reference.stderr)
-    steps = re.findall(r"kill_at: step (\d+): (\S+)", reference.stderr)
+    steps = re.findall(r"killpoint: step (\d+): (\S+)", reference.stderr)
     assert len(steps) >= 9, reference.stderr  # three files, each at least staged, written and renamed
     # before every step, and just after each open for writing (the file exists, nothing written yet)
     moments = [when for k, event in steps for when in [k, f"{k}+"][: 2 if event == "open-write" else 1]]

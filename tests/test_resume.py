@@ -1,6 +1,7 @@
 """Killed at any moment, a rerun finishes the job and gives exactly the bytes of a clean run."""
 
 import io
+import signal
 import subprocess
 import sys
 import tarfile
@@ -11,7 +12,7 @@ import fsspec
 import pytest
 
 from pipeline.build import Settings, build
-from tests.conftest import kill_when, tree_bytes
+from tests.conftest import kill_when, run_killed, tree_bytes, why_failed
 from tests.hw3p2_fixture import write_hw3p2
 
 
@@ -36,22 +37,20 @@ def _command(raw: Path, dst: Path | str) -> list[str]:
     ]
 
 
-def _shards_done(split: str, at_least: int):
-    return lambda dst: len(list((dst / split).glob("shard-*.tar"))) >= at_least
-
-
 @pytest.mark.parametrize(
     ("moment", "expect_finished_shards"),
     [
-        pytest.param(lambda dst: (dst / "rejects.csv").exists(), False, id="after-scan"),
-        pytest.param(_shards_done("train", 3), True, id="mid-train"),
-        pytest.param(lambda dst: (dst / "dev" / "index.json").exists(), True, id="after-dev"),
+        pytest.param("after os.rename */rejects.csv", False, id="after-scan"),
+        pytest.param("after os.rename */train/shard-000002.tar", True, id="mid-train"),
+        pytest.param("after os.rename */dev/index.json", True, id="after-dev"),
     ],
 )
 def test_kill_9_then_rerun_equals_a_clean_run(raw, tmp_path, moment, expect_finished_shards):
+    """kill -9 (every process) just after a given file is published, in whichever worker publishes it."""
     clean, resumed = tmp_path / "clean", tmp_path / "resumed"
     subprocess.run(_command(raw, clean), check=True, capture_output=True)
-    kill_when(_command(raw, resumed), lambda: moment(resumed))
+    killed = run_killed(_command(raw, resumed), resumed, moment)
+    assert killed.returncode == -signal.SIGKILL, why_failed(killed.stderr)
     # Invariant: whatever is under a final shard name is a whole, readable tar
     for shard in resumed.rglob("shard-*.tar"):
         with tarfile.open(shard) as archive:

@@ -439,7 +439,12 @@ def main(argv: list[str] | None = None) -> int:
             time.monotonic() - trainer.preemption.signalled_at if trainer.preemption.signalled_at else 0.0
         )
         log.warning(
-            "preempted: %s, %.1f s after the signal; exiting with %d", preempted, waited, EXIT_PREEMPTED
+            "preempted: rank %d of %d: %s, %.1f s after the signal; exiting with %d",
+            trainer.rank,
+            trainer.world,
+            preempted,
+            waited,
+            EXIT_PREEMPTED,
         )
         return EXIT_PREEMPTED
     except Exception as error:
