@@ -33,17 +33,31 @@ def _card(step: int, weight: torch.Tensor) -> checkpoint.ModelCard:
     return checkpoint.ModelCard({"w": weight}, {}, 13, {}, epoch=0, step=step, dev_distance=None)
 
 
+class GatedStore(Store):
+    """A real local store whose publishes wait until the test opens the gate."""
+
+    def __init__(self, url: str):
+        super().__init__(url)
+        self.gate, self.threads = threading.Event(), set()
+
+    def publish(self, staged: Path, relative: str) -> None:
+        self.threads.add(threading.current_thread().name)
+        if not self.gate.wait(timeout=10):  # not an OSError: never retried
+            raise RuntimeError(f"{relative}: the caller waited for the upload")
+        super().publish(staged, relative)
+
+
 def test_a_slow_upload_does_not_stall_the_caller_and_saves_a_snapshot(tmp_path):
-    store = SlowStore(str(tmp_path), delay=0.5)
+    store = GatedStore(str(tmp_path))
     writer = checkpoint.CheckpointWriter(store, deadline_s=30)
     weight = torch.zeros(3)
-    started = time.monotonic()
     writer.submit(
         checkpoint.step_folder(1), training_state(1, {"w": weight}), _card(1, weight), keep_last=1, best=None
     )
-    # Invariant: the call returns before the upload (3 files × 0.5 s) is done
-    assert time.monotonic() - started < 0.4
+    # Invariant: the call returns while the upload cannot even start (the gate is shut)
+    assert not (tmp_path / checkpoint.LATEST).exists()
     weight += 1  # training goes on changing the live tensors
+    store.gate.set()
     writer.wait()
     saved = checkpoint.load(checkpoint.latest(str(tmp_path), "model.pt"))
     assert torch.equal(saved["model"]["w"], torch.zeros(3)) and saved["step"] == 1

@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -181,7 +182,9 @@ def test_a_killed_rank_is_restarted_by_torchrun_and_resumes_alone(data, whole_tw
 
 
 def test_resume_rules(data, whole_one_rank, tmp_path):
-    run = [sys.executable, *_script(data, whole_one_rank)]
+    finished_run = tmp_path / "finished"
+    shutil.copytree(whole_one_rank, finished_run)  # other tests compare against the fixture: never touched
+    run = [sys.executable, *_script(data, finished_run)]
     never = subprocess.run([*run, "--resume", "never"], capture_output=True, text=True)
     assert never.returncode == 2 and "holds a checkpoint and --resume never refuses it" in never.stderr
     must = subprocess.run([sys.executable, *_script(data, tmp_path / "empty"), "--resume", "must"], capture_output=True, text=True)  # fmt: skip
