@@ -63,6 +63,21 @@ class CorruptShard(RuntimeError):
     """A shard that cannot be read as the index describes it; the message names it."""
 
 
+@dataclass(frozen=True)
+class _WorkerError:
+    """An error a loader worker met, sent to the main process as data and raised there with its own
+    message (torch re-raises a worker's exception with the worker's traceback pasted into it)."""
+
+    kind: type[Exception]
+    message: str
+
+    def raise_it(self) -> None:
+        raise self.kind(self.message)
+
+
+_CARRIED_ERRORS = (CorruptShard, manifest.DatasetError, OSError)  # those the commands refuse in one line
+
+
 @dataclass
 class Batch:
     ids: list[str]
@@ -194,7 +209,16 @@ class ShardDataset(torch.utils.data.IterableDataset):
         self.rank, self.skip_first = rank, skip_first
         self.skip_corrupt, self.io_deadline_s = skip_corrupt, io_deadline_s
 
-    def __iter__(self) -> Iterator[Batch]:
+    def __iter__(self) -> Iterator[Batch | _WorkerError]:
+        if torch.utils.data.get_worker_info() is None:
+            yield from self._planned()
+            return
+        try:
+            yield from self._planned()
+        except _CARRIED_ERRORS as error:
+            yield _WorkerError(type(error), str(error))
+
+    def _planned(self) -> Iterator[Batch]:
         where = f"{self.url}/{self.split}"
         index, rows = with_retries(
             lambda: read_split_metadata(self.url, self.split), where, self.io_deadline_s
@@ -348,6 +372,8 @@ class BatchStream:
         delivered = False
         try:
             for batch in loader:
+                if isinstance(batch, _WorkerError):
+                    batch.raise_it()
                 delivered = True
                 self.consumed += 1
                 yield batch

@@ -7,6 +7,7 @@ import io
 import json
 import multiprocessing
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -274,6 +275,70 @@ def test_missing_or_corrupt_checkpoint_is_named(trained, tmp_path):
         result = subprocess.run([sys.executable, str(REPO / "eval" / "main.py"), "--checkpoint", checkpoint, "--data", data],
                                 capture_output=True, text=True)  # fmt: skip
         assert result.returncode == 2 and f"{checkpoint}: {message}" in result.stderr
+
+
+def _shifted_stats(folder: Path) -> Path:
+    """The dataset as if sharded with other statistics (another corpus's, or none applied)."""
+    document = json.loads((folder / "stats.json").read_text())
+    document["mean"] = [m + 0.5 for m in document["mean"]]
+    (folder / "stats.json").write_text(json.dumps(document))
+    return folder / "stats.json"
+
+
+def _poisoned_stats(folder: Path) -> Path:
+    document = json.loads((folder / "stats.json").read_text())
+    document["m2"] = [float("nan")] * len(document["m2"])
+    (folder / "stats.json").write_text(json.dumps(document))
+    return folder / "stats.json"
+
+
+def _truncated_test_shard(folder: Path) -> Path:
+    victim = sorted((folder / "test").glob("shard-*.tar"))[0]
+    victim.write_bytes(victim.read_bytes()[:1000])
+    return victim
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (_shifted_stats, "normalised with other statistics than"),
+        (_poisoned_stats, "statistics hold non-finite or negative values"),
+        (_truncated_test_shard, "index.json says"),
+    ],
+    ids=["other-statistics", "poisoned-stats", "truncated-shard"],
+)
+def test_data_evaluation_cannot_trust_is_one_line_naming_it_and_writes_nothing(
+    trained, tmp_path, damage, message
+):
+    data, _, solution = trained
+    copy = tmp_path / "shards"
+    shutil.copytree(data, copy)
+    named = damage(copy)
+    outputs = ["--split", "test", "--solution", str(solution), "--submission", str(tmp_path / "sub.csv")]
+    result = subprocess.run([sys.executable, *_evaluate((str(copy), *trained[1:]), *outputs,
+                             "--leaderboard", str(tmp_path / "board.csv"))], capture_output=True, text=True)  # fmt: skip
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 2 and "Traceback" not in result.stderr, why_failed(result.stderr)
+    assert len(errors) == 1 and str(named.parent if damage is _shifted_stats else named) in errors[0], errors
+    assert message in errors[0], errors
+    assert not (tmp_path / "sub.csv").exists() and not (tmp_path / "board.csv").exists()
+
+
+def test_a_submission_in_the_later_semesters_index_label_format(trained, tmp_path):
+    _, _, solution = trained
+    outputs = ["--split", "test", "--solution", str(solution), "--format", "index,label"]
+    result = subprocess.run([sys.executable, *_evaluate(trained, *outputs, "--submission", str(tmp_path / "sub.csv"),
+                             "--leaderboard", str(tmp_path / "board.csv"))], capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 0, why_failed(result.stderr)
+    lines = (tmp_path / "sub.csv").read_text().splitlines()
+    assert lines[0] == "index,label" and [line.split(",")[0] for line in lines[1:]] == [
+        str(k) for k in range(9)
+    ]
+    # the file reads back as the predictions the board scored
+    scored = score(read_labels(str(tmp_path / "sub.csv")), read_labels(str(solution)), "sub.csv")
+    assert float(leaderboard.read(str(tmp_path / "board.csv"))[0]["distance"]) == round(
+        scored.mean_distance, 4
+    )
 
 
 def test_watch_once_evaluates_only_new_checkpoints(trained, tmp_path):

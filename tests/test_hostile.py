@@ -19,7 +19,7 @@ import pytest
 
 from pipeline.build import Settings, build
 from shards import manifest
-from shards.reader import CorruptShard, read_shard, read_split_metadata
+from shards.reader import BatchStream, CorruptShard, read_shard, read_split_metadata
 from tests.conftest import read_split, why_failed
 from tests.hw3p2_fixture import write_hw3p2
 
@@ -151,11 +151,38 @@ def test_a_poisoned_stats_file_is_refused(tmp_path, document):
     assert f"error: {stats}: statistics hold non-finite or negative values" in result.stderr
 
 
-def test_training_on_a_damaged_shard_is_one_line_naming_it(tmp_path):
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_a_damaged_shard_reaches_the_caller_as_its_own_error_from_a_loader_worker_too(tmp_path, num_workers):
+    """The reader's error is the caller's to report: the same type and one-line message whether a
+    loader worker met it or the main process did (torch would paste the worker's traceback in)."""
+    raw = write_hw3p2(tmp_path / "raw", counts=(12, 3, 2), frames=(40, 120), seed=46)
+    build(Settings(str(raw), str(tmp_path / "shards"), shard_mb=0.05))
+    victim = sorted((tmp_path / "shards" / "train").glob("shard-*.tar"))[1]
+    victim.write_bytes(victim.read_bytes()[:700])
+    with pytest.raises(CorruptShard) as caught:
+        list(BatchStream(str(tmp_path / "shards"), "train", num_workers=num_workers))
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith(f"{victim}:") and "index.json says" in message
+
+
+def _damage_a_shard(dst: Path) -> tuple[Path, str]:
+    victim = sorted((dst / "train").glob("shard-*.tar"))[0]
+    victim.write_bytes(_damaged(victim.read_bytes(), np.random.default_rng(0)) + b"x")
+    return victim, "index.json says"
+
+
+def _poison_the_stats(dst: Path) -> tuple[Path, str]:
+    victim = dst / manifest.STATS
+    document = json.loads(victim.read_text())
+    victim.write_text(json.dumps(document | {"mean": [float("nan")] * document["feature_dim"]}))
+    return victim, "statistics hold non-finite or negative values"
+
+
+@pytest.mark.parametrize("damage", [_damage_a_shard, _poison_the_stats], ids=["shard", "stats"])
+def test_training_on_damaged_data_is_one_line_naming_it(tmp_path, damage):
     raw = write_hw3p2(tmp_path / "raw", counts=(12, 3, 2), frames=(40, 120), seed=45)
     build(Settings(str(raw), str(tmp_path / "shards"), shard_mb=0.05))
-    victim = sorted((tmp_path / "shards" / "train").glob("shard-*.tar"))[0]
-    victim.write_bytes(_damaged(victim.read_bytes(), np.random.default_rng(0)) + b"x")
+    victim, message = damage(tmp_path / "shards")
     command = [
         sys.executable,
         "-m",
@@ -170,4 +197,4 @@ def test_training_on_a_damaged_shard_is_one_line_naming_it(tmp_path):
     )
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert result.returncode == 2 and "Traceback" not in result.stderr, why_failed(result.stderr)
-    assert len(errors) == 1 and f"{victim}:" in errors[0] and "index.json says" in errors[0]
+    assert len(errors) == 1 and f"{victim}:" in errors[0] and message in errors[0], errors

@@ -193,6 +193,15 @@ def test_resume_rules(data, whole_one_rank, tmp_path):
     # Invariant: a different config is an error naming each difference
     assert other.returncode == 2
     assert "saved with other settings: lr: 0.002 → 0.001; lstm_hidden: 16 → 24" in other.stderr
+    elsewhere = tmp_path / "other-shards"  # the same layout and settings, other utterances
+    build(Settings(str(write_hw3p2(tmp_path / "other-raw", counts=(48, 8, 4), frames=(60, 300), seed=13)), str(elsewhere), shard_mb=0.2))  # fmt: skip
+    other_data = subprocess.run([sys.executable, *_script(str(elsewhere), finished_run)], capture_output=True, text=True)  # fmt: skip
+    # Invariant: a checkpoint continues only on the data it was trained on
+    assert other_data.returncode == 2 and "Traceback" not in other_data.stderr, why_failed(other_data.stderr)
+    assert (
+        "saved for another dataset (index fingerprints" in other_data.stderr
+        and str(elsewhere) in other_data.stderr
+    )
     finished = subprocess.run(run, capture_output=True, text=True)  # resumes a finished run: nothing to do
     assert finished.returncode == 0 and "resumed from" in finished.stderr
 
