@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import webdataset as wds
 
-from shards import manifest, sample
+from shards import manifest, s3, sample
 from shards.manifest import SplitIndex
 from shards.plan import EpochPlan, PlannedBatch, PlanRecipe, consumed_from_worker, worker_slots
 from shards.retry import IO_DEADLINE_S, with_retries
@@ -65,14 +65,10 @@ class CorruptShard(RuntimeError):
 
 @dataclass(frozen=True)
 class _WorkerError:
-    """An error a loader worker met, sent to the main process as data and raised there with its own
-    message (torch re-raises a worker's exception with the worker's traceback pasted into it)."""
+    """An error a loader worker met, sent to the main process as data and raised there as it was
+    (torch would re-raise it as a new one with the worker's traceback pasted into its message)."""
 
-    kind: type[Exception]
-    message: str
-
-    def raise_it(self) -> None:
-        raise self.kind(self.message)
+    error: Exception
 
 
 _CARRIED_ERRORS = (CorruptShard, manifest.DatasetError, OSError)  # those the commands refuse in one line
@@ -216,7 +212,7 @@ class ShardDataset(torch.utils.data.IterableDataset):
         try:
             yield from self._planned()
         except _CARRIED_ERRORS as error:
-            yield _WorkerError(type(error), str(error))
+            yield _WorkerError(s3.carried(error))
 
     def _planned(self) -> Iterator[Batch]:
         where = f"{self.url}/{self.split}"
@@ -373,7 +369,7 @@ class BatchStream:
         try:
             for batch in loader:
                 if isinstance(batch, _WorkerError):
-                    batch.raise_it()
+                    raise batch.error
                 delivered = True
                 self.consumed += 1
                 yield batch

@@ -23,6 +23,17 @@ FIRST_DELAY_S, MAX_DELAY_S = 0.5, 30.0
 T = TypeVar("T")
 
 
+class StillFailing(OSError):
+    """A transient failure that outlasted the deadline; the message names the URL and how long it was tried."""
+
+    def __init__(self, url: str, waited_s: float, reason: str):
+        super().__init__(f"{url}: still failing after {waited_s:.0f} s of retries: {reason}")
+        self.url, self.waited_s, self.reason = url, waited_s, reason
+
+    def __reduce__(self):  # rebuilt from its parts when a loader worker sends it
+        return StillFailing, (self.url, self.waited_s, self.reason)
+
+
 def is_transient(error: BaseException) -> bool:
     if isinstance(error, FileNotFoundError | PermissionError | IsADirectoryError | NotADirectoryError):
         return False
@@ -47,7 +58,7 @@ def with_retries(action: Callable[[], T], url: str, deadline_s: float = IO_DEADL
             if not is_transient(error):
                 raise
             if waited + delay > deadline_s:
-                raise OSError(f"{url}: still failing after {waited:.0f} s of retries: {error}") from error
+                raise StillFailing(url, waited, str(error)) from error
             pause = delay * random.uniform(0.5, 1.0)  # jitter: ranks and workers do not retry in step
             log.warning("%s: %s: %s; retrying in %.1f s", url, type(error).__name__, error, pause)
             time.sleep(pause)

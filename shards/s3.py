@@ -11,6 +11,8 @@ import os
 import botocore.exceptions
 import fsspec
 
+from shards.retry import StillFailing
+
 ENDPOINT_VARIABLE = "AWS_ENDPOINT_URL"
 
 
@@ -57,17 +59,26 @@ def explain(error: BaseException, urls: list[str | None]) -> str | None:
     remote = [url for url in urls if url and url.startswith("s3://")]
     if not remote:
         return None
-    for cause in _chain(error):
-        problem = _problem(cause)
-        if problem:
-            return f"{', '.join(remote)}: {problem}"
-    return None
+    problem = next(filter(None, map(_problem, _chain(error))), None)
+    retried = next((e for e in _chain(error) if isinstance(e, StillFailing)), None)
+    if retried is not None:  # an outage outlasted the deadline: which URL, for how long, and why
+        return str(StillFailing(retried.url, retried.waited_s, problem or retried.reason))
+    return f"{', '.join(remote)}: {problem}" if problem else None
+
+
+def carried(error: BaseException) -> BaseException:
+    """``error`` as it can cross a process boundary (pickled, without its causes): an exhausted
+    retry keeps its explanation."""
+    if isinstance(error, StillFailing):
+        problem = next(filter(None, map(_problem, _chain(error))), None)
+        return StillFailing(error.url, error.waited_s, problem or error.reason)
+    return error
 
 
 def refusal(error: BaseException, urls: list[str | None], expected: tuple[type, ...]) -> str | None:
     """The one line a command prints before exiting 2: an object-store failure explained, or the
     message of an ``expected`` error (which names its file or key); None means a bug: re-raise."""
-    return explain(error, urls) or (str(error) if isinstance(error, expected) else None)
+    return explain(error, urls) or (str(error) if isinstance(error, (*expected, StillFailing)) else None)
 
 
 def check_access(url: str) -> None:

@@ -2,7 +2,9 @@
 
 Clients point ``AWS_ENDPOINT_URL`` at the proxy; ``down()`` resets every open connection and
 refuses new ones (as a restarting server or a partitioned network does), ``up()`` listens again on
-the same port. The real S3 server behind it is never touched.
+the same port. ``down_on(prefix)`` cuts the link by itself the moment a client sends a request that
+starts with ``prefix`` (b"PUT /bucket/key"), before the request reaches the server: an outage that
+begins at a chosen write, whatever the timing. The real S3 server behind it is never touched.
 """
 
 import contextlib
@@ -19,7 +21,11 @@ class CuttableProxy:
         self._lock = threading.Lock()
         self._connections: set[socket.socket] = set()
         self._listener: socket.socket | None = None
+        self._trigger: bytes | None = None
         self.up()
+
+    def down_on(self, prefix: bytes) -> None:
+        self._trigger = prefix
 
     def up(self) -> None:
         listener = socket.socket()
@@ -49,13 +55,16 @@ class CuttableProxy:
                 return  # the listener was closed: the link is down
             with self._lock:
                 self._connections |= {client, upstream}
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+            for source, sink, requests in ((client, upstream, True), (upstream, client, False)):
+                threading.Thread(target=self._pump, args=(source, sink, requests), daemon=True).start()
 
-    @staticmethod
-    def _pump(source: socket.socket, sink: socket.socket) -> None:
+    def _pump(self, source: socket.socket, sink: socket.socket, requests: bool) -> None:
         try:
             while data := source.recv(1 << 16):
+                if requests and self._trigger is not None and data.startswith(self._trigger):
+                    self._trigger = None
+                    self.down()
+                    return
                 sink.sendall(data)
         except OSError:
             pass

@@ -6,6 +6,7 @@ import html
 import io
 import json
 import multiprocessing
+import os
 import re
 import shutil
 import signal
@@ -29,8 +30,9 @@ from shards.kaggle import read_labels
 from shards.reader import BatchStream
 from shards.store import STAGING
 from shards.vocab import PHONEME_MAP, PHONEMES, to_string
-from tests.conftest import accelerate_launch, read_index, run_killed, why_failed
+from tests.conftest import accelerate_launch, launched, read_index, run_killed, why_failed
 from tests.hw3p2_fixture import write_hw3p2
+from tests.outage import CuttableProxy
 from train.checkpoint import epoch_folder
 from train.metric import greedy_decode, score
 
@@ -322,6 +324,60 @@ def test_data_evaluation_cannot_trust_is_one_line_naming_it_and_writes_nothing(
     assert len(errors) == 1 and str(named.parent if damage is _shifted_stats else named) in errors[0], errors
     assert message in errors[0], errors
     assert not (tmp_path / "sub.csv").exists() and not (tmp_path / "board.csv").exists()
+
+
+def test_an_outage_at_the_submission_is_waited_out_and_past_the_io_deadline_named(
+    trained, tmp_path, s3_bucket, s3_server
+):
+    """The link to the object store goes down just as the submission is PUT (the proxy cuts it on
+    that request): waited out, the outputs are those of a run without one; past ``--io-deadline-s``
+    it is one line naming the URL, and nothing is published."""
+    _, _, solution = trained
+    outputs = ["--split", "test", "--solution", str(solution)]
+    local = subprocess.run([sys.executable, *_evaluate(trained, *outputs, "--submission", str(tmp_path / "sub.csv"),
+                            "--leaderboard", str(tmp_path / "board.csv"))], capture_output=True, text=True)  # fmt: skip
+    assert local.returncode == 0, why_failed(local.stderr)
+    proxy = CuttableProxy(int(s3_server.endpoint.rsplit(":", 1)[1]))
+    # botocore's own retries off: each attempt fails at once, so the project's retries are what is tested
+    env = {**os.environ, "AWS_ENDPOINT_URL": proxy.endpoint, "AWS_MAX_ATTEMPTS": "1"}
+    bucket, fs = s3_bucket.removeprefix("s3://"), fsspec.filesystem("s3", skip_instance_cache=True)
+
+    def evaluation(folder: str, deadline_s: int) -> list[str]:
+        where = [
+            "--submission",
+            f"{s3_bucket}/{folder}/sub.csv",
+            "--leaderboard",
+            f"{s3_bucket}/{folder}/board.csv",
+        ]
+        return [sys.executable, *_evaluate(trained, *outputs, *where, "--io-deadline-s", str(deadline_s))]
+
+    proxy.down_on(f"PUT /{bucket}/waited/sub.csv".encode())
+    with launched(evaluation("waited", 300), env=env) as process:
+        seen = []
+        for line in process.stdout:  # the outage ends when the first retry is logged
+            seen.append(line)
+            if "retrying in" in line:
+                proxy.up()
+                break
+        output = "".join(seen) + process.communicate(timeout=300)[0]
+    assert process.returncode == 0, why_failed(output)
+    retries = [line for line in output.splitlines() if "shards.retry" in line and "retrying in" in line]
+    assert retries and all(f"{s3_bucket}/waited/sub.csv" in line for line in retries), why_failed(output)
+    for name in ("sub.csv", "sub.ids.csv"):
+        assert fs.cat_file(f"{s3_bucket}/waited/{name}") == (tmp_path / name).read_bytes()
+    rows = leaderboard.read(f"{s3_bucket}/waited/board.csv")
+    assert [row["distance"] for row in rows] == [leaderboard.read(str(tmp_path / "board.csv"))[0]["distance"]]
+
+    proxy.down_on(f"PUT /{bucket}/broken/sub.csv".encode())
+    broken = subprocess.run(evaluation("broken", 3), env=env, capture_output=True, text=True, timeout=300)
+    proxy.up()
+    errors = [line for line in broken.stderr.splitlines() if line.startswith("error:")]
+    assert broken.returncode == 2 and len(errors) == 1 and "Traceback" not in broken.stderr, why_failed(
+        broken.stderr
+    )
+    assert f"{s3_bucket}/broken/sub.csv: still failing after" in errors[0], errors
+    fs.invalidate_cache()
+    assert not fs.exists(f"{s3_bucket}/broken/sub.csv") and not fs.exists(f"{s3_bucket}/broken/board.csv")
 
 
 def test_a_submission_in_the_later_semesters_index_label_format(trained, tmp_path):

@@ -111,3 +111,10 @@ def test_the_page_shows_each_runs_best_row_the_history_and_curves_and_fetches_no
         attributes for _, attributes in reader.tags if any(name.startswith("on") for name in attributes)
     ]
     assert not list(page.parent.glob(".staging/*"))  # published atomically, nothing left staged
+    # Invariant: the page's own policy lets a browser fetch and run nothing (an injected tag would be inert too):
+    # it comes first in <head>, defaults every kind to 'none', and allows only inline styles and data: images
+    policies = [attributes["content"] for tag, attributes in reader.tags if tag == "meta" and attributes.get("http-equiv") == "Content-Security-Policy"]  # fmt: skip
+    assert len(policies) == 1 and [tag for tag, _ in reader.tags][:3] == ["html", "head", "meta"]
+    directives = {name: sources for name, *sources in (d.split() for d in policies[0].split(";"))}
+    assert directives.pop("default-src") == ["'none'"]
+    assert directives == {"img-src": ["data:"], "style-src": ["'unsafe-inline'"]}

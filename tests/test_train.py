@@ -174,6 +174,19 @@ def test_two_accelerate_ranks_train_from_s3(data, s3_bucket):
     assert fs.cat_file(f"{out}/metrics.csv").decode().count("\n") == 2
 
 
+def test_replicas_one_float_apart_are_caught_on_every_rank():
+    """The loop's once-an-epoch check (the line the test above relies on) on real gloo ranks: one
+    weight one float32 step off on rank 1 is an error on both ranks."""
+    probe = [str(REPO / "tests" / "replica_probe.py")]
+    same, diverged = accelerate_launch([*probe, "same"]), accelerate_launch([*probe, "diverge"])
+    assert same.returncode == 0, why_failed(same.stderr)
+    assert sorted(same.stdout.splitlines()) == ["rank 0 of 2: identical", "rank 1 of 2: identical"]
+    assert diverged.returncode != 0
+    assert sorted(diverged.stdout.splitlines()) == [
+        f"rank {r} of 2: model replicas differ across ranks: gradients were not synchronised" for r in (0, 1)
+    ], why_failed(diverged.stderr)
+
+
 def test_parse_vary_keeps_bracketed_lists_whole():
     from train.ablate import parse_vary, runs
 

@@ -1,0 +1,138 @@
+"""Mutation testing of the modules that hold the README's guarantees (cosmic-ray), by hand or `make mutation`.
+
+    python -m tests.mutation [--modules store,kaggle] [--out mutation]
+
+For each module, cosmic-ray makes every small change its operators know (a comparison flipped, a
+constant moved, a condition negated, a statement removed ...), one at a time, and runs the tests
+that hold that module's guarantees; a mutant the tests fail on is killed, one they pass is a
+survivor: either an equivalent mutant (no behaviour changed) or a guarantee no test checks.
+
+It works on a copy of the committed code (a git worktree under OUT), never on the checkout,
+because cosmic-ray edits the module's file in place while a mutant runs; PYTHONPATH points every
+process the tests start (pipeline workers, training ranks) at that copy. Writes OUT/<name>.sqlite
+(cosmic-ray's session: an interrupted run continues), OUT/<name>.survivors.txt (each survivor's
+diff) and prints killed/survived per module. docs/mutation.md is the reading of those files.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+# module → the tests that hold its guarantees (fast ones: each mutant runs them)
+MODULES: dict[str, tuple[str, str]] = {
+    "store": ("shards/store.py", "tests/test_checkpoint.py tests/test_page.py tests/test_rejects.py"),
+    "kaggle": ("shards/kaggle.py", "tests/test_eval.py -k 'kaggle or every_id'"),
+    "progress": ("shards/progress.py", "tests/test_progress.py"),
+    "validate": (
+        "pipeline/validate.py",
+        "tests/test_rejects.py tests/test_hostile.py -k 'npy or rejected or utf'",
+    ),
+    "checkpoint": ("train/checkpoint.py", "tests/test_checkpoint.py tests/test_config.py"),
+    "leaderboard": (
+        "eval/leaderboard.py",
+        "tests/test_page.py tests/test_eval.py -k 'local and (writers or formulas) or lock_file or older_leaderboard'",
+    ),
+    "plan": (
+        "shards/plan.py",
+        "tests/test_reader.py -k 'plan and not command or replanned or splitting or padding'",
+    ),
+    "preemption": ("train/preemption.py", "tests/test_preemption.py -k 'sigterm or second_signal'"),
+}
+TIMEOUT_S = 600.0  # per mutant: a mutant that hangs a collective is killed by it (counted as killed)
+
+
+def _worktree(out: Path) -> Path:
+    tree = out / "tree"
+    if not tree.exists():
+        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(tree), "HEAD"], check=True)
+    return tree
+
+
+def _config(tree: Path, module: str, tests: str) -> str:
+    command = f"{sys.executable} -m pytest -x -q -p no:cacheprovider {tests}"
+    return "\n".join(
+        [
+            "[cosmic-ray]",
+            f'module-path = "{tree / module}"',
+            f"timeout = {TIMEOUT_S}",
+            "excluded-modules = []",
+            f"test-command = {json.dumps(command)}",
+            "[cosmic-ray.distributor]",
+            'name = "local"',
+            "",
+        ]
+    )
+
+
+def _cosmic_ray(*args: str, cwd: Path, env: dict) -> subprocess.CompletedProcess:
+    tool = Path(sys.executable).with_name("cosmic-ray")
+    return subprocess.run([str(tool), *args], cwd=cwd, env=env, check=True, capture_output=True, text=True)
+
+
+def _outcomes(session: Path, tree: Path, env: dict) -> list[tuple[dict, dict | None]]:
+    dump = _cosmic_ray("dump", str(session), cwd=tree, env=env).stdout
+    return [tuple(json.loads(line)) for line in dump.splitlines() if line.strip()]
+
+
+def run_module(name: str, tree: Path, out: Path) -> dict:
+    module, tests = MODULES[name]
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    config, session = out / f"{name}.toml", out / f"{name}.sqlite"
+    config.write_text(_config(tree, module, tests))
+    if not session.exists():
+        _cosmic_ray("init", str(config), str(session), cwd=tree, env=env)
+    started = time.monotonic()
+    # exec runs the pending mutants, restoring the file after each; progress: the session's done count
+    process = subprocess.Popen(
+        [str(Path(sys.executable).with_name("cosmic-ray")), "exec", str(config), str(session)],
+        cwd=tree,
+        env=env,
+    )
+    while process.poll() is None:
+        time.sleep(30)
+        done = [r for _, r in _outcomes(session, tree, env) if r is not None]
+        total = len(_outcomes(session, tree, env))
+        print(f"{name}: {len(done)}/{total} mutants run, {time.monotonic() - started:.0f} s", flush=True)
+    if process.returncode != 0:
+        raise SystemExit(f"{name}: cosmic-ray exec failed (exit {process.returncode})")
+    subprocess.run(["git", "-C", str(tree), "checkout", "--", module], check=True)  # never left mutated
+    results = [result for _, result in _outcomes(session, tree, env)]
+    counts = {
+        kind: sum(1 for r in results if r and r.get("test_outcome") == kind)
+        for kind in ("killed", "survived", "incompetent")
+    }
+    survivors = [r["diff"] for r in results if r and r.get("test_outcome") == "survived"]
+    (out / f"{name}.survivors.txt").write_text("\n".join(survivors))
+    return {"module": module, "mutants": len(results), **counts}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--modules", default=",".join(MODULES), help=f"comma-separated, of: {', '.join(MODULES)}"
+    )
+    parser.add_argument("--out", type=Path, default=REPO / "mutation", help="sessions, survivors, the copy")
+    args = parser.parse_args()
+    names = args.modules.split(",")
+    unknown = [name for name in names if name not in MODULES]
+    if unknown:
+        parser.error(f"unknown module(s) {', '.join(unknown)}; known: {', '.join(MODULES)}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    tree = _worktree(args.out.resolve())
+    rows = [run_module(name, tree, args.out.resolve()) for name in names]
+    print(f"{'module':24} {'mutants':>8} {'killed':>7} {'survived':>9} {'incompetent':>12}")
+    for row in rows:
+        print(
+            f"{row['module']:24} {row['mutants']:8} {row['killed']:7} {row['survived']:9} {row['incompetent']:12}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,38 @@
+"""Run by `accelerate launch` in tests: the trainer's replica check on real ranks and a real collective.
+
+``replica_probe.py same|diverge``: every rank builds the same small model; with ``diverge`` rank 1
+moves one weight by one float32 step (what a missed gradient all-reduce leaves). Each rank prints
+``rank R of W: identical`` or ``rank R of W: <the check's error>`` (and exits 3).
+"""
+
+import sys
+import types
+
+import torch
+from accelerate import Accelerator
+
+from train.main import Trainer
+
+
+def main() -> int:
+    accelerator = Accelerator(cpu=True)
+    rank, world = accelerator.process_index, accelerator.num_processes
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv1d(13, 16, 3), torch.nn.Linear(16, 41))
+    if sys.argv[1] == "diverge" and rank == 1:
+        with torch.no_grad():
+            weight = model[1].weight.view(-1)
+            weight[7] = torch.nextafter(weight[7], torch.tensor(float("inf")))
+    try:
+        Trainer.check_replicas(types.SimpleNamespace(model=model, world=world))
+        print(f"rank {rank} of {world}: identical", flush=True)
+        status = 0
+    except RuntimeError as error:
+        print(f"rank {rank} of {world}: {error}", flush=True)
+        status = 3
+    accelerator.end_training()  # leaves the process group (gloo aborts a process that exits inside one)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
