@@ -5,7 +5,7 @@ evaluation, phoneme language models.
     python -m eval leaderboard URL [--html PAGE]
     python -m eval watch --runs URL --data URL --leaderboard URL [--html PAGE] [--split dev] [--beam 50] [--every S | --once]
 
-    python -m eval transcribe --checkpoint URL INPUT... [--beam 50] [--lm URL --alpha A --beta B] [--format jsonl]
+    python -m eval transcribe --checkpoint URL INPUT... [--beam 50] [--lm URL --alpha A --beta B] [--format jsonl] [--accept-shift]
     python -m eval lm --data URL --order N --out URL
     python -m eval tune --checkpoint URL --data URL --lm URL --alpha a:b:s --beta c:d:s --out URL
 
@@ -111,7 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     tuning.add_argument("--alpha", type=grid, default="0:1:0.25", help="LM weights, start:stop:step")
     tuning.add_argument("--beta", type=grid, default="0:2:0.5", help="bonuses per phoneme, start:stop:step")
     tuning.add_argument("--out", required=True, help="folder for tune.csv and tune.png (local or URL)")
-    transcribing = commands.add_parser("transcribe", help="a model's phonemes for MFCC .npy files or folders")
+    transcribing = commands.add_parser(
+        "transcribe", help="a model's phonemes for MFCC .npy files, folders of them, or audio files"
+    )
     add_transcribe_arguments(transcribing)
     modelling = commands.add_parser("lm", help="estimate a phoneme n-gram (ARPA) from the train split")
     modelling.add_argument("--data", required=True, help="dataset URL (its train and dev splits)")

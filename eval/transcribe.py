@@ -1,14 +1,22 @@
-"""``python -m eval transcribe --checkpoint URL INPUT...``: a trained model's phonemes for feature files.
+"""``python -m eval transcribe --checkpoint URL INPUT...``: a trained model's phonemes for files.
 
 INPUT is an MFCC ``.npy`` file (raw, as HW3P2 ships them: the model's card holds the statistics it
-was trained under, and they are applied here), or a folder of them (its ``*.npy``, sorted). Each is
-checked as the pipeline checks a training file, normalised, run through the model (on a GPU when
-there is one) and decoded greedy or with the beam (and LM) options evaluation has. One line per
-input on stdout: ``name<TAB>phonemes`` (ARPABET, space-separated), or with ``--format jsonl`` an
-object with the name, the phonemes, the PHONEME_MAP string, the beam's score (−ln P_CTC; 0 greedy)
-and each phoneme's frame in the input (its CTC output frame times the model's time stride). An input
-that cannot be used is one ``error:`` line on stderr naming it and why; the others are still
-transcribed, and the exit status is 1.
+was trained under, and they are applied here), a folder of them (its ``*.npy``, sorted), or an audio
+file (``.wav``, ``.flac``, ...: any sample rate and channel count) when the card records the front
+end the model's features came from (shards/frontend.py): mixed down, resampled and put through that
+front end. Each is checked as the pipeline checks a training file, normalised, run through the model
+(on a GPU when there is one) and decoded greedy or with the beam (and LM) options evaluation has.
+
+The ``.npy`` inputs are first compared, together, with the card's statistics (the feature-shift rule
+of shards/stats.py): features of another front end, or normalised already, are refused (exit 2, one
+line) unless ``--accept-shift``.
+
+One line per input on stdout: ``name<TAB>phonemes`` (ARPABET, space-separated), or with ``--format
+jsonl`` an object with the name, the phonemes, the PHONEME_MAP string, the beam's score (−ln P_CTC;
+0 greedy), each phoneme's frame in the input (its CTC output frame times the model's time stride)
+and its time in seconds (that frame times the front end's hop; null when the front end is unknown).
+An input that cannot be used is one ``error:`` line on stderr naming it and why; the others are
+still transcribed, and the exit status is 1.
 """
 
 import argparse
@@ -25,20 +33,34 @@ from eval.decode import make_decoder
 from eval.main import add_lm_weights
 from eval.model import load_model, model_url
 from pipeline.validate import Rejected, check_features
+from shards.frontend import FrontEnd
 from shards.stats import FeatureStats
 from shards.vocab import PHONEMES, to_string
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif")
+
+
+class FeatureShiftRefused(Exception):
+    """The ``.npy`` inputs do not match the model's statistics (and --accept-shift was not given)."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--checkpoint", required=True, help="URL of a model.pt, or of a run folder (its latest)"
     )
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="an MFCC .npy file, or a folder of them")
+    parser.add_argument(
+        "inputs", nargs="+", metavar="INPUT", help="an MFCC .npy file, a folder of them, or an audio file"
+    )
     parser.add_argument("--beam", type=int, default=50, help="beam width; 1 = greedy")
     parser.add_argument("--top-n", type=int, default=10, help="labels per frame a beam may expand")
     parser.add_argument("--lm", help="token LM (ARPA or KenLM binary) for the beam search")
     add_lm_weights(parser)
     parser.add_argument("--format", choices=("text", "jsonl"), default="text")
+    parser.add_argument(
+        "--accept-shift",
+        action="store_true",
+        help="transcribe .npy features that do not match the model's statistics anyway",
+    )
 
 
 def input_files(inputs: list[str]) -> list[str]:
@@ -55,16 +77,50 @@ def input_files(inputs: list[str]) -> list[str]:
     return files
 
 
-def _features(url: str, feature_dim: int):
-    try:
-        with fsspec.open(url, "rb") as handle:
-            data: bytes | Exception = handle.read()
-    except OSError as error:  # FileNotFoundError, a folder, a store's refusal
-        data = error
-    features = check_features(data, url)
+def _is_audio(url: str) -> bool:
+    return url.lower().endswith(AUDIO_SUFFIXES)
+
+
+def _features(url: str, feature_dim: int, front_end: FrontEnd | None) -> np.ndarray:
+    """The input's raw features, or Rejected naming it and why."""
+    if _is_audio(url):
+        if front_end is None:
+            raise Rejected(
+                url,
+                "the model's features are of unknown origin (its card records no front end), so only "
+                "MFCC .npy features can be given, not audio",
+            )
+        try:
+            features = front_end.features_of_file(url)
+        except (OSError, ValueError, RuntimeError) as error:
+            raise Rejected(url, f"unreadable audio: {error}") from None
+    else:
+        try:
+            with fsspec.open(url, "rb") as handle:
+                data: bytes | Exception = handle.read()
+        except OSError as error:  # FileNotFoundError, a folder, a store's refusal
+            data = error
+        features = check_features(data, url)
     if features.shape[1] != feature_dim:
         raise Rejected(url, f"{features.shape[1]} coefficients per frame, the model takes {feature_dim}")
     return features
+
+
+def _check_shift(inputs: dict[str, np.ndarray], stats: FeatureStats, accept: bool) -> None:
+    """The ``.npy`` inputs, pooled, against the model's statistics (audio goes through the card's own front end)."""
+    given = [features for url, features in inputs.items() if not _is_audio(url)]
+    if not given:
+        return
+    observed = FeatureStats.empty(stats.dim)
+    for features in given:
+        observed = observed.merge(FeatureStats.of(features))
+    shift = observed.shift_from(stats, len(given))
+    if shift.is_shift and not accept:
+        raise FeatureShiftRefused(
+            f"the {len(given)} .npy input(s) do not match the statistics the model was trained under: "
+            f"{shift.describe()} — another front end, or features normalised already? "
+            "pass --accept-shift to transcribe them anyway"
+        )
 
 
 def transcribe(args: argparse.Namespace) -> int:
@@ -72,16 +128,23 @@ def transcribe(args: argparse.Namespace) -> int:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
     stats = FeatureStats(card.stats["frames"], np.asarray(card.stats["mean"]), np.asarray(card.stats["m2"]))
-    decoder = make_decoder(args.beam, 1, args.top_n, args.lm, args.alpha, args.beta)
+    front_end = None if card.front_end is None else FrontEnd(**card.front_end)
     stride = math.prod(model.config.strides[: model.config.conv_blocks])
+    inputs: dict[str, np.ndarray] = {}
     failed = 0
     for url in input_files(args.inputs):
         try:
-            features = _features(url, card.feature_dim)
+            inputs[url] = _features(url, card.feature_dim, front_end)
         except Rejected as rejected:
             print(f"error: {rejected}", file=sys.stderr)
             failed += 1
-            continue
+    try:
+        _check_shift(inputs, stats, args.accept_shift)
+    except FeatureShiftRefused as refused:
+        print(f"error: {refused}", file=sys.stderr)
+        return 2
+    decoder = make_decoder(args.beam, 1, args.top_n, args.lm, args.alpha, args.beta)
+    for url, features in inputs.items():
         normalised = torch.from_numpy(stats.normalise(features))[None].to(device)
         with torch.no_grad():
             log_probs, lengths = model(normalised, torch.tensor([len(features)]))
@@ -90,10 +153,13 @@ def transcribe(args: argparse.Namespace) -> int:
         phonemes = " ".join(PHONEMES[k] for k in best.labels)
         if args.format == "text":
             print(f"{name}\t{phonemes}")
-        else:
-            frames = [frame * stride for frame in best.frames] if best.frames else None
-            record = {"input": name, "phonemes": phonemes, "string": to_string(best.labels),
-                      "score": -best.score, "frames": frames}  # fmt: skip
-            print(json.dumps(record))
+            continue
+        frames = [frame * stride for frame in best.frames] if best.frames else None
+        seconds = None
+        if frames is not None and front_end is not None:
+            seconds = [round(frame * front_end.seconds_per_frame, 3) for frame in frames]
+        record = {"input": name, "phonemes": phonemes, "string": to_string(best.labels),
+                  "score": -best.score, "frames": frames, "seconds": seconds}  # fmt: skip
+        print(json.dumps(record))
     decoder.close()
     return 1 if failed else 0

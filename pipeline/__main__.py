@@ -1,4 +1,4 @@
-"""``python -m pipeline --src SRC --dst DST [--workers N] [--shard-mb M] [--stats URL]``."""
+"""``python -m pipeline --src SRC --dst DST [--workers N] [--shard-mb M] [--stats URL [--accept-shift]]``."""
 
 import argparse
 import logging
@@ -23,6 +23,11 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     parser.add_argument("--shard-mb", type=float, default=Settings.shard_mb, help="target shard size in MB")
     parser.add_argument("--stats", help="URL of a stats.json to apply instead of computing one from train")
     parser.add_argument(
+        "--accept-shift",
+        action="store_true",
+        help="use data whose features do not match --stats (another front end, already normalised) anyway",
+    )
+    parser.add_argument(
         "--max-rejects",
         type=float,
         default=Settings.max_reject_fraction,
@@ -31,7 +36,11 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     args = parser.parse_args(argv)
     if args.workers < 1 or args.shard_mb <= 0:
         parser.error("--workers must be ≥ 1 and --shard-mb > 0")
-    return Settings(args.src, args.dst, args.workers, args.shard_mb, args.stats, args.max_rejects)
+    if args.accept_shift and not args.stats:
+        parser.error("--accept-shift only applies with --stats")
+    return Settings(
+        args.src, args.dst, args.workers, args.shard_mb, args.stats, args.max_rejects, args.accept_shift
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

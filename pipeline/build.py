@@ -1,10 +1,14 @@
 """The shard pipeline: HW3P2 folder in, normalised length-sorted shards out.
 
 1. Scan: read and check every utterance of every split (in worker processes), collecting
-   lengths, a digest of the raw bytes, and per-utterance statistics for the training split.
-   Refused utterances go to ``rejects.csv`` with file and reason.
-2. Statistics: merge the training split's partial statistics in id order (or load
-   ``--stats``) and publish ``stats.json``.
+   lengths, a digest of the raw bytes, and per-utterance statistics. Refused utterances go to
+   ``rejects.csv`` with file and reason.
+2. Statistics: merge the training split's partial statistics in id order and publish
+   ``stats.json``. With ``--stats`` those are applied instead, after two checks that refuse
+   (exit 2, nothing written) data of another front end: the source's ``frontend.json`` against
+   the one beside the statistics, when both have one, and each split's own statistics against
+   them (shards/stats.py, ``FeatureShift``); ``--accept-shift`` overrides both. The source's
+   ``frontend.json`` is carried into the dataset (none: the front end is unknown).
 3. Per split: sort by frame count, cut into shards of about ``--shard-mb``, write each
    shard (re-reading and normalising its utterances), then ``manifest.parquet``, then
    ``index.json`` last.
@@ -30,6 +34,8 @@ from pipeline.layout import SourceSplit, SourceUtterance, discover
 from pipeline.source import SourceReader
 from pipeline.validate import Rejected
 from shards import manifest, s3
+from shards.frontend import FILE as FRONT_END_FILE
+from shards.frontend import FrontEnd, describe, publish_front_end, read_front_end
 from shards.manifest import Rejection, ShardEntry, SplitIndex
 from shards.progress import Progress
 from shards.sample import Utterance, sample_key
@@ -48,6 +54,10 @@ class PipelineError(RuntimeError):
     """A condition that stops the run, named precisely."""
 
 
+class FeatureShiftError(PipelineError):
+    """Data whose front end is not the one the applied statistics (--stats) come from."""
+
+
 class TooManyRejects(PipelineError):
     pass
 
@@ -60,6 +70,7 @@ class Settings:
     shard_mb: float = 64.0  # target shard size
     stats: str | None = None  # URL of an existing stats.json to apply instead of computing one
     max_reject_fraction: float = 0.05  # more rejected than this in any split fails the run
+    accept_shift: bool = False  # use data whose features do not match --stats anyway
 
 
 @dataclass(frozen=True)
@@ -69,7 +80,7 @@ class Scanned:
     dim: int
     n_phonemes: int | None
     digest: str
-    stats: FeatureStats | None  # only for the training split
+    stats: FeatureStats  # the training split's make stats.json; every split's are checked against --stats
 
 
 @dataclass(frozen=True)
@@ -107,8 +118,7 @@ def _init_worker(src: str, dst: str) -> None:
     _source = SourceReader(src, _store.staging_folder("source-copy"))
 
 
-def _scan_chunk(job: tuple[list[SourceUtterance], bool]) -> list[Scanned | Rejection]:
-    utterances, with_stats = job
+def _scan_chunk(utterances: list[SourceUtterance]) -> list[Scanned | Rejection]:
     results: list[Scanned | Rejection] = []
     for source, checked in _source.checked(utterances):
         if isinstance(checked, Rejected):
@@ -122,7 +132,7 @@ def _scan_chunk(job: tuple[list[SourceUtterance], bool]) -> list[Scanned | Rejec
                 dim=features.shape[1],
                 n_phonemes=None if checked.labels is None else len(checked.labels),
                 digest=checked.digest,
-                stats=FeatureStats.of(features) if with_stats else None,
+                stats=FeatureStats.of(features),
             )
         )
     return results
@@ -238,11 +248,7 @@ class _Runner:
 
 
 def _scan(runner: _Runner, split: SourceSplit) -> tuple[list[Scanned], list[Rejection]]:
-    with_stats = split.name == "train"
-    jobs = [
-        (split.utterances[i : i + SCAN_CHUNK], with_stats)
-        for i in range(0, len(split.utterances), SCAN_CHUNK)
-    ]
+    jobs = [split.utterances[i : i + SCAN_CHUNK] for i in range(0, len(split.utterances), SCAN_CHUNK)]
     kept: list[Scanned] = []
     rejected: list[Rejection] = []
     with Progress(len(split.utterances), f"scan {split.name}", "utt", log=log) as bar:
@@ -302,6 +308,10 @@ def build(settings: Settings) -> list[SplitSummary]:
     given = read_stats(settings.stats) if settings.stats else None
     for url in (settings.src, settings.dst):  # credentials, bucket, endpoint: fail now, not after the scan
         s3.check_access(url)
+    front_end = read_front_end(settings.src)
+    log.info("front end of %s: %s", settings.src, describe(front_end))
+    if given is not None:
+        _check_front_ends(settings, front_end)
     store = Store(settings.dst)
     store.clear_staging()
     source_fs, source_root = fsspec.core.url_to_fs(settings.src)
@@ -329,6 +339,8 @@ def build(settings: Settings) -> list[SplitSummary]:
                 if s.dim != dim
             ]
             kept_by_split[name] = [s for s in kept if s.dim == dim]
+        if given is not None:
+            _check_shift(settings, given, kept_by_split)  # before anything is written
         rejections = [replace(r, file=r.file.removeprefix(source_root).lstrip("/")) for r in rejections]
         store.publish_bytes(manifest.rejects_bytes(rejections), manifest.REJECTS)
         summaries = [
@@ -344,12 +356,55 @@ def build(settings: Settings) -> list[SplitSummary]:
         stats = given or _training_stats(kept_by_split, dim, settings.src)
         stats_json = stats.to_json()
         store.publish_bytes(stats_json, manifest.STATS)
+        if front_end is not None:
+            publish_front_end(store, front_end)
+        else:  # unknown: a rerun from another source must not leave the old record
+            store.remove(FRONT_END_FILE)
         for split in splits:
             _write_split(runner, store, split, kept_by_split[split.name], stats_json, dim)
     finally:
         runner.close()
     store.clear_staging()
     return summaries
+
+
+def _check_front_ends(settings: Settings, front_end: FrontEnd | None) -> None:
+    """The source's recorded front end against the one the statistics' dataset records, when both do."""
+    stats_root = settings.stats.rstrip("/").rpartition("/")[0] or "."
+    applied = read_front_end(stats_root)
+    if front_end is None or applied is None or settings.accept_shift:
+        return
+    differences = applied.differences(front_end)
+    if differences:
+        raise FeatureShiftError(
+            f"{settings.src}/{FRONT_END_FILE}: another front end than {stats_root}/{FRONT_END_FILE} records, "
+            f"whose statistics --stats applies ({'; '.join(differences)}); pass --accept-shift to use it anyway"
+        )
+
+
+def _check_shift(settings: Settings, given: FeatureStats, kept_by_split: dict[str, list[Scanned]]) -> None:
+    """Each split's own statistics against the applied ones: a shift beyond the rule is refused."""
+    for name, kept in kept_by_split.items():
+        if not kept:
+            continue
+        observed = FeatureStats.empty(given.dim)
+        for scanned in sorted(kept, key=lambda s: s.source.id):
+            observed = observed.merge(scanned.stats)
+        shift = observed.shift_from(given, len(kept))
+        if shift.is_shift and settings.accept_shift:
+            log.warning(
+                "%s/%s: features shifted from %s, accepted (--accept-shift): %s",
+                settings.src,
+                name,
+                settings.stats,
+                shift.describe(),
+            )
+        elif shift.is_shift:
+            raise FeatureShiftError(
+                f"{settings.src}/{name}: features do not match the statistics applied ({settings.stats}): "
+                f"{shift.describe()} — another front end, or features normalised already? "
+                "pass --accept-shift to use them anyway"
+            )
 
 
 def _training_stats(kept_by_split: dict[str, list[Scanned]], dim: int, src: str) -> FeatureStats:

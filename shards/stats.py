@@ -16,6 +16,13 @@ import numpy as np
 from shards.manifest import DatasetError
 
 MIN_STD = 1e-8  # a constant coefficient is centred but not blown up
+# The feature-shift rule (docs/design.md, "Feature shift"; measured by bench/feature_shift.py): n
+# utterances are of another front end when some coefficient's mean lies more than a + b/sqrt(n)
+# training standard deviations from the training mean (MEAN_OFFSET_LIMIT), or when the median over
+# coefficients of |ln(std / training std)| exceeds a + b/sqrt(n) (SPREAD_LIMIT). One utterance is
+# noisy (speaker, loudness, content), so the limits are loosest for one and tighten as n grows.
+MEAN_OFFSET_LIMIT = (1.2, 0.8)
+SPREAD_LIMIT = (0.3, 0.7)
 
 
 @dataclass(frozen=True)
@@ -60,6 +67,10 @@ class FeatureStats:
         values = np.asarray(features, dtype=np.float64)
         return ((values - self.mean) / self.std).astype(np.float32)
 
+    def shift_from(self, expected: "FeatureStats", utterances: int) -> "FeatureShift":
+        """How these statistics (new data's, over ``utterances``) sit against ``expected`` (training's)."""
+        return FeatureShift(self, expected, utterances)
+
     def document(self) -> dict:
         """What stats.json holds: feature_dim, frames, mean, std, m2 (plain lists)."""
         return {
@@ -91,6 +102,53 @@ class FeatureStats:
                 f"{where}: statistics hold non-finite or negative values; they would corrupt every feature"
             )
         return stats
+
+
+@dataclass(frozen=True)
+class FeatureShift:
+    """New data's statistics (``observed``, over ``utterances``) against the training data's."""
+
+    observed: FeatureStats
+    expected: FeatureStats
+    utterances: int
+
+    @property
+    def mean_offset(self) -> np.ndarray:
+        """|observed mean - expected mean| per coefficient, in expected standard deviations."""
+        return np.abs(self.observed.mean - self.expected.mean) / self.expected.std
+
+    @property
+    def spread_log_ratio(self) -> np.ndarray:
+        """ln(observed std / expected std) per coefficient."""
+        return np.log(self.observed.std / self.expected.std)
+
+    @property
+    def spread(self) -> float:
+        """The median over coefficients of |ln(observed std / expected std)|."""
+        return float(np.median(np.abs(self.spread_log_ratio)))
+
+    def _limit(self, rule: tuple[float, float]) -> float:
+        return rule[0] + rule[1] / np.sqrt(max(self.utterances, 1))
+
+    @property
+    def is_shift(self) -> bool:
+        return bool(
+            self.mean_offset.max() > self._limit(MEAN_OFFSET_LIMIT) or self.spread > self._limit(SPREAD_LIMIT)
+        )
+
+    def describe(self, limit: int = 3) -> str:
+        """What breaks the rule: the coefficients (the first ``limit``), observed against expected."""
+        offset_limit, spread_limit = self._limit(MEAN_OFFSET_LIMIT), self._limit(SPREAD_LIMIT)
+        beyond = self.mean_offset > offset_limit
+        if self.spread > spread_limit:
+            beyond |= np.abs(self.spread_log_ratio) > spread_limit
+        named = [
+            f"c{c} mean {self.observed.mean[c]:.3g} (expected {self.expected.mean[c]:.3g}), "
+            f"std {self.observed.std[c]:.3g} (expected {self.expected.std[c]:.3g})"
+            for c in np.flatnonzero(beyond)[:limit]
+        ]
+        more = int(beyond.sum()) - limit
+        return "; ".join(named) + (f"; and {more} more coefficients" if more > 0 else "")
 
 
 def read_stats(url: str) -> FeatureStats:

@@ -27,11 +27,17 @@ def write_hw3p2(
     seed: int = 0,
     frames: tuple[int, int] = (60, 400),
     variant: tuple = S22,
+    front_end_seed: int | None = None,
 ) -> Path:
-    """Write train/dev/test splits under ``root``; returns ``root``."""
+    """Write train/dev/test splits under ``root``; returns ``root``. Each coefficient's offset and scale
+    (the "front end") come from ``seed``, or from ``front_end_seed`` for new data of an earlier set's
+    front end (another seed's are another front end: the pipeline's shift check refuses them)."""
     rng = np.random.default_rng(seed)
     offsets = rng.normal(0, 5, size=dim)
     scales = rng.uniform(0.5, 4, size=dim)
+    if front_end_seed is not None:
+        front_end = np.random.default_rng(front_end_seed)
+        offsets, scales = front_end.normal(0, 5, size=dim), front_end.uniform(0.5, 4, size=dim)
     for folder, count, labelled in zip(variant[:3], counts, (True, True, False), strict=True):
         (root / folder / "mfcc").mkdir(parents=True, exist_ok=True)
         if labelled:

@@ -33,7 +33,10 @@ MODULES: dict[str, tuple[str, str]] = {
         "pipeline/validate.py",
         "tests/test_rejects.py tests/test_hostile.py -k 'npy or rejected or utf'",
     ),
-    "checkpoint": ("train/checkpoint.py", "tests/test_checkpoint.py tests/test_config.py"),
+    "checkpoint": (
+        "train/checkpoint.py",
+        "tests/test_checkpoint.py tests/test_config.py -k 'checkpoint or latest or resume or bf16'",
+    ),
     "leaderboard": (
         "eval/leaderboard.py",
         "tests/test_page.py tests/test_eval.py -k 'local and (writers or formulas) or lock_file or older_leaderboard'",

@@ -97,6 +97,7 @@ class ModelCard(_CheckpointFile):
     dev_distance: float | None
     phonemes: list[str] = field(default_factory=lambda: list(PHONEMES))
     phoneme_map: str = PHONEME_MAP
+    front_end: dict | None = None  # the dataset's frontend.json (shards/frontend.py); None: unknown
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from accelerate import Accelerator
 from accelerate.utils import InitProcessGroupKwargs, gather_object
 
 from shards import s3
+from shards.frontend import read_front_end
 from shards.manifest import DatasetError
 from shards.reader import BatchStream, CorruptShard, LoaderStartError, read_dataset_stats
 from shards.retry import with_retries
@@ -132,6 +133,7 @@ class Trainer:
         self.train_stream = BatchStream(args.data, "train", max_frames=config.max_frames, **common)
         self.dev_stream = BatchStream(args.data, "dev", max_frames=config.max_frames, **common)
         self.stats = read_dataset_stats(args.data)
+        self.front_end = read_front_end(args.data)  # None: unknown (Kaggle's files record none)
         model = CTCModel(self.train_stream.feature_dim, config)
         optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.epoch_batches = len(self.train_stream)  # this epoch's, set again as each epoch starts
@@ -225,6 +227,7 @@ class Trainer:
             epoch=self.history[-1]["epoch"] if self.history else -1,  # the last finished epoch
             step=self.step,
             dev_distance=self.history[-1]["dev_distance"] if self.history else None,
+            front_end=None if self.front_end is None else asdict(self.front_end),
         )
         best = checkpoint.epoch_folder(self.best[1]) if self.best else None
         self.writer.submit(folder, state, card, self.config.keep_last, best)

@@ -1,12 +1,10 @@
-"""From synthesised audio to HW3P2 features: speed perturbation, additive noise, 13 MFCCs."""
+"""What the demo corpus does to synthesised audio before the front end (shards/frontend.py): speed
+perturbation and additive noise."""
 
 import librosa
 import numpy as np
 
 from pipeline.corpus.voices import SAMPLE_RATE
-
-# The HW3P2 front end: 25 ms Hamming window, 10 ms hop, 40 mel bands, 13 cepstra (~99 frames/s)
-MFCC_OPTIONS = dict(n_mfcc=13, n_fft=512, win_length=400, hop_length=160, n_mels=40, window="hamming")
 
 
 def change_speed(audio: np.ndarray, factor: float) -> np.ndarray:
@@ -35,8 +33,3 @@ def babble(rng: np.random.Generator, pool: list[np.ndarray], length: int, talker
         start = int(rng.integers(0, len(pool[i])))
         mix += source[start : start + length]
     return mix
-
-
-def mfcc(audio: np.ndarray) -> np.ndarray:
-    """(frames, 13) float32 MFCCs of 16 kHz audio."""
-    return librosa.feature.mfcc(y=audio, sr=SAMPLE_RATE, **MFCC_OPTIONS).T.astype(np.float32)

@@ -23,6 +23,7 @@ from pipeline.corpus import audio
 from pipeline.corpus.text import FESTIVAL_LEXICON, lexicon_words, random_sentence
 from pipeline.corpus.voices import (
     DEFAULT_VOICES,
+    SAMPLE_RATE,
     Request,
     Spoken,
     SynthesisFailed,
@@ -32,6 +33,7 @@ from pipeline.corpus.voices import (
 )
 from pipeline.validate import ctc_min_frames
 from shards import kaggle
+from shards.frontend import FrontEnd, publish_front_end
 from shards.progress import Progress
 from shards.store import Store
 from shards.vocab import parse_transcript, to_string
@@ -43,6 +45,7 @@ LABELLED = ("train", "dev")
 CHUNK = 24  # slots per worker task: one Festival process per voice per chunk
 RECORDS = ".work/records"
 BABBLE_TALKERS = 12  # sentences in the babble pool
+FRONT_END = FrontEnd(sample_rate=SAMPLE_RATE)  # HW3P2's, at the rate the synthesisers speak
 
 
 @dataclass(frozen=True)
@@ -169,7 +172,7 @@ def _features(plan: Plan, spoken: Spoken) -> np.ndarray:
             else audio.babble(rng, _babble, len(samples))
         )
         samples = audio.add_noise(samples, noise, plan.snr_db)
-    return audio.mfcc(samples)
+    return FRONT_END.mfcc(samples)
 
 
 def _finish(plan: Plan, spoken: Spoken, record: Record) -> None:
@@ -184,7 +187,7 @@ def _finish(plan: Plan, spoken: Spoken, record: Record) -> None:
     _store.publish_bytes(_npy_bytes(features), f"{plan.split}/mfcc/{plan.id}.npy")
     record.plan = asdict(plan)
     record.frames = len(features)
-    record.seconds = round(len(spoken.audio) / plan.speed / audio.SAMPLE_RATE, 3)
+    record.seconds = round(len(spoken.audio) / plan.speed / SAMPLE_RATE, 3)
     record.phonemes = spoken.phonemes
 
 
@@ -300,6 +303,7 @@ def generate(settings: CorpusSettings) -> dict:
     records = [_load_record(store, split, i) for split, indices in jobs for i in indices]
     _publish_test_files(store, settings, records)
     summary = _summary(settings, records)
+    publish_front_end(store, FRONT_END)  # what the pipeline carries into the dataset, training into the card
     store.publish_bytes((json.dumps(summary, indent=1) + "\n").encode(), "corpus.json")
     store.clear_staging()
     return summary

@@ -1,0 +1,258 @@
+"""The front end travels with the data and the model; a feature shift is refused; transcribe takes audio.
+
+Real synthesised speech throughout (the demo corpus's voices): a small corpus is the training data,
+a corpus of two voices it never heard is "the same front end, other speakers", and freshly spoken
+sentences put through other extractor settings are "another front end".
+"""
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from pipeline.build import Settings, build
+from pipeline.corpus.build import CorpusSettings, generate
+from pipeline.corpus.text import lexicon_words, random_sentence
+from pipeline.corpus.voices import Request, Spoken, synthesise, voice_by_name
+from shards.frontend import FILE, FrontEnd, read_front_end
+from tests.conftest import why_failed
+from tests.hw3p2_fixture import write_hw3p2
+from train import checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = dict(sentence_words=(4, 10), workers=2)
+TINY_MODEL = [
+    "channels=16",
+    "lstm_layers=1",
+    "lstm_hidden=16",
+    "classifier_hidden=32",
+    "epochs=1",
+    "num_workers=0",
+]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("corpus")
+    generate(CorpusSettings(dst=str(root), counts=(40, 12, 12), seed=3, **SMALL))
+    return root
+
+
+@pytest.fixture(scope="module")
+def dataset(corpus, tmp_path_factory) -> Path:
+    dst = tmp_path_factory.mktemp("dataset")
+    build(Settings(str(corpus), str(dst), shard_mb=0.5))
+    return dst
+
+
+@pytest.fixture(scope="module")
+def model(dataset, tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("run")
+    command = [sys.executable, str(REPO / "train" / "main.py"), "--data", str(dataset), "--out", str(run)]
+    subprocess.run([*command, *TINY_MODEL], check=True, capture_output=True)
+    return run / checkpoint.epoch_folder(0) / "model.pt"
+
+
+@pytest.fixture(scope="module")
+def fresh_audio(tmp_path_factory) -> list[np.ndarray]:
+    """Sentences spoken anew by two of the corpus's voices, at 16 kHz."""
+    rng, words, audio = np.random.default_rng(11), lexicon_words(), []
+    for voice in (voice_by_name("festival/kal_diphone"), voice_by_name("flite/slt")):
+        f0 = sum(voice.f0_range) / 2
+        requests = [Request(f"s{i}", random_sentence(rng, words, (4, 10)), 1.0, f0) for i in range(6)]
+        spoken = synthesise(voice, requests, tmp_path_factory.mktemp("speak"))
+        audio += [s.audio for s in spoken.values() if isinstance(s, Spoken)]
+    assert len(audio) >= 8
+    return audio
+
+
+def _pipeline(src: Path, dst: Path, *extra: str) -> subprocess.CompletedProcess:
+    command = [
+        sys.executable,
+        "-m",
+        "pipeline",
+        "--src",
+        str(src),
+        "--dst",
+        str(dst),
+        "--workers",
+        "1",
+        *extra,
+    ]
+    return subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+
+
+def _test_split_of(features: list[np.ndarray], root: Path) -> Path:
+    """An unlabelled HW3P2 test split holding ``features``."""
+    (root / "test" / "mfcc").mkdir(parents=True)
+    for k, f in enumerate(features):
+        np.save(root / "test" / "mfcc" / f"u{k:03d}.npy", f.astype(np.float32))
+    (root / "test" / "test_order.csv").write_text(
+        "file\n" + "".join(f"u{k:03d}.npy\n" for k in range(len(features)))
+    )
+    return root
+
+
+def _corpus_test_features(corpus: Path) -> list[np.ndarray]:
+    return [np.load(p) for p in sorted((corpus / "test" / "mfcc").glob("*.npy"))]
+
+
+def test_the_front_end_goes_from_corpus_to_dataset_to_card_unchanged(corpus, dataset, model):
+    recorded = (corpus / FILE).read_bytes()
+    assert FrontEnd.from_json(recorded, FILE) == FrontEnd(sample_rate=16_000)
+    # Invariant: the corpus's features are that front end's (one module computes them)
+    assert (dataset / FILE).read_bytes() == recorded
+    card = checkpoint.ModelCard.load(str(model))
+    assert card.front_end == json.loads(recorded)
+
+
+def test_a_source_without_a_record_is_of_unknown_front_end(tmp_path):
+    raw = write_hw3p2(tmp_path / "raw", counts=(6, 2, 2), seed=8)
+    result = _pipeline(raw, tmp_path / "shards")
+    assert result.returncode == 0, why_failed(result.stderr)
+    assert "front end of" in result.stderr and "unknown (no frontend.json)" in result.stderr
+    assert read_front_end(str(tmp_path / "shards")) is None
+
+
+def test_the_same_front_end_passes_the_shift_check(corpus, dataset, tmp_path):
+    """The corpus's own splits and voices the training data never had, against the training statistics."""
+    unseen = tmp_path / "unseen"
+    generate(
+        CorpusSettings(
+            dst=str(unseen), counts=(0, 12, 12), seed=9, voices=("flite/awb", "flite/rms"), **SMALL
+        )
+    )
+    for src in (corpus, unseen):
+        result = _pipeline(src, tmp_path / f"{src.name}-shards", "--stats", str(dataset / "stats.json"))
+        assert result.returncode == 0, why_failed(result.stderr)
+        assert "features do not match" not in result.stderr
+
+
+def _scaled(corpus: Path, fresh: list[np.ndarray]) -> list[np.ndarray]:
+    return [f * np.float32(np.log(10) / 10) for f in _corpus_test_features(corpus)]  # a natural-log mel
+
+
+def _normalised(corpus: Path, fresh: list[np.ndarray]) -> list[np.ndarray]:
+    return [(f - f.mean(0)) / (f.std(0) + 1e-5) for f in _corpus_test_features(corpus)]
+
+
+def _other_front_end(**settings):
+    def features(corpus: Path, fresh: list[np.ndarray]) -> list[np.ndarray]:
+        return [dataclasses.replace(FrontEnd(), **settings).mfcc(a) for a in fresh]
+
+    return features
+
+
+@pytest.mark.parametrize(
+    "shifted",
+    [
+        _scaled,
+        _normalised,
+        _other_front_end(power=1.0),
+        _other_front_end(lifter=22),
+        _other_front_end(n_fft=2048, win_length=2048, hop_length=512, window="hann", n_mels=128),
+    ],
+    ids=["ln-mel", "normalised-per-utterance", "magnitude-mel", "lifter-22", "librosa-defaults"],
+)
+def test_each_kind_of_shift_is_refused_and_writes_nothing(corpus, dataset, fresh_audio, tmp_path, shifted):
+    src = _test_split_of(shifted(corpus, fresh_audio), tmp_path / "src")
+    result = _pipeline(src, tmp_path / "shards", "--stats", str(dataset / "stats.json"))
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 2 and len(errors) == 1 and "Traceback" not in result.stderr, why_failed(
+        result.stderr
+    )
+    assert f"{src}/test: features do not match the statistics applied" in errors[0]
+    assert " mean " in errors[0] and "(expected " in errors[0] and "--accept-shift" in errors[0]
+    assert not (tmp_path / "shards").exists() or not [
+        p for p in (tmp_path / "shards").iterdir() if p.name != ".staging"
+    ]
+    accepted = _pipeline(src, tmp_path / "accepted", "--stats", str(dataset / "stats.json"), "--accept-shift")
+    assert accepted.returncode == 0 and "accepted (--accept-shift)" in accepted.stderr, why_failed(
+        accepted.stderr
+    )
+
+
+def test_front_end_records_that_differ_are_refused_naming_the_settings(corpus, dataset, tmp_path):
+    """The same numbers, but the source says another extractor made them: that alone is refused."""
+    src = _test_split_of(_corpus_test_features(corpus), tmp_path / "src")
+    (src / FILE).write_bytes(dataclasses.replace(FrontEnd(), n_mels=80, hop_length=256).to_json())
+    result = _pipeline(src, tmp_path / "shards", "--stats", str(dataset / "stats.json"))
+    assert result.returncode == 2, why_failed(result.stderr)
+    assert f"{src}/{FILE}: another front end than {dataset}/{FILE} records" in result.stderr
+    assert "hop_length: 160 → 256; n_mels: 40 → 80" in result.stderr and "--accept-shift" in result.stderr
+
+
+def _transcribe(model: Path, *inputs: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "eval", "transcribe", "--checkpoint", str(model), "--beam", "4"]
+    return subprocess.run([*command, "--format", "jsonl", *inputs], capture_output=True, text=True, cwd=REPO)
+
+
+def test_transcribe_on_audio_equals_transcribe_on_the_features_its_front_end_makes(
+    model, fresh_audio, tmp_path
+):
+    """A WAV at 22.05 kHz in stereo and a FLAC at 16 kHz: mixed down and resampled to the card's front end."""
+    import librosa
+
+    wav, flac = tmp_path / "spoken.wav", tmp_path / "spoken.flac"
+    stereo = librosa.resample(fresh_audio[0], orig_sr=16_000, target_sr=22_050)
+    soundfile.write(wav, np.stack([stereo, 0.5 * stereo], axis=1), 22_050)
+    soundfile.write(flac, fresh_audio[1], 16_000)
+    front_end = FrontEnd(**checkpoint.ModelCard.load(str(model)).front_end)
+    for audio in (wav, flac):
+        np.save(tmp_path / f"{audio.stem}-{audio.suffix[1:]}.npy", front_end.features_of_file(str(audio)))
+    from_audio = _transcribe(model, str(wav), str(flac))
+    from_features = _transcribe(model, str(tmp_path / "spoken-wav.npy"), str(tmp_path / "spoken-flac.npy"))
+    assert from_audio.returncode == 0 and from_features.returncode == 0, why_failed(
+        from_audio.stderr + from_features.stderr
+    )
+    a = [json.loads(line) for line in from_audio.stdout.splitlines()]
+    b = [json.loads(line) for line in from_features.stdout.splitlines()]
+    assert [r["input"] for r in a] == ["spoken.wav", "spoken.flac"]
+    assert [{**r, "input": None} for r in a] == [{**r, "input": None} for r in b]
+    for record in a:
+        # Invariant: a phoneme's time is its input frame times the front end's hop
+        assert record["seconds"] == [round(f * 160 / 16_000, 3) for f in record["frames"]]
+
+
+def test_transcribe_refuses_shifted_features_and_bad_audio_by_name(model, corpus, tmp_path):
+    scaled = tmp_path / "scaled.npy"
+    np.save(scaled, _corpus_test_features(corpus)[0] * np.float32(np.log(10) / 10))
+    refused = _transcribe(model, str(scaled))
+    assert refused.returncode == 2 and refused.stdout == "", why_failed(refused.stderr)
+    assert (
+        "do not match the statistics the model was trained under" in refused.stderr
+        and "--accept-shift" in refused.stderr
+    )
+    accepted = _transcribe(model, str(scaled), "--accept-shift")
+    assert accepted.returncode == 0 and len(accepted.stdout.splitlines()) == 1
+    garbage, silent = tmp_path / "garbage.wav", tmp_path / "empty.wav"
+    garbage.write_bytes(b"RIFF not really a wave file")
+    soundfile.write(silent, np.zeros(0, dtype=np.float32), 16_000)
+    good = sorted((corpus / "test" / "mfcc").glob("*.npy"))[0]
+    result = _transcribe(model, str(garbage), str(silent), str(good))
+    errors = result.stderr.splitlines()
+    assert result.returncode == 1 and [line.split(":")[1].strip() for line in errors] == [
+        str(garbage),
+        str(silent),
+    ]
+    assert errors[0].endswith("unreadable audio: not audio libsndfile can read (Format not recognised.)")
+    assert errors[1].endswith("unreadable audio: the audio holds no samples")
+    assert [json.loads(line)["input"] for line in result.stdout.splitlines()] == [good.name]
+
+
+def test_audio_needs_a_model_whose_card_records_its_front_end(model, tmp_path):
+    card = checkpoint.load(str(model))
+    unknown = tmp_path / "unknown.pt"
+    torch.save({**card, "front_end": None}, unknown)
+    wav = tmp_path / "a.wav"
+    soundfile.write(wav, np.zeros(8000, dtype=np.float32), 16_000)
+    result = _transcribe(unknown, str(wav))
+    assert result.returncode == 1
+    assert f"error: {wav}: the model's features are of unknown origin" in result.stderr
+    assert "only MFCC .npy features can be given" in result.stderr
