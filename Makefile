@@ -22,7 +22,7 @@ WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 SHARD_MB ?= 64
 PYTEST_ARGS ?=
 
-.PHONY: setup system-packages kenlm python-version test lint format corpus shards train lm eval demo screenshot bench mutation clean
+.PHONY: setup system-packages kenlm python-version test test-all lint format corpus shards train lm eval demo screenshot bench mutation clean
 
 # The synthesisers behind the demo corpus (pipeline/corpus) and the lexicon its sentences come from.
 DEBIAN_PACKAGES := festival flite festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts festlex-cmu
@@ -91,9 +91,13 @@ $(BIN)/build_binary:
 	@cp $(KENLM_SRC)/bin/build_binary $@
 kenlm: $(BIN)/build_binary
 
+# make test: the CI set (every guarantee's test; .ci/run); make test-all: also the cases marked slow
+TEST_SELECTION ?= -m "not slow"
 test: lint python-version system-packages $(BIN)/build_binary
-	@$(BIN)/python -m pytest $(PYTEST_ARGS); status=$$?; \
+	@$(BIN)/python -m pytest $(TEST_SELECTION) $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$status
+test-all:
+	@$(MAKE) --no-print-directory test TEST_SELECTION=
 
 # make mutation [MODULES=store,kaggle,...]: mutation testing (cosmic-ray) of the modules that hold the
 # README's guarantees, on a git worktree of HEAD under mutation/ (never the checkout); hours for all of

@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 # module → the tests that hold its guarantees (fast ones: each mutant runs them)
 MODULES: dict[str, tuple[str, str]] = {
     "store": ("shards/store.py", "tests/test_checkpoint.py tests/test_page.py tests/test_rejects.py"),
-    "kaggle": ("shards/kaggle.py", "tests/test_eval.py -k 'kaggle or every_id'"),
+    "kaggle": ("shards/kaggle.py", "tests/test_eval.py -k 'kaggle or every_id or ids_file'"),
     "progress": ("shards/progress.py", "tests/test_progress.py"),
     "validate": (
         "pipeline/validate.py",

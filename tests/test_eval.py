@@ -26,7 +26,7 @@ from eval.decode import CTCBeamDecoder
 from eval.main import _check_once
 from eval.model import load_model
 from pipeline.build import Settings, build
-from shards.kaggle import read_labels
+from shards.kaggle import ids_name, read_labels
 from shards.reader import BatchStream
 from shards.store import STAGING
 from shards.vocab import PHONEME_MAP, PHONEMES, to_string
@@ -70,8 +70,13 @@ def test_kaggle_files_are_read_by_row_position(tmp_path, text, expected):
     [
         ("id,label\n0,.a.\n0,.b.\n", "id 0 appears twice"),
         ("id,label\ntest-000016,.a.\n", "'test-000016' is not a row number"),
-        ("id,label\n0,.a.,x\n", "line 2 has 3 columns"),
+        ("id,label\n0,.a.,x\n", "line 2 has 3 columns, the header 2"),
+        (
+            "id,label,Usage\n0,.a.,Public\n1,.b.\n",
+            "line 3 has 2 columns, the header 3",
+        ),  # short, not only long
         ("id\n0\n", "at least two columns"),
+        ("id\n0,.a.\n", "at least two columns"),  # the header decides, not the first row
     ],
 )
 def test_malformed_kaggle_files_are_named(tmp_path, text, message):
@@ -79,6 +84,14 @@ def test_malformed_kaggle_files_are_named(tmp_path, text, message):
     path.write_text(text)
     with pytest.raises(ValueError, match=f"{path}.*{message}"):
         read_labels(str(path))
+
+
+@pytest.mark.parametrize(
+    "submission, ids",
+    [("out/submission.csv", "out/submission.ids.csv"), ("s3://b/run/sub", "s3://b/run/sub.ids.csv")],
+)
+def test_the_ids_file_sits_beside_the_submission(submission, ids):
+    assert ids_name(submission) == ids
 
 
 def test_every_id_exactly_once_or_an_error():
@@ -195,8 +208,11 @@ def test_an_evaluation_killed_at_any_step_of_its_writes_leaves_each_file_absent_
     assert reference.returncode == 0, why_failed(reference.stderr)
     steps = re.findall(r"killpoint: step (\d+): (\S+)", reference.stderr)
     assert len(steps) >= 9, reference.stderr  # three files, each at least staged, written and renamed
-    # before every step, and just after each open for writing (the file exists, nothing written yet)
-    moments = [when for k, event in steps for when in [k, f"{k}+"][: 2 if event == "open-write" else 1]]
+    # every moment between two steps that change what is on disk: just before and just after each open
+    # for writing (the file exists, nothing written yet), just before each rename (and so just after the
+    # one before); the steps between (mkdir of the staging folder, the re-open to fsync) change nothing
+    around = {"open-write": lambda k: [k, f"{k}+"], "os.rename": lambda k: [k]}
+    moments = [when for k, event in steps for when in around.get(event, lambda k: [])(k)]
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         killed = list(pool.map(lambda when: run(tmp_path / f"killed{when}", when), moments))
     assert [k.returncode for k in killed] == [-signal.SIGKILL] * len(

@@ -37,3 +37,27 @@ def test_a_rank_that_does_not_show_it_is_silent(caplog, monkeypatch):
     for terminal in (False, True):
         assert _run(caplog, terminal=terminal, shown=False, monkeypatch=monkeypatch) == ""
     assert caplog.records == []
+
+
+def test_a_line_every_every_s_with_the_exact_rate_and_eta(caplog, monkeypatch):
+    """A clock the test moves: lines exactly when every_s has passed, rate and ETA from the resumed start."""
+    stderr = io.StringIO()
+    stderr.isatty = lambda: False  # type: ignore[method-assign]
+    monkeypatch.setattr("sys.stderr", stderr)
+    clock = iter([0.0, 10.0, 15.0, 29.0, 45.0])
+    monkeypatch.setattr("shards.progress.time.monotonic", lambda: next(clock))
+    with caplog.at_level(logging.INFO, logger="progress"):
+        slow = progress.Progress(10, "decode", "utt", done=2, every_s=15)
+        for n in (1, 1, 3, 3):
+            slow.update(n, {"per": "6%"})
+    # at 15 s: 2 done since the start (4 of 10), 7.5 s each, 6 to go; at 45 s: 8 done, 5.6 s each
+    assert [r.getMessage() for r in caplog.records] == [
+        "decode: 4/10 utt, 7.5 s/utt, per 6%, ETA 45 s",
+        "decode: 10/10 utt, 5.6 s/utt, per 6%, ETA 0 s",
+    ]
+    caplog.clear()
+    clock = iter([0.0, 10.0])
+    with caplog.at_level(logging.INFO, logger="progress"):
+        fast = progress.Progress(100, "scan train", "utt", every_s=5)
+        fast.update(50)
+    assert [r.getMessage() for r in caplog.records] == ["scan train: 50/100 utt, 5.0 utt/s, ETA 10 s"]

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from pipeline.build import Settings, TooManyRejects, build
+from pipeline.validate import ctc_min_frames
 from tests.conftest import read_split
 from tests.hw3p2_fixture import write_hw3p2
 
@@ -136,6 +137,9 @@ BAD_TRAIN = {
         "transcript",
     ),
 }
+# ... and with exactly 7 it is kept: the limit is the fewest frames CTC needs, not one more
+EXACTLY_ENOUGH = {"justenough": (_npy(GOOD[:7]), BAD_TRAIN["toolong"][1])}
+GOOD_COUNT = 30 + len(EXACTLY_ENOUGH)
 
 
 # files that must never be opened (reading a named pipe waits forever)
@@ -146,7 +150,10 @@ BAD_COUNT = len(BAD_TRAIN) + len(NOT_REGULAR)
 @pytest.fixture(scope="module")
 def bad_raw(tmp_path_factory) -> Path:
     root = write_hw3p2(tmp_path_factory.mktemp("bad"), counts=(30, 5, 5), seed=2)
-    for utterance_id, (features, transcript, _, _) in BAD_TRAIN.items():
+    files = {
+        i: (features, transcript) for i, (features, transcript, *_) in BAD_TRAIN.items()
+    } | EXACTLY_ENOUGH
+    for utterance_id, (features, transcript) in files.items():
         for folder, content in (("mfcc", features), ("transcript", transcript)):
             if content is not None:
                 (root / "train" / folder / f"{utterance_id}.npy").write_bytes(content)
@@ -164,6 +171,13 @@ def _rejects(dst: Path) -> dict[str, dict[str, str]]:
     return {row["id"]: row for row in rows}
 
 
+@pytest.mark.parametrize(
+    "labels, frames", [([], 0), ([1, 2, 3], 3), ([1, 1, 1], 5), ([3, 2, 1], 3), ([1, 2, 2, 3, 4], 6)]
+)
+def test_ctc_needs_a_frame_per_label_and_a_blank_between_equal_neighbours(labels, frames):
+    assert ctc_min_frames(labels) == frames
+
+
 def test_every_bad_kind_is_rejected_with_its_reason(bad_raw, tmp_path):
     dst = tmp_path / "shards"
     build(Settings(str(bad_raw), str(dst), max_reject_fraction=1.0))
@@ -177,7 +191,8 @@ def test_every_bad_kind_is_rejected_with_its_reason(bad_raw, tmp_path):
         assert rejects[kind]["file"] == f"train/mfcc/{kind}.npy"
     assert rejects["ghost"]["file"] == "test/mfcc/ghost.npy" and rejects["ghost"]["split"] == "test"
     # Invariant: every input utterance is in a shard or in rejects.csv, never both
-    for split, count in (("train", 30 + BAD_COUNT), ("dev", 5), ("test", 6)):
+    assert "justenough" in {u.id for _, u in read_split(str(dst), "train")}
+    for split, count in (("train", GOOD_COUNT + BAD_COUNT), ("dev", 5), ("test", 6)):
         kept = {u.id for _, u in read_split(str(dst), split)}
         rejected = {i for i, row in rejects.items() if row["split"] == split}
         assert not kept & rejected
@@ -187,7 +202,9 @@ def test_every_bad_kind_is_rejected_with_its_reason(bad_raw, tmp_path):
 def test_too_many_rejects_fails_after_writing_the_report(bad_raw, tmp_path):
     dst = tmp_path / "shards"
     bad = BAD_COUNT
-    with pytest.raises(TooManyRejects, match=rf"train: kept 30, rejected {bad} \({bad / (30 + bad):.1%}\)"):
+    with pytest.raises(
+        TooManyRejects, match=rf"train: kept {GOOD_COUNT}, rejected {bad} \({bad / (GOOD_COUNT + bad):.1%}\)"
+    ):
         build(Settings(str(bad_raw), str(dst)))
     assert len(_rejects(dst)) == BAD_COUNT + 1
     # Invariant: a failed split is never published as complete
@@ -211,4 +228,4 @@ def test_command_line_exits_non_zero_on_too_many_rejects(bad_raw, tmp_path):
     assert "too many rejects" in result.stderr and "rejects.csv" in result.stderr
     relaxed = subprocess.run([*command, "--max-rejects", "0.5"], capture_output=True, text=True)
     assert relaxed.returncode == 0, relaxed.stderr
-    assert f"train: kept 30, rejected {BAD_COUNT}" in relaxed.stdout
+    assert f"train: kept {GOOD_COUNT}, rejected {BAD_COUNT}" in relaxed.stdout
