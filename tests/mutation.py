@@ -31,7 +31,7 @@ MODULES: dict[str, tuple[str, str]] = {
     "progress": ("shards/progress.py", "tests/test_progress.py"),
     "validate": (
         "pipeline/validate.py",
-        "tests/test_rejects.py tests/test_hostile.py -k 'npy or rejected or utf'",
+        "tests/test_rejects.py tests/test_hostile.py -k 'npy or rejected or utf or ctc_needs or unrepresentable'",
     ),
     "checkpoint": (
         "train/checkpoint.py",

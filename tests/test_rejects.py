@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from pipeline.build import Settings, TooManyRejects, build
-from pipeline.validate import ctc_min_frames
+from pipeline.validate import ctc_min_frames, unrepresentable_id
 from tests.conftest import read_split
 from tests.hw3p2_fixture import write_hw3p2
 
@@ -229,3 +229,10 @@ def test_command_line_exits_non_zero_on_too_many_rejects(bad_raw, tmp_path):
     relaxed = subprocess.run([*command, "--max-rejects", "0.5"], capture_output=True, text=True)
     assert relaxed.returncode == 0, relaxed.stderr
     assert f"train: kept {GOOD_COUNT}, rejected {BAD_COUNT}" in relaxed.stdout
+
+
+def test_an_unrepresentable_id_names_its_first_three_bad_characters():
+    assert unrepresentable_id("a\x04\x01\x03\x02") == (
+        "the id holds control, non-UTF-8 or unassigned characters (U+0001, U+0002, U+0003): cannot be represented"
+    )
+    assert unrepresentable_id("") == "empty id" and unrepresentable_id("tr-00001") is None
