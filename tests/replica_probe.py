@@ -25,11 +25,12 @@ def main() -> int:
             weight[7] = torch.nextafter(weight[7], torch.tensor(float("inf")))
     try:
         Trainer.check_replicas(types.SimpleNamespace(model=model, world=world))
-        print(f"rank {rank} of {world}: identical", flush=True)
-        status = 0
+        line, status = f"rank {rank} of {world}: identical", 0
     except RuntimeError as error:
-        print(f"rank {rank} of {world}: {error}", flush=True)
-        status = 3
+        line, status = f"rank {rank} of {world}: {error}", 3
+    # one write: the launcher runs ranks unbuffered (-u), where print writes the text and its newline
+    # apart, and two ranks' lines would interleave
+    sys.stdout.write(line + "\n")
     accelerator.end_training()  # leaves the process group (gloo aborts a process that exits inside one)
     return status
 
