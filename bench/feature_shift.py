@@ -29,10 +29,7 @@ def _utterances(folder: Path) -> list[np.ndarray]:
 
 
 def _pooled(features: list[np.ndarray]) -> FeatureStats:
-    pooled = FeatureStats.empty(features[0].shape[1])
-    for f in features:
-        pooled = pooled.merge(FeatureStats.of(f))
-    return pooled
+    return FeatureStats.pooled(map(FeatureStats.of, features), features[0].shape[1])
 
 
 def _measures(features: list[np.ndarray], expected: FeatureStats) -> tuple[FeatureShift, list[FeatureShift]]:

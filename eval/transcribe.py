@@ -111,9 +111,7 @@ def _check_shift(inputs: dict[str, np.ndarray], stats: FeatureStats, accept: boo
     given = [features for url, features in inputs.items() if not _is_audio(url)]
     if not given:
         return
-    observed = FeatureStats.empty(stats.dim)
-    for features in given:
-        observed = observed.merge(FeatureStats.of(features))
+    observed = FeatureStats.pooled(map(FeatureStats.of, given), stats.dim)
     shift = observed.shift_from(stats, len(given))
     if shift.is_shift and not accept:
         raise FeatureShiftRefused(

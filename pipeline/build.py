@@ -387,9 +387,8 @@ def _check_shift(settings: Settings, given: FeatureStats, kept_by_split: dict[st
     for name, kept in kept_by_split.items():
         if not kept:
             continue
-        observed = FeatureStats.empty(given.dim)
-        for scanned in sorted(kept, key=lambda s: s.source.id):
-            observed = observed.merge(scanned.stats)
+        ordered = sorted(kept, key=lambda s: s.source.id)
+        observed = FeatureStats.pooled((scanned.stats for scanned in ordered), given.dim)
         shift = observed.shift_from(given, len(kept))
         if shift.is_shift and settings.accept_shift:
             log.warning(
@@ -411,7 +410,4 @@ def _training_stats(kept_by_split: dict[str, list[Scanned]], dim: int, src: str)
     train = kept_by_split.get("train")
     if not train:
         raise PipelineError(f"{src}: no usable training split to compute statistics from; pass --stats")
-    total = FeatureStats.empty(dim)
-    for scanned in sorted(train, key=lambda s: s.source.id):
-        total = total.merge(scanned.stats)
-    return total
+    return FeatureStats.pooled((s.stats for s in sorted(train, key=lambda s: s.source.id)), dim)

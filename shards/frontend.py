@@ -173,9 +173,8 @@ def describe(front_end: FrontEnd | None) -> str:
     """One phrase for logs and cards: the settings that matter, or "unknown"."""
     if front_end is None:
         return "unknown (no frontend.json)"
-    log = f"{front_end.log} mel" if front_end.log == "ln" else "dB mel"
     return (
         f"{front_end.library} {front_end.library_version}: {front_end.sample_rate} Hz, {front_end.win_length}/"
-        f"{front_end.hop_length} samples window/hop ({front_end.window}), {front_end.n_mels} {log} bands, "
+        f"{front_end.hop_length} samples window/hop ({front_end.window}), {front_end.n_mels} {front_end.log} mel bands, "
         f"{front_end.n_mfcc} cepstra"
     )

@@ -8,6 +8,7 @@ met later is normalised exactly like the training data the model saw.
 """
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import fsspec
@@ -41,6 +42,14 @@ class FeatureStats:
     @classmethod
     def empty(cls, dim: int) -> "FeatureStats":
         return cls(0, np.zeros(dim), np.zeros(dim))
+
+    @classmethod
+    def pooled(cls, parts: "Iterable[FeatureStats]", dim: int) -> "FeatureStats":
+        """All ``parts`` merged in the order given (the order fixes the float64 rounding)."""
+        total = cls.empty(dim)
+        for part in parts:
+            total = total.merge(part)
+        return total
 
     def merge(self, other: "FeatureStats") -> "FeatureStats":
         if other.count == 0:
