@@ -7,9 +7,11 @@ end the model's features came from (shards/frontend.py): mixed down, resampled a
 front end. Each is checked as the pipeline checks a training file, normalised, run through the model
 (on a GPU when there is one) and decoded greedy or with the beam (and LM) options evaluation has.
 
-The ``.npy`` inputs are first compared, together, with the card's statistics (the feature-shift rule
-of shards/stats.py): features of another front end, or normalised already, are refused (exit 2, one
-line) unless ``--accept-shift``.
+The ``.npy`` inputs are first checked against the model: when their folder (or one of the two above
+it, as in HW3P2's ``ROOT/SPLIT/mfcc/``) records its front end in a ``frontend.json`` and the card
+records one too, the two must agree; and they are compared, together, with the card's statistics
+(the feature-shift rule of shards/stats.py). Features of another front end, or normalised already,
+are refused (exit 2, one line) unless ``--accept-shift``.
 
 One line per input on stdout: ``name<TAB>phonemes`` (ARPABET, space-separated), or with ``--format
 jsonl`` an object with the name, the phonemes, the PHONEME_MAP string, the beam's score (−ln P_CTC;
@@ -33,7 +35,7 @@ from eval.decode import make_decoder
 from eval.main import add_lm_weights
 from eval.model import load_model, model_url
 from pipeline.validate import Rejected, check_features
-from shards.frontend import FrontEnd
+from shards.frontend import FrontEnd, recorded_front_end_of
 from shards.stats import FeatureStats
 from shards.vocab import PHONEMES, to_string
 
@@ -41,7 +43,7 @@ AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif")
 
 
 class FeatureShiftRefused(Exception):
-    """The ``.npy`` inputs do not match the model's statistics (and --accept-shift was not given)."""
+    """The ``.npy`` inputs do not match the model's front end or statistics (and --accept-shift was not given)."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -106,14 +108,32 @@ def _features(url: str, feature_dim: int, front_end: FrontEnd | None) -> np.ndar
     return features
 
 
-def _check_shift(inputs: dict[str, np.ndarray], stats: FeatureStats, accept: bool) -> None:
+def _check_front_ends(urls: list[str], front_end: FrontEnd | None) -> None:
+    """Each ``.npy`` input's recorded front end, where it has one, against the card's."""
+    if front_end is None:
+        return
+    checked: set[str] = set()
+    for url in urls:
+        folder = url.rpartition("/")[0]
+        if _is_audio(url) or folder in checked:
+            continue
+        checked.add(folder)
+        recorded = recorded_front_end_of(url)
+        if recorded is not None and (differences := front_end.differences(recorded[1])):
+            raise FeatureShiftRefused(
+                f"{recorded[0]}: the features were made by another front end than the model's card records "
+                f"({'; '.join(differences)}); pass --accept-shift to transcribe them anyway"
+            )
+
+
+def _check_shift(inputs: dict[str, np.ndarray], stats: FeatureStats) -> None:
     """The ``.npy`` inputs, pooled, against the model's statistics (audio goes through the card's own front end)."""
     given = [features for url, features in inputs.items() if not _is_audio(url)]
     if not given:
         return
     observed = FeatureStats.pooled(map(FeatureStats.of, given), stats.dim)
     shift = observed.shift_from(stats, len(given))
-    if shift.is_shift and not accept:
+    if shift.is_shift:
         raise FeatureShiftRefused(
             f"the {len(given)} .npy input(s) do not match the statistics the model was trained under: "
             f"{shift.describe()} — another front end, or features normalised already? "
@@ -137,7 +157,9 @@ def transcribe(args: argparse.Namespace) -> int:
             print(f"error: {rejected}", file=sys.stderr)
             failed += 1
     try:
-        _check_shift(inputs, stats, args.accept_shift)
+        if not args.accept_shift:
+            _check_front_ends(list(inputs), front_end)
+            _check_shift(inputs, stats)
     except FeatureShiftRefused as refused:
         print(f"error: {refused}", file=sys.stderr)
         return 2

@@ -169,6 +169,18 @@ def read_front_end(root: str) -> FrontEnd | None:
     return FrontEnd.from_json(data, url)
 
 
+def recorded_front_end_of(file_url: str) -> tuple[str, FrontEnd] | None:
+    """The record that covers a feature file, and where it is: the nearest ``frontend.json`` in its
+    folder or the two above (HW3P2's ``ROOT/SPLIT/mfcc/NAME.npy``); None when none records it."""
+    folder = file_url
+    for _ in range(3):
+        folder = folder.rstrip("/").rpartition("/")[0] or "."
+        front_end = read_front_end(folder)
+        if front_end is not None:
+            return f"{folder}/{FILE}", front_end
+    return None
+
+
 def describe(front_end: FrontEnd | None) -> str:
     """One phrase for logs and cards: the settings that matter, or "unknown"."""
     if front_end is None:

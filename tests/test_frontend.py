@@ -258,3 +258,29 @@ def test_audio_needs_a_model_whose_card_records_its_front_end(model, tmp_path):
     assert result.returncode == 1
     assert f"error: {wav}: the model's features are of unknown origin" in result.stderr
     assert "only MFCC .npy features can be given" in result.stderr
+
+
+def test_transcribe_refuses_a_folder_whose_record_names_another_front_end(model, corpus, tmp_path):
+    """The corpus's own test features, under a record that differs from the card's: that alone is refused."""
+    mfcc = tmp_path / "root" / "test" / "mfcc"
+    mfcc.mkdir(parents=True)
+    for source in sorted((corpus / "test" / "mfcc").glob("*.npy"))[:3]:
+        (mfcc / source.name).write_bytes(source.read_bytes())
+    record = tmp_path / "root" / FILE
+    record.write_bytes((corpus / FILE).read_bytes())
+    same = _transcribe(model, str(mfcc))
+    assert same.returncode == 0 and len(same.stdout.splitlines()) == 3, why_failed(same.stderr)
+    record.write_bytes(dataclasses.replace(FrontEnd(), n_mels=80, log="ln").to_json())
+    for inputs in ([str(mfcc)], [str(mfcc / "test-000001.npy")]):
+        refused = _transcribe(model, *inputs)
+        assert refused.returncode == 2 and refused.stdout == "", why_failed(refused.stderr)
+        assert refused.stderr == (
+            f"error: {record}: the features were made by another front end than the model's card records "
+            "(n_mels: 40 → 80; log: dB → ln); pass --accept-shift to transcribe them anyway\n"
+        )
+    # the nearest record is the one that counts: the mfcc folder's own, the same as the card's
+    (mfcc / FILE).write_bytes((corpus / FILE).read_bytes())
+    assert _transcribe(model, str(mfcc)).returncode == 0
+    (mfcc / FILE).unlink()
+    accepted = _transcribe(model, str(mfcc), "--accept-shift")
+    assert accepted.returncode == 0 and accepted.stdout == same.stdout, why_failed(accepted.stderr)
