@@ -15,10 +15,13 @@ STAMP := $(VENV)/.installed
 # input that is missing is made first (corpus → shards → run), as make demo does.
 DEMO ?= demo
 
-# make shards SRC=... DST=...: any fsspec URL (local folder or s3://bucket/prefix)
+# make shards SRC=... DST=...: any fsspec URL (local folder or s3://bucket/prefix); WORKERS local
+# processes, or SCHEDULER=tcp://HOST:PORT (or the file `dask scheduler --scheduler-file` wrote): its cluster
 SRC ?= $(DEMO)/corpus
 DST ?= $(DEMO)/shards
 WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
+SCHEDULER ?=
+PLACEMENT = $(if $(SCHEDULER),$(if $(findstring ://,$(SCHEDULER)),--scheduler,--scheduler-file) $(SCHEDULER),--workers $(WORKERS))
 SHARD_MB ?= 64
 PYTEST_ARGS ?=
 
@@ -110,7 +113,7 @@ mutation: setup system-packages $(BIN)/build_binary
 
 shards: setup
 	@if [ "$(SRC)" = "$(DEMO)/corpus" ] && [ ! -f $(DEMO)/corpus/corpus.json ]; then $(MAKE) corpus DIR=$(DEMO)/corpus; fi
-	$(BIN)/python -m pipeline --src $(SRC) --dst $(DST) --workers $(WORKERS) --shard-mb $(SHARD_MB)
+	$(BIN)/python -m pipeline --src $(SRC) --dst $(DST) $(PLACEMENT) --shard-mb $(SHARD_MB)
 
 # make corpus DIR=... TRAIN=... : synthesised speech in the HW3P2 layout (resumable; same seed, same bytes)
 DIR ?= $(DEMO)/corpus

@@ -1,14 +1,22 @@
-"""Throughput of `python -m pipeline`: 1 vs 2 workers, local disk vs the S3 server, vs a plain copy.
+"""Throughput of `python -m pipeline`: local processes and a Dask cluster, local disk vs the S3 server,
+vs a plain copy; and what the driver's own work costs per million utterances.
 
-    .venv/bin/python -m bench.sharding [--train 3000] [--frames 200 1600]
+    .venv/bin/python -m bench.sharding [--train 3000] [--frames 200 1600] [--driver 1000000]
+    .venv/bin/python -m bench.sharding --train 28539 --dev 2703 --test 2620   # train-clean-100's size
 
 Writes a random HW3P2-layout set (13-dim, lengths uniform in --frames), starts SeaweedFS on
-loopback, and times each case end to end (scan, statistics, shards, manifests). The plain
-copy moves the same raw files through the same file system client without any processing:
-it is the ceiling. MB/s counts raw input bytes.
+loopback, and times each case end to end (scan, statistics, shards, manifests): 1 and 2 local
+worker processes, and a loopback Dask cluster (tests/dask_cluster.py: `dask scheduler` and
+`dask worker --nworkers K --nthreads 1`) of 1 and 2 worker processes, its start not counted.
+The plain copy moves the same raw files through the same file system client without any
+processing: it is the ceiling. MB/s counts raw input bytes. Every case's dataset must be
+byte-identical to the first one's (checked). The driver part times, in this process, what stays
+on the driver whatever the cluster's size (merging --driver utterances' statistics in id order,
+the length sort and shard plan, the manifest), with its memory.
 """
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -17,13 +25,21 @@ import time
 from pathlib import Path
 
 import fsspec
+import numpy as np
+import psutil
 
+from pipeline.build import Scanned, plan_shards
+from pipeline.layout import SourceUtterance
+from shards.manifest import manifest_bytes, shard_name
+from shards.sample import sample_key
+from shards.stats import FeatureStats
+from tests.dask_cluster import dask_cluster
 from tests.hw3p2_fixture import write_hw3p2
 from tests.s3server import running_s3_server
 
 
-def _pipeline(src: str, dst: str, workers: int, env: dict) -> float:
-    command = [sys.executable, "-m", "pipeline", "--src", src, "--dst", dst, "--workers", str(workers)]
+def _pipeline(src: str, dst: str, placement: list[str], env: dict) -> float:
+    command = [sys.executable, "-m", "pipeline", "--src", src, "--dst", dst, *placement]
     start = time.perf_counter()
     subprocess.run(command, check=True, env=env, capture_output=True)
     return time.perf_counter() - start
@@ -46,54 +62,125 @@ def _copy_s3(src: str, dst: str) -> float:
     return time.perf_counter() - start
 
 
+def _read_back(fs, files: list[str]) -> float:
+    """The write pass's input read again, 64 files at a time (from S3, or from local copies)."""
+    start = time.perf_counter()
+    for i in range(0, len(files), 64):
+        fs.cat(files[i : i + 64])
+    return time.perf_counter() - start
+
+
+def _dataset(fs, root: str) -> dict[str, bytes]:
+    root = fs._strip_protocol(root)
+    return {path.removeprefix(root).lstrip("/"): fs.cat_file(path) for path in sorted(fs.find(root))}
+
+
+def _driver_cost(utterances: int, dim: int = 13) -> dict[str, float]:
+    """Seconds (and MB) of the driver's own work for ``utterances`` scanned utterances."""
+    rng = np.random.default_rng(0)
+    before = psutil.Process().memory_info().rss
+    scanned = [
+        Scanned(
+            source=SourceUtterance("train", f"{k:08d}", f"train/mfcc/{k:08d}.npy", None, True, False),
+            n_frames=int(n),
+            dim=dim,
+            n_phonemes=int(n) // 8,
+            digest=f"{k:064x}",
+            stats=FeatureStats(int(n), rng.normal(size=dim), rng.uniform(1, 2, size=dim) * n),
+        )
+        for k, n in enumerate(rng.integers(200, 1600, size=utterances))
+    ]
+    memory_mb = (psutil.Process().memory_info().rss - before) / 1e6
+    cost = {"scan results held (MB)": memory_mb}
+    start = time.perf_counter()
+    FeatureStats.pooled((s.stats for s in sorted(scanned, key=lambda s: s.source.id)), dim)
+    cost["merge statistics in id order (s)"] = time.perf_counter() - start
+    start = time.perf_counter()
+    shards = plan_shards(scanned, 64e6)
+    cost["length sort and shard plan (s)"] = time.perf_counter() - start
+    start = time.perf_counter()
+    rows, position = [], 0
+    for number, members in enumerate(shards):
+        for s in members:
+            rows.append({"key": sample_key(position), "id": s.source.id, "shard": shard_name(number),
+                         "n_frames": s.n_frames, "n_phonemes": s.n_phonemes})  # fmt: skip
+            position += 1
+    manifest_bytes(rows)
+    cost["manifest rows and Parquet (s)"] = time.perf_counter() - start
+    return cost
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--train", type=int, default=3000)
+    parser.add_argument("--dev", type=int, help="default: a tenth of --train")
+    parser.add_argument("--test", type=int, help="default: a tenth of --train")
     parser.add_argument("--frames", type=int, nargs=2, default=(200, 1600))
+    parser.add_argument("--driver", type=int, default=1_000_000, help="utterances for the driver's cost")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
-    counts = (args.train, args.train // 10, args.train // 10)
+    counts = (args.train, args.dev or args.train // 10, args.test or args.train // 10)
     raw = write_hw3p2(work / "raw", counts=counts, frames=tuple(args.frames), seed=0)
     utterances = sum(counts)
     megabytes = sum(p.stat().st_size for p in raw.rglob("*") if p.is_file()) / 1e6
-    print(f"data: {utterances} utterances, {megabytes:.0f} MB raw, frames uniform in {args.frames}")
-
-    import os
+    print(
+        f"data: {utterances} utterances, {megabytes:.0f} MB raw, frames uniform in {args.frames}", flush=True
+    )
 
     results: dict[str, float] = {}
+    datasets: dict[str, dict[str, bytes]] = {}
     with running_s3_server(work / "s3") as server:
         env = os.environ | server.client_env()
         os.environ.update(server.client_env())
-        fs = fsspec.filesystem("s3", skip_instance_cache=True)
-        fs.mkdir("bench")
-        fs.put(str(raw), "bench/raw", recursive=True)
+        s3 = fsspec.filesystem("s3", skip_instance_cache=True)
+        local = fsspec.filesystem("file")
+        s3.mkdir("bench")
+        s3.put(str(raw), "bench/raw", recursive=True)
         results["plain copy, local"] = _copy_local(raw, work / "copy")
         results["plain copy, S3"] = _copy_s3("bench/raw", "bench/copy")
-        for workers in (1, 2):
-            results[f"pipeline local, {workers} worker(s)"] = _pipeline(
-                str(raw), str(work / f"out{workers}"), workers, env
-            )
-            results[f"pipeline S3, {workers} worker(s)"] = _pipeline(
-                "s3://bench/raw", f"s3://bench/out{workers}", workers, env
-            )
-    shutil.rmtree(work)
+        results["write-pass input from S3"] = _read_back(s3, s3.find("bench/raw"))
+        results["write-pass input from a local copy"] = _read_back(local, local.find(str(work / "copy")))
 
-    print(f"\n{'case':32} {'seconds':>8} {'utt/s':>8} {'MB/s':>8}")
+        def run(case: str, placement: list[str]) -> None:
+            name = case.replace(" ", "-").replace(",", "")
+            for where, src, dst, fs in (("local", str(raw), str(work / name), local),
+                                        ("S3", "s3://bench/raw", f"s3://bench/{name}", s3)):  # fmt: skip
+                results[f"pipeline {where}, {case}"] = _pipeline(src, dst, placement, env)
+                datasets[f"{where}, {case}"] = _dataset(fs, dst)
+                print(f"  {where}, {case}: {results[f'pipeline {where}, {case}']:.1f} s", flush=True)
+
+        for workers in (1, 2):
+            run(f"{workers} local process(es)", ["--workers", str(workers)])
+        for processes in (1, 2):
+            with dask_cluster(work / f"cluster-{processes}", None, processes=processes) as cluster:
+                run(f"cluster of {processes}", ["--scheduler-file", str(cluster.scheduler_file)])
+    shutil.rmtree(work)
+    first = next(iter(datasets.values()))
+    assert all(d == first for d in datasets.values()), "a case wrote other bytes"
+
+    print(f"\n{'case':44} {'seconds':>8} {'utt/s':>8} {'MB/s':>8}")
     for case, seconds in results.items():
-        print(f"{case:32} {seconds:8.2f} {utterances / seconds:8.0f} {megabytes / seconds:8.1f}")
+        print(f"{case:44} {seconds:8.2f} {utterances / seconds:8.0f} {megabytes / seconds:8.1f}")
+    print(f"\nevery case wrote the same {len(first)} files, byte for byte")
     speed = {case: utterances / seconds for case, seconds in results.items()}
     print("\nratios")
     for where in ("local", "S3"):
-        one, two = speed[f"pipeline {where}, 1 worker(s)"], speed[f"pipeline {where}, 2 worker(s)"]
-        print(
-            f"  {where}: 2 workers / 1 worker = {two / one:.2f}x; 2 workers / plain copy = {two / speed[f'plain copy, {where}']:.2f}"
+        one, two = (
+            speed[f"pipeline {where}, 1 local process(es)"],
+            speed[f"pipeline {where}, 2 local process(es)"],
         )
-    print(
-        f"  S3 / local (2 workers) = "
-        f"{speed['pipeline S3, 2 worker(s)'] / speed['pipeline local, 2 worker(s)']:.2f}"
-    )
+        c1, c2 = speed[f"pipeline {where}, cluster of 1"], speed[f"pipeline {where}, cluster of 2"]
+        ceiling = speed[f"plain copy, {where}"]
+        print(f"  {where}: 2 / 1 local processes = {two / one:.2f}x; cluster 2 / 1 = {c2 / c1:.2f}x; "
+              f"cluster of 2 / 2 local processes = {c2 / two:.2f}; 2 local / plain copy = {two / ceiling:.2f}")  # fmt: skip
+    read_s3, read_copy = results["write-pass input from S3"], results["write-pass input from a local copy"]
+    print(f"  write-pass input: S3 / local copy = {read_s3 / read_copy:.1f}x the time")
+
+    print(f"\ndriver's own work for {args.driver:,} utterances (this process, one core)")
+    for part, value in _driver_cost(args.driver).items():
+        print(f"  {part:40} {value:8.2f}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""``python -m pipeline --src SRC --dst DST [--workers N] [--shard-mb M] [--stats URL [--accept-shift]]``."""
+"""``python -m pipeline --src SRC --dst DST [--workers N | --scheduler tcp://HOST:PORT | --scheduler-file FILE]
+[--shard-mb M] [--stats URL [--accept-shift]]``."""
 
 import argparse
 import logging
@@ -7,6 +8,7 @@ import sys
 
 from pipeline.build import PipelineError, Settings, TooManyRejects, build
 from pipeline.layout import LayoutError
+from pipeline.runner import ClusterError, WorkerFailed
 from shards import s3
 
 
@@ -18,7 +20,18 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     parser.add_argument("--src", required=True, help="URL of the HW3P2 folder (<split>/mfcc/*.npy ...)")
     parser.add_argument("--dst", required=True, help="URL to write the dataset to (local folder or s3://)")
     parser.add_argument(
-        "--workers", type=int, default=os.cpu_count() or 1, help="processes (default: all cores)"
+        "--workers", type=int, default=os.cpu_count() or 1, help="local processes (default: all cores)"
+    )
+    cluster = parser.add_mutually_exclusive_group()
+    cluster.add_argument(
+        "--scheduler",
+        metavar="tcp://HOST:PORT",
+        help="run the tasks on this Dask scheduler's cluster instead",
+    )
+    cluster.add_argument(
+        "--scheduler-file",
+        metavar="FILE",
+        help="or on the one `dask scheduler --scheduler-file FILE` started",
     )
     parser.add_argument("--shard-mb", type=float, default=Settings.shard_mb, help="target shard size in MB")
     parser.add_argument("--stats", help="URL of a stats.json to apply instead of computing one from train")
@@ -39,7 +52,15 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     if args.accept_shift and not args.stats:
         parser.error("--accept-shift only applies with --stats")
     return Settings(
-        args.src, args.dst, args.workers, args.shard_mb, args.stats, args.max_rejects, args.accept_shift
+        args.src,
+        args.dst,
+        args.workers,
+        args.shard_mb,
+        args.stats,
+        args.max_rejects,
+        args.accept_shift,
+        args.scheduler,
+        args.scheduler_file,
     )
 
 
@@ -55,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         message = s3.refusal(
             error,
             [settings.src, settings.dst, settings.stats],
-            (PipelineError, LayoutError, ValueError, FileNotFoundError),
+            (PipelineError, LayoutError, ClusterError, WorkerFailed, ValueError, FileNotFoundError),
         )
         if message is None:
             raise

@@ -1,8 +1,9 @@
 """The shard pipeline: HW3P2 folder in, normalised length-sorted shards out.
 
-1. Scan: read and check every utterance of every split (in worker processes), collecting
-   lengths, a digest of the raw bytes, and per-utterance statistics. Refused utterances go to
-   ``rejects.csv`` with file and reason.
+1. Scan: read and check every utterance of every split (in tasks of up to a few thousand
+   utterances, run where pipeline/runner.py places them: this process, local worker processes or a
+   Dask cluster), collecting lengths, a digest of the raw bytes, and per-utterance statistics.
+   Refused utterances go to ``rejects.csv`` with file and reason.
 2. Statistics: merge the training split's partial statistics in id order and publish
    ``stats.json``. With ``--stats`` those are applied instead, after two checks that refuse
    (exit 2, nothing written) data of another front end: the source's ``frontend.json`` against
@@ -10,8 +11,8 @@
    them (shards/stats.py, ``FeatureShift``); ``--accept-shift`` overrides both. The source's
    ``frontend.json`` is carried into the dataset (none: the front end is unknown).
 3. Per split: sort by frame count, cut into shards of about ``--shard-mb``, write each
-   shard (re-reading and normalising its utterances), then ``manifest.parquet``, then
-   ``index.json`` last.
+   shard (one task each, re-reading and normalising its utterances), then, on the driver,
+   ``manifest.parquet``, then ``index.json`` last.
 
 Resuming: a shard is published atomically and then marked done in ``<split>/.parts/``
 with a fingerprint of exactly what it holds (inputs' digests, statistics, keys). A rerun
@@ -22,15 +23,16 @@ are deterministic, so a resumed run is byte-identical to a clean one.
 import hashlib
 import json
 import logging
-import multiprocessing
+import math
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 
 import fsspec
 import numpy as np
 
 from pipeline.layout import SourceSplit, SourceUtterance, discover
+from pipeline.runner import TaskRunner, worker_state
 from pipeline.source import SourceReader
 from pipeline.validate import Rejected
 from shards import manifest, s3
@@ -47,6 +49,8 @@ log = logging.getLogger("pipeline")
 
 FORMAT_VERSION = 1  # bump when the sample encoding changes, so old shards are not reused
 SCAN_CHUNK = 64  # utterances fetched together (concurrently, on object storage)
+SCAN_TASK = (256, 4096)  # fewest and most utterances a scan task checks
+SCAN_TASKS_PER_WORKER = 8  # enough tasks that a slow worker does not hold the others up
 PARTS = ".parts"
 
 
@@ -66,11 +70,13 @@ class TooManyRejects(PipelineError):
 class Settings:
     src: str  # fsspec URL of the HW3P2 folder
     dst: str  # fsspec URL the dataset is written to
-    workers: int = 1  # processes for reading and writing
+    workers: int = 1  # local processes for reading and writing
     shard_mb: float = 64.0  # target shard size
     stats: str | None = None  # URL of an existing stats.json to apply instead of computing one
     max_reject_fraction: float = 0.05  # more rejected than this in any split fails the run
     accept_shift: bool = False  # use data whose features do not match --stats anyway
+    scheduler: str | None = None  # a Dask scheduler's address (tcp://HOST:PORT): the tasks run on its cluster
+    scheduler_file: str | None = None  # or the file `dask scheduler --scheduler-file` wrote
 
 
 @dataclass(frozen=True)
@@ -106,21 +112,27 @@ class ShardTask:
     items: list[tuple[str, Scanned]]  # (sample key, utterance) in length order
 
 
-# --- worker side -------------------------------------------------------------------------
-
-_source: SourceReader | None = None
-_store: Store | None = None
+# --- worker side: tasks get the URLs and open them themselves ----------------------------
 
 
-def _init_worker(src: str, dst: str) -> None:
-    global _source, _store
-    _store = Store(dst)
-    _source = SourceReader(src, _store.staging_folder("source-copy"))
+def _open(src: str, dst: str) -> tuple[SourceReader, Store]:
+    for url in (src, dst):  # this worker's credentials and network, which may not be the driver's
+        s3.check_access(url)
+    store = Store(dst)
+    return SourceReader(src, store.staging_folder("source-copy")), store
 
 
-def _scan_chunk(utterances: list[SourceUtterance]) -> list[Scanned | Rejection]:
+def _scan_task(src: str, dst: str, utterances: list[SourceUtterance]) -> list[Scanned | Rejection]:
+    source_reader, _ = worker_state(src, dst, _open)
     results: list[Scanned | Rejection] = []
-    for source, checked in _source.checked(utterances):
+    for start in range(0, len(utterances), SCAN_CHUNK):
+        results += _scan_chunk(source_reader, utterances[start : start + SCAN_CHUNK])
+    return results
+
+
+def _scan_chunk(source_reader: SourceReader, utterances: list[SourceUtterance]) -> list[Scanned | Rejection]:
+    results: list[Scanned | Rejection] = []
+    for source, checked in source_reader.checked(utterances):
         if isinstance(checked, Rejected):
             results.append(Rejection(source.split, source.id, checked.file, checked.reason))
             continue
@@ -138,11 +150,11 @@ def _scan_chunk(utterances: list[SourceUtterance]) -> list[Scanned | Rejection]:
     return results
 
 
-def _normalised_utterances(task: ShardTask) -> Iterator[tuple[str, Utterance]]:
+def _normalised_utterances(source_reader: SourceReader, task: ShardTask) -> Iterator[tuple[str, Utterance]]:
     stats = FeatureStats.from_json(task.stats_json, "statistics")
     for start in range(0, len(task.items), SCAN_CHUNK):
         chunk = task.items[start : start + SCAN_CHUNK]
-        checked_again = _source.checked([s.source for _, s in chunk], again=True)
+        checked_again = source_reader.checked([s.source for _, s in chunk], again=True)
         for (key, scanned), (_, checked) in zip(chunk, checked_again, strict=True):
             if isinstance(checked, Rejected) or checked.digest != scanned.digest:
                 raise PipelineError(f"{scanned.source.features}: input changed while the pipeline ran")
@@ -150,15 +162,16 @@ def _normalised_utterances(task: ShardTask) -> Iterator[tuple[str, Utterance]]:
             yield key, Utterance(scanned.source.id, stats.normalise(checked.features), labels)
 
 
-def _write_shard(task: ShardTask) -> ShardEntry:
+def _write_shard(src: str, dst: str, task: ShardTask) -> ShardEntry:
+    source_reader, store = worker_state(src, dst, _open)
     mark = f"{task.split}/{PARTS}/{task.name}.json"
-    if _store.exists(mark):
-        done = json.loads(_store.read_bytes(mark))
+    if store.exists(mark):
+        done = json.loads(store.read_bytes(mark))
         if done["fingerprint"] == task.fingerprint:
             return ShardEntry(**done["entry"])
-    staged = _store.staging_file(task.name)
-    written = write_shard(_normalised_utterances(task), staged)
-    _store.publish(staged, f"{task.split}/{task.name}")
+    staged = store.staging_file(task.name)
+    written = write_shard(_normalised_utterances(source_reader, task), staged)
+    store.publish(staged, f"{task.split}/{task.name}")
     frames = [scanned.n_frames for _, scanned in task.items]
     entry = ShardEntry(
         name=task.name,
@@ -170,7 +183,7 @@ def _write_shard(task: ShardTask) -> ShardEntry:
         min_frames=min(frames),
         max_frames=max(frames),
     )
-    _store.publish_bytes(json.dumps({"fingerprint": task.fingerprint, "entry": asdict(entry)}).encode(), mark)
+    store.publish_bytes(json.dumps({"fingerprint": task.fingerprint, "entry": asdict(entry)}).encode(), mark)
     return entry
 
 
@@ -223,36 +236,21 @@ def _shard_tasks(split: str, kept: list[Scanned], stats_json: bytes, shard_bytes
 # --- driver ------------------------------------------------------------------------------
 
 
-class _Runner:
-    """Maps a function over jobs in worker processes, or in this process for one worker."""
-
-    def __init__(self, settings: Settings):
-        self.settings = settings
-        self.pool = None
-        if settings.workers > 1:
-            # spawn, not fork: fsspec's async clients do not survive a fork
-            context = multiprocessing.get_context("spawn")
-            self.pool = context.Pool(settings.workers, _init_worker, (settings.src, settings.dst))
-        else:
-            _init_worker(settings.src, settings.dst)
-
-    def map(self, function: Callable, jobs: Iterable) -> Iterator:
-        if self.pool is None:
-            return map(function, jobs)
-        return self.pool.imap(function, jobs)
-
-    def close(self) -> None:
-        if self.pool is not None:
-            self.pool.close()
-            self.pool.join()
+def scan_task_size(utterances: int, workers: int) -> int:
+    """Utterances per scan task: about SCAN_TASKS_PER_WORKER tasks per worker, within SCAN_TASK,
+    a whole number of SCAN_CHUNKs (one task per utterance would cost the scheduler more than the work)."""
+    fewest, most = SCAN_TASK
+    size = min(max(math.ceil(utterances / (SCAN_TASKS_PER_WORKER * workers)), fewest), most)
+    return math.ceil(size / SCAN_CHUNK) * SCAN_CHUNK
 
 
-def _scan(runner: _Runner, split: SourceSplit) -> tuple[list[Scanned], list[Rejection]]:
-    jobs = [split.utterances[i : i + SCAN_CHUNK] for i in range(0, len(split.utterances), SCAN_CHUNK)]
+def _scan(runner: TaskRunner, split: SourceSplit) -> tuple[list[Scanned], list[Rejection]]:
+    size = scan_task_size(len(split.utterances), runner.workers)
+    jobs = [split.utterances[i : i + size] for i in range(0, len(split.utterances), size)]
     kept: list[Scanned] = []
     rejected: list[Rejection] = []
     with Progress(len(split.utterances), f"scan {split.name}", "utt", log=log) as bar:
-        for results in runner.map(_scan_chunk, jobs):
+        for results in runner.map(_scan_task, jobs):
             for result in results:
                 (rejected if isinstance(result, Rejection) else kept).append(result)
             bar.update(len(results))
@@ -266,9 +264,15 @@ def _common_dim(scanned: list[Scanned]) -> int:
 
 
 def _write_split(
-    runner: _Runner, store: Store, split: SourceSplit, kept: list[Scanned], stats_json: bytes, dim: int
+    runner: TaskRunner,
+    store: Store,
+    split: SourceSplit,
+    kept: list[Scanned],
+    stats_json: bytes,
+    shard_mb: float,
+    dim: int,
 ) -> SplitIndex:
-    tasks = _shard_tasks(split.name, kept, stats_json, runner.settings.shard_mb * 1e6)
+    tasks = _shard_tasks(split.name, kept, stats_json, shard_mb * 1e6)
     fingerprint = _fingerprint(
         FORMAT_VERSION, split.name, split.labelled, dim, [t.fingerprint for t in tasks]
     )
@@ -317,7 +321,9 @@ def build(settings: Settings) -> list[SplitSummary]:
     source_fs, source_root = fsspec.core.url_to_fs(settings.src)
     splits = discover(source_fs, source_root)
     log.info("found splits %s under %s", ", ".join(s.name for s in splits), settings.src)
-    runner = _Runner(settings)
+    runner = TaskRunner(
+        settings.src, settings.dst, settings.workers, settings.scheduler, settings.scheduler_file
+    )
     try:
         scanned = {split.name: _scan(runner, split) for split in splits}
         all_kept = [s for kept, _ in scanned.values() for s in kept]
@@ -361,7 +367,7 @@ def build(settings: Settings) -> list[SplitSummary]:
         else:  # unknown: a rerun from another source must not leave the old record
             store.remove(FRONT_END_FILE)
         for split in splits:
-            _write_split(runner, store, split, kept_by_split[split.name], stats_json, dim)
+            _write_split(runner, store, split, kept_by_split[split.name], stats_json, settings.shard_mb, dim)
     finally:
         runner.close()
     store.clear_staging()

@@ -1,8 +1,10 @@
 """Reads utterance files from the source URL, many at once.
 
 Object storage is slow per request and may bill per request, so a remote source is read
-once: the scan keeps a local copy of what it read, and the write pass reads that copy.
-A local source is simply read twice (the page cache makes the second read cheap).
+once: the scan keeps a local copy of what it read, and the write pass reads that copy where
+the same machine scanned it (on a cluster, a shard's utterances may have been scanned on
+another machine: those are read from the source again). A local source is simply read twice
+(the page cache makes the second read cheap).
 """
 
 from collections.abc import Iterator
@@ -13,6 +15,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from pipeline.layout import SourceUtterance
 from pipeline.validate import CheckedUtterance, Rejected, check_utterance
+from shards.retry import is_transient
 
 
 class SourceReader:
@@ -24,15 +27,30 @@ class SourceReader:
         if not paths:
             return {}
         if again and self.copy_dir is not None:
-            return {path: (self.copy_dir / path.lstrip("/")).read_bytes() for path in paths}
+            copies = {path: self.copy_dir / path.lstrip("/") for path in paths}
+            here = {path: copy.read_bytes() for path, copy in copies.items() if copy.exists()}
+            elsewhere = [path for path in paths if path not in here]
+            if not elsewhere:
+                return here
+            contents = self.fs.cat(elsewhere, on_error="return")
+            self._raise_store_failure(contents)
+            return here | contents
         contents = self.fs.cat(paths, on_error="return")
         if self.copy_dir is not None:
+            self._raise_store_failure(contents)
             for path, data in contents.items():
                 if isinstance(data, bytes):
                     copy = self.copy_dir / path.lstrip("/")
                     copy.parent.mkdir(parents=True, exist_ok=True)
                     copy.write_bytes(data)
         return contents
+
+    def _raise_store_failure(self, contents: dict[str, bytes | Exception]) -> None:
+        """A file that is missing or bad is that utterance's reject; a store that fails (unreachable,
+        timing out) fails the run: its utterances are not bad, and must not be reported as such."""
+        for path, data in contents.items():
+            if isinstance(data, Exception) and is_transient(data):
+                raise OSError(f"{self.fs.unstrip_protocol(path)}: cannot be read: {data}") from data
 
     def checked(
         self, utterances: list[SourceUtterance], again: bool = False

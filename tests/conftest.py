@@ -102,18 +102,16 @@ def run_killed(
 
 
 @contextlib.contextmanager
-def launched(command: list[str], **options) -> Iterator[subprocess.Popen]:
-    """``command`` in a process group of its own, output captured; whatever it started is killed
+def launched(command: list[str], output: Path | None = None, **options) -> Iterator[subprocess.Popen]:
+    """``command`` in a process group of its own, output captured (in ``process.stdout``, or in the
+    file ``output`` for a server that talks more than a pipe holds); whatever it started is killed
     when the block ends, so a failed or timed-out test leaves no ranks or servers behind (torchrun
     starts each rank in a session of its own: they are found as descendants, not by group)."""
-    process = subprocess.Popen(
-        command,
-        start_new_session=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        **options,
-    )
+    with contextlib.ExitStack() as files:
+        stdout = subprocess.PIPE if output is None else files.enter_context(open(output, "w"))
+        process = subprocess.Popen(
+            command, start_new_session=True, stdout=stdout, stderr=subprocess.STDOUT, text=True, **options
+        )
     try:
         yield process
     finally:
@@ -140,6 +138,11 @@ def accelerate_command(
 _FAILURE_LINE = re.compile(
     r"Error|Exception|what\(\)|terminate|[Ss]ignal|[Aa]bort|Traceback|FAILED|exitcode|Root Cause"
 )
+
+
+def pipeline_command(src: Path | str, dst: Path | str, *options: str) -> list[str]:
+    """``python -m pipeline --src SRC --dst DST OPTIONS...``."""
+    return [sys.executable, "-m", "pipeline", "--src", str(src), "--dst", str(dst), *options]
 
 
 def why_failed(output: str, tail: int = 1500) -> str:

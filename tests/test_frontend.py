@@ -21,7 +21,7 @@ from pipeline.corpus.build import CorpusSettings, generate
 from pipeline.corpus.text import lexicon_words, random_sentence
 from pipeline.corpus.voices import Request, Spoken, synthesise, voice_by_name
 from shards.frontend import FILE, FrontEnd, read_front_end
-from tests.conftest import why_failed
+from tests.conftest import pipeline_command, why_failed
 from tests.hw3p2_fixture import write_hw3p2
 from train import checkpoint
 
@@ -73,18 +73,7 @@ def fresh_audio(tmp_path_factory) -> list[np.ndarray]:
 
 
 def _pipeline(src: Path, dst: Path, *extra: str) -> subprocess.CompletedProcess:
-    command = [
-        sys.executable,
-        "-m",
-        "pipeline",
-        "--src",
-        str(src),
-        "--dst",
-        str(dst),
-        "--workers",
-        "1",
-        *extra,
-    ]
+    command = pipeline_command(src, dst, "--workers", "1", *extra)
     return subprocess.run(command, capture_output=True, text=True, cwd=REPO)
 
 

@@ -20,7 +20,7 @@ import pytest
 from pipeline.build import Settings, build
 from shards import manifest
 from shards.reader import BatchStream, CorruptShard, read_shard, read_split_metadata
-from tests.conftest import read_split, why_failed
+from tests.conftest import pipeline_command, read_split, why_failed
 from tests.hw3p2_fixture import write_hw3p2
 
 
@@ -135,17 +135,7 @@ def test_a_poisoned_stats_file_is_refused(tmp_path, document):
     raw = write_hw3p2(tmp_path / "raw", counts=(4, 2, 2), seed=44)
     stats = tmp_path / "stats.json"
     stats.write_text(json.dumps(document))
-    command = [
-        sys.executable,
-        "-m",
-        "pipeline",
-        "--src",
-        str(raw),
-        "--dst",
-        str(tmp_path / "out"),
-        "--stats",
-        str(stats),
-    ]
+    command = pipeline_command(raw, tmp_path / "out", "--stats", str(stats))
     result = subprocess.run(command, capture_output=True, text=True)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert f"error: {stats}: statistics hold non-finite or negative values" in result.stderr

@@ -116,3 +116,11 @@ def test_setup_without_a_venv_module_says_what_to_install(tmp_path):
     assert result.returncode != 0
     assert "cannot create a virtual environment" in result.stderr and "python3-venv" in result.stderr
     assert not (tmp_path / "venv").exists()
+
+
+def test_make_shards_runs_on_local_workers_or_the_cluster_scheduler_names(tmp_path):
+    where = [f"SRC={tmp_path}/src", f"DST={tmp_path}/dst"]
+    assert "--workers 3 " in _dry_run("shards", *where, "WORKERS=3")
+    assert "--scheduler tcp://10.0.0.5:8786 " in _dry_run("shards", *where, "SCHEDULER=tcp://10.0.0.5:8786")
+    recipe = _dry_run("shards", *where, f"SCHEDULER={tmp_path}/scheduler.json")
+    assert f"--scheduler-file {tmp_path}/scheduler.json " in recipe and "--workers" not in recipe

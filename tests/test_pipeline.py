@@ -1,9 +1,9 @@
 """The shard pipeline end to end on real files, locally and on the real S3 server."""
 
 import hashlib
+import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import fsspec
@@ -14,8 +14,9 @@ from pipeline.build import Settings, build
 from shards import manifest
 from shards.stats import FeatureStats
 from shards.vocab import parse_transcript
-from tests.conftest import read_index, read_split, tree_bytes
+from tests.conftest import REPO, pipeline_command, read_index, read_split, tree_bytes, why_failed
 from tests.hw3p2_fixture import LATER, write_hw3p2
+from tests.outage import CuttableProxy
 
 
 @pytest.fixture(scope="module")
@@ -139,19 +140,7 @@ def test_existing_statistics_are_applied_to_new_data(raw, tmp_path):
 
 def test_command_line_prints_summary(raw, tmp_path):
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pipeline",
-            "--src",
-            str(raw),
-            "--dst",
-            str(tmp_path / "out"),
-            "--workers",
-            "1",
-        ],
-        capture_output=True,
-        text=True,
+        pipeline_command(raw, tmp_path / "out", "--workers", "1"), capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
     assert "%|" not in result.stderr  # not a terminal: progress as log lines, no tqdm bar
@@ -162,17 +151,7 @@ def test_command_line_prints_summary(raw, tmp_path):
 
 def test_missing_source_is_a_clear_error(tmp_path):
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pipeline",
-            "--src",
-            str(tmp_path / "nowhere"),
-            "--dst",
-            str(tmp_path / "out"),
-        ],
-        capture_output=True,
-        text=True,
+        pipeline_command(tmp_path / "nowhere", tmp_path / "out"), capture_output=True, text=True
     )
     assert result.returncode == 2
     assert f"{tmp_path / 'nowhere'}: no HW3P2 split found" in result.stderr
@@ -191,3 +170,21 @@ def test_shards_read_back_with_webdataset(raw, tmp_path):
         p.stem for p in (raw / "train/mfcc").glob("*.npy")
     )
     assert all({"feats.npy", "labels.npy"} <= s.keys() for s in samples)
+
+
+def test_a_source_that_goes_away_during_the_scan_fails_the_run_and_rejects_nothing(
+    raw, s3_server, s3_bucket, tmp_path
+):
+    """Its utterances are not bad: an unreachable store is one error line, never a rejects.csv of them all."""
+    fsspec.filesystem("s3").put(str(raw), f"{s3_bucket}/raw", recursive=True)
+    proxy = CuttableProxy(int(s3_server.endpoint.rsplit(":", 1)[1]))
+    proxy.down_on(f"GET /{s3_bucket.removeprefix('s3://')}/raw/train/mfcc/".encode())
+    env = {**os.environ, "AWS_ENDPOINT_URL": proxy.endpoint, "AWS_MAX_ATTEMPTS": "1"}
+    dst = tmp_path / "shards"
+    command = pipeline_command(f"{s3_bucket}/raw", dst, "--workers", "1")
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+    assert result.returncode == 2, why_failed(result.stderr)
+    assert result.stderr.splitlines()[-1] == (
+        f"error: {s3_bucket}/raw: cannot reach the S3 endpoint {proxy.endpoint}: is the server running and the address right?"
+    )
+    assert not (dst / manifest.REJECTS).exists()

@@ -5,7 +5,6 @@ import io
 import os
 import pickle
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,7 @@ import pytest
 
 from pipeline.build import Settings, TooManyRejects, build
 from pipeline.validate import ctc_min_frames, unrepresentable_id
-from tests.conftest import read_split
+from tests.conftest import pipeline_command, read_split
 from tests.hw3p2_fixture import write_hw3p2
 
 GOOD = np.zeros((50, 13), dtype=np.float32)
@@ -212,17 +211,7 @@ def test_too_many_rejects_fails_after_writing_the_report(bad_raw, tmp_path):
 
 
 def test_command_line_exits_non_zero_on_too_many_rejects(bad_raw, tmp_path):
-    command = [
-        sys.executable,
-        "-m",
-        "pipeline",
-        "--src",
-        str(bad_raw),
-        "--dst",
-        str(tmp_path / "out"),
-        "--workers",
-        "1",
-    ]
+    command = pipeline_command(bad_raw, tmp_path / "out", "--workers", "1")
     result = subprocess.run(command, capture_output=True, text=True)
     assert result.returncode == 1
     assert "too many rejects" in result.stderr and "rejects.csv" in result.stderr

@@ -3,7 +3,6 @@
 import io
 import signal
 import subprocess
-import sys
 import tarfile
 from collections import Counter
 from pathlib import Path
@@ -12,7 +11,7 @@ import fsspec
 import pytest
 
 from pipeline.build import Settings, build
-from tests.conftest import kill_when, run_killed, tree_bytes, why_failed
+from tests.conftest import kill_when, pipeline_command, run_killed, tree_bytes, why_failed
 from tests.hw3p2_fixture import write_hw3p2
 
 
@@ -22,19 +21,7 @@ def raw(tmp_path_factory) -> Path:
 
 
 def _command(raw: Path, dst: Path | str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "pipeline",
-        "--src",
-        str(raw),
-        "--dst",
-        str(dst),
-        "--workers",
-        "2",
-        "--shard-mb",
-        "0.05",
-    ]
+    return pipeline_command(raw, dst, "--workers", "2", "--shard-mb", "0.05")
 
 
 @pytest.mark.parametrize(
