@@ -16,6 +16,7 @@ the length sort and shard plan, the manifest), with its memory.
 """
 
 import argparse
+import hashlib
 import os
 import shutil
 import subprocess
@@ -70,9 +71,14 @@ def _read_back(fs, files: list[str]) -> float:
     return time.perf_counter() - start
 
 
-def _dataset(fs, root: str) -> dict[str, bytes]:
+def _dataset(fs, root: str) -> dict[str, str]:
+    """Relative path → sha256 of every file a case wrote, which is then removed (the disk is finite)."""
     root = fs._strip_protocol(root)
-    return {path.removeprefix(root).lstrip("/"): fs.cat_file(path) for path in sorted(fs.find(root))}
+    digests = {}
+    for path in sorted(fs.find(root)):
+        digests[path.removeprefix(root).lstrip("/")] = hashlib.sha256(fs.cat_file(path)).hexdigest()
+    fs.rm(root, recursive=True)
+    return digests
 
 
 def _driver_cost(utterances: int, dim: int = 13) -> dict[str, float]:
@@ -130,7 +136,7 @@ def main() -> None:
     )
 
     results: dict[str, float] = {}
-    datasets: dict[str, dict[str, bytes]] = {}
+    datasets: dict[str, dict[str, str]] = {}
     with running_s3_server(work / "s3") as server:
         env = os.environ | server.client_env()
         os.environ.update(server.client_env())

@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     settings = parse_args(argv)
     try:
-        summaries = build(settings)
+        summary = build(settings)
     except TooManyRejects as error:
         print(f"error: too many rejects: {error}", file=sys.stderr)
         return 1
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {message}", file=sys.stderr)
         return 2
-    print("done: " + " | ".join(s.line() for s in summaries) + f" → {settings.dst}")
+    print(f"done: {summary.line()} → {settings.dst}")
     return 0
 
 

@@ -104,6 +104,16 @@ class SplitSummary:
 
 
 @dataclass(frozen=True)
+class BuildSummary:
+    splits: list[SplitSummary]
+    throttled: int  # 503 SlowDown answers from the object store, all retried
+
+    def line(self) -> str:
+        busy = f" | the store answered 503 SlowDown {self.throttled} times, retried" if self.throttled else ""
+        return " | ".join(s.line() for s in self.splits) + busy
+
+
+@dataclass(frozen=True)
 class ShardTask:
     split: str
     name: str
@@ -117,6 +127,7 @@ class ShardTask:
 
 def _open(src: str, dst: str) -> tuple[SourceReader, Store]:
     for url in (src, dst):  # this worker's credentials and network, which may not be the driver's
+        s3.count_throttling(url)
         s3.check_access(url)
     store = Store(dst)
     return SourceReader(src, store.staging_folder("source-copy")), store
@@ -307,10 +318,12 @@ def _write_split(
     return index
 
 
-def build(settings: Settings) -> list[SplitSummary]:
-    """Run the whole pipeline; returns per-split kept/rejected counts."""
+def build(settings: Settings) -> BuildSummary:
+    """Run the whole pipeline; returns per-split kept/rejected counts, and how busy the store was."""
     given = read_stats(settings.stats) if settings.stats else None
+    throttled_before = s3.throttled()
     for url in (settings.src, settings.dst):  # credentials, bucket, endpoint: fail now, not after the scan
+        s3.count_throttling(url)
         s3.check_access(url)
     front_end = read_front_end(settings.src)
     log.info("front end of %s: %s", settings.src, describe(front_end))
@@ -371,7 +384,7 @@ def build(settings: Settings) -> list[SplitSummary]:
     finally:
         runner.close()
     store.clear_staging()
-    return summaries
+    return BuildSummary(summaries, s3.throttled() - throttled_before + runner.throttled_elsewhere)
 
 
 def _check_front_ends(settings: Settings, front_end: FrontEnd | None) -> None:

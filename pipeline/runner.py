@@ -54,6 +54,7 @@ class TaskRunner:
         scheduler_file: str | None = None,
     ):
         self.src, self.dst = _absolute(src), _absolute(dst)  # a worker's working folder is not the driver's
+        self.throttled_elsewhere = 0  # 503 SlowDown answers that tasks in other processes got
         self._client = None
         self._executor: Executor | None = None
         if scheduler is not None or scheduler_file is not None:
@@ -74,14 +75,26 @@ class TaskRunner:
         if self._client is not None:
             task = partial(_naming_the_worker, task, [self.src, self.dst])
         if self._executor is None:
-            return map(task, jobs)
-        return self._executor.map(task, jobs)
+            return map(task, jobs)  # here: what it counts is this process's own count
+        return self._results(self._executor.map(partial(_counting_throttling, task), jobs))
+
+    def _results(self, counted: Iterator[tuple[object, int]]) -> Iterator:
+        for result, throttled in counted:
+            self.throttled_elsewhere += throttled
+            yield result
 
     def close(self) -> None:
         if self._executor is not None:
             self._executor.shutdown(wait=True)
         if self._client is not None:
             self._client.close()
+
+
+def _counting_throttling(task: Callable, job) -> tuple[object, int]:
+    """``task(job)`` and the 503 SlowDown answers its S3 clients got meanwhile."""
+    before = s3.throttled()
+    result = task(job)
+    return result, s3.throttled() - before
 
 
 def _naming_the_worker(task: Callable, urls: list[str], job):

@@ -4,9 +4,15 @@ botocore and s3fs report a wrong secret, an unknown key, a missing bucket or an 
 endpoint as tracebacks of several types. :func:`explain` turns them into one line naming the
 URL, what failed and what to check — never a secret — and every command prints that line and
 exits 2. :func:`check_access` makes a destination fail before hours of work, not after.
+
+A store that is merely busy answers ``503 SlowDown`` (S3, past about 3,500 writes or 5,500 reads
+a second per prefix): botocore retries those with backoff, then s3fs does. :func:`count_throttling`
+counts every such answer an S3 client of this process gets (:func:`throttled`), for the summaries
+that say how often the store pushed back.
 """
 
 import os
+import threading
 
 import botocore.exceptions
 import fsspec
@@ -79,6 +85,34 @@ def refusal(error: BaseException, urls: list[str | None], expected: tuple[type, 
     """The one line a command prints before exiting 2: an object-store failure explained, or the
     message of an ``expected`` error (which names its file or key); None means a bug: re-raise."""
     return explain(error, urls) or (str(error) if isinstance(error, (*expected, StillFailing)) else None)
+
+
+_throttled = 0
+_throttled_lock = threading.Lock()
+
+
+def count_throttling(url: str) -> None:
+    """From now on, count the 503 answers the S3 client behind ``url`` gets (local: nothing)."""
+    if not url.startswith("s3://"):
+        return
+    fs, _ = fsspec.core.url_to_fs(url)  # the instance every caller of this thread shares
+    if getattr(fs, "_counts_throttling", False):
+        return
+    fs.connect()
+    fs.s3.meta.events.register("needs-retry.s3", _count_if_throttled)  # asked of every answer
+    fs._counts_throttling = True
+
+
+def _count_if_throttled(response=None, **_) -> None:
+    global _throttled
+    if response is not None and response[0].status_code == 503:
+        with _throttled_lock:
+            _throttled += 1
+
+
+def throttled() -> int:
+    """503 answers counted in this process so far."""
+    return _throttled
 
 
 def check_access(url: str) -> None:

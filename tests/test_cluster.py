@@ -20,6 +20,7 @@ from tests.conftest import REPO, pipeline_command, run_killed, tree_bytes, why_f
 from tests.dask_cluster import Cluster, dask_cluster
 from tests.hw3p2_fixture import write_hw3p2
 from tests.s3server import free_port
+from tests.throttle import throttling
 
 SHARD_MB = 0.1
 
@@ -157,3 +158,23 @@ def _worker_addresses(started: Cluster) -> list[str]:
 
     with Client(scheduler_file=str(started.scheduler_file)) as client:
         return list(client.scheduler_info(n_workers=-1)["workers"])
+
+
+@pytest.mark.slow  # the CI set holds the guarantee with local worker processes (tests/test_pipeline.py)
+def test_a_store_that_answers_slow_down_to_the_workers_is_retried_and_counted(
+    raw, one_worker, s3_server, s3_bucket, tmp_path
+):
+    """Every tenth request of the driver and of both workers answered 503 SlowDown: the same bytes,
+    and the driver's summary counts the refusals its workers got too."""
+    fs = fsspec.filesystem("s3")
+    fs.put(str(raw), f"{s3_bucket}/raw", recursive=True)
+    with throttling(int(s3_server.endpoint.rsplit(":", 1)[1]), every=10) as proxy:
+        busy = {"AWS_ENDPOINT_URL": proxy.endpoint}
+        with dask_cluster(tmp_path / "cluster", busy, busy) as started, pytest.MonkeyPatch.context() as patch:
+            patch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
+            result = _pipeline(f"{s3_bucket}/raw", f"{s3_bucket}/shards", "--scheduler", started.address)
+    assert result.returncode == 0, why_failed(result.stderr)
+    assert proxy.refused >= 20
+    assert f"| the store answered 503 SlowDown {proxy.refused} times, retried → " in result.stdout
+    root = f"{s3_bucket}/shards".removeprefix("s3://")
+    assert {path.removeprefix(root + "/"): fs.cat_file(path) for path in fs.find(root)} == one_worker

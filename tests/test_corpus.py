@@ -80,8 +80,8 @@ def test_same_seed_same_bytes_whatever_the_worker_count(corpus, tmp_path):
 
 
 def test_tiny_corpus_shards_without_rejects(corpus, tmp_path):
-    summaries = build(Settings(str(corpus), str(tmp_path / "shards"), max_reject_fraction=0.0))
-    assert [(s.split, s.kept, s.rejected) for s in summaries] == [
+    summary = build(Settings(str(corpus), str(tmp_path / "shards"), max_reject_fraction=0.0))
+    assert [(s.split, s.kept, s.rejected) for s in summary.splits] == [
         ("train", 10, 0),
         ("dev", 3, 0),
         ("test", 4, 0),

@@ -59,7 +59,7 @@ def test_randomly_damaged_npy_files_are_each_kept_or_rejected(tmp_path):
         path.write_bytes(_damaged(path.read_bytes(), rng))
         damaged.add(path.stem)
     dst = tmp_path / "shards"
-    summaries = build(Settings(str(raw), str(dst), max_reject_fraction=1.0, shard_mb=0.2))
+    summary = build(Settings(str(raw), str(dst), max_reject_fraction=1.0, shard_mb=0.2))
     rejects = list(csv.DictReader(io.StringIO((dst / manifest.REJECTS).read_text(), newline="")))
     assert all(row["reason"] for row in rejects)
     for split, count in (("train", 300), ("dev", 20), ("test", 20)):
@@ -72,7 +72,7 @@ def test_randomly_damaged_npy_files_are_each_kept_or_rejected(tmp_path):
         assert all(np.isfinite(u.features).all() and np.abs(u.features).max() < 1e4 for u in kept)
     stats = json.loads((dst / manifest.STATS).read_text())
     assert np.isfinite(stats["std"]).all() and min(stats["std"]) > 1e-3  # nothing poisoned them
-    assert sum(s.rejected for s in summaries) >= len(damaged) // 3  # the damage was real
+    assert sum(s.rejected for s in summary.splits) >= len(damaged) // 3  # the damage was real
 
 
 @pytest.mark.timeout(300)

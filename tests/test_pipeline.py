@@ -17,6 +17,7 @@ from shards.vocab import parse_transcript
 from tests.conftest import REPO, pipeline_command, read_index, read_split, tree_bytes, why_failed
 from tests.hw3p2_fixture import LATER, write_hw3p2
 from tests.outage import CuttableProxy
+from tests.throttle import throttling
 
 
 @pytest.fixture(scope="module")
@@ -188,3 +189,27 @@ def test_a_source_that_goes_away_during_the_scan_fails_the_run_and_rejects_nothi
         f"error: {s3_bucket}/raw: cannot reach the S3 endpoint {proxy.endpoint}: is the server running and the address right?"
     )
     assert not (dst / manifest.REJECTS).exists()
+
+
+def test_a_store_that_answers_slow_down_is_retried_and_counted(raw, s3_server, s3_bucket, tmp_path):
+    """Every tenth request answered 503 SlowDown (a store past its request rate): the same bytes as
+    a run it never pushed back on, and the summary counts every refusal the proxy made."""
+    fs = fsspec.filesystem("s3")
+    fs.put(str(raw), f"{s3_bucket}/raw", recursive=True)
+    build(Settings(str(raw), str(tmp_path / "clean"), shard_mb=0.2))
+    with throttling(int(s3_server.endpoint.rsplit(":", 1)[1]), every=10) as proxy:
+        env = {**os.environ, "AWS_ENDPOINT_URL": proxy.endpoint}
+        command = pipeline_command(
+            f"{s3_bucket}/raw", f"{s3_bucket}/shards", "--workers", "2", "--shard-mb", "0.2"
+        )
+        result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+    assert result.returncode == 0, why_failed(result.stderr)
+    assert proxy.refused >= 20
+    assert (
+        f"| the store answered 503 SlowDown {proxy.refused} times, retried → {s3_bucket}/shards"
+        in result.stdout
+    )
+    root = f"{s3_bucket}/shards".removeprefix("s3://")
+    assert {p.removeprefix(root + "/"): fs.cat_file(p) for p in fs.find(root)} == tree_bytes(
+        tmp_path / "clean"
+    )
