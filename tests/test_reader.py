@@ -20,7 +20,7 @@ import torch
 from pipeline.build import Settings, build
 from shards import manifest
 from shards.manifest import ShardEntry, SplitIndex
-from shards.plan import plan_epoch, rest_of_epoch
+from shards.plan import PlannedBatch, PlanRecipe, Utt, _even_out, plan_epoch, rest_of_epoch
 from shards.reader import DEFAULT_MAX_FRAMES, BatchStream, CorruptShard, read_shard, read_split_metadata
 from tests.conftest import accelerate_launch, read_split, why_failed
 from tests.hw3p2_fixture import write_hw3p2
@@ -127,6 +127,67 @@ def test_splitting_beats_repeating_when_it_can():
     plan = plan_epoch(index, rows, world_size=3, num_workers=2, max_frames=1000, seed=0, epoch=0)
     # Invariant: 4 batches for 6 slots are evened out by splitting, never by repeating
     assert plan.repeated_utterances() == 0 and plan.batches_per_rank == 2
+
+
+def test_plan_cuts_each_batch_as_long_as_fits_the_budget_counted_with_padding():
+    """Budget 40 frames: four of 10 fit exactly (4 × 10), a fifth would not; 12 and 20 pad to 40; 50
+    is over the budget alone and makes a batch of its own."""
+    index, rows = _synthetic_split([10, 10, 10, 10, 12, 20, 50], per_shard=7)
+    plan = plan_epoch(index, rows, world_size=1, num_workers=1, max_frames=40, seed=0, epoch=0)
+    batches = sorted(plan.slots[0], key=lambda b: b.utterances[0].n_frames)
+    assert [[u.n_frames for u in b.utterances] for b in batches] == [[10, 10, 10, 10], [12, 20], [50]]
+    assert [(b.frames, b.padded_frames) for b in batches] == [(40, 40), (32, 40), (50, 50)]
+    assert plan.padding_efficiency() == 122 / 130
+
+
+def _batch(sizes: list[int]) -> list[PlannedBatch]:
+    """Batches of the given numbers of utterances, each utterance named by its batch and place."""
+    return [
+        PlannedBatch("s", tuple(Utt(f"{b}.{i}", f"{b}.{i}", 10) for i in range(n)))
+        for b, n in enumerate(sizes)
+    ]
+
+
+def test_splitting_halves_the_batches_with_most_utterances_then_repeats_the_smallest():
+    # 4 batches for 3 slots: 2 more needed; the two largest (the 5, and the first 3) are split in halves
+    evened = _even_out(_batch([3, 1, 3, 5]), 3)
+    assert [[u.id for u in b.utterances] for b in evened] == [
+        ["0.0"], ["0.1", "0.2"], ["1.0"], ["2.0", "2.1", "2.2"], ["3.0", "3.1"], ["3.2", "3.3", "3.4"],
+    ]  # fmt: skip
+    assert not any(b.repeated for b in evened)
+    # 3 batches for 5 slots: one can be split, the other missing one repeats the smallest (the first of 1)
+    evened = _even_out(_batch([2, 1, 1]), 5)
+    assert [([u.id for u in b.utterances], b.repeated) for b in evened] == [
+        (["0.0"], False), (["0.1"], False), (["1.0"], False), (["2.0"], False), (["1.0"], True),
+    ]  # fmt: skip
+
+
+def test_plan_slot_j_goes_to_rank_j_div_workers_and_worker_j_mod_workers():
+    index, rows = _synthetic_split(list(range(100, 1300, 10)), per_shard=30)
+    plan = plan_epoch(index, rows, world_size=2, num_workers=3, max_frames=3000, seed=0, epoch=0)
+    assert [plan.worker_batches(j // 3, j % 3) for j in range(6)] == plan.slots
+    assert len({id(plan.worker_batches(r, w)) for r in range(2) for w in range(3)}) == 6
+
+
+def test_a_plan_recipe_replans_from_the_earliest_layout_through_each_later_one():
+    index, rows = _synthetic_split(list(range(100, 2500, 7)), per_shard=40)
+    first = plan_epoch(index, rows, world_size=2, num_workers=2, max_frames=4000, seed=5, epoch=1)
+    second = rest_of_epoch(first, 3, world_size=3, num_workers=1)
+    expected = rest_of_epoch(second, 2, world_size=1, num_workers=2)
+    recipe = PlanRecipe(1, 2, 4000, 5, 1, earlier_layouts=((2, 2, 3), (3, 1, 2)))
+    assert recipe.plan(index, rows) == expected != first
+    assert PlanRecipe(2, 2, 4000, 5, 1).plan(index, rows) == first
+
+
+def test_the_rest_of_a_plan_refuses_a_consumed_count_outside_the_epoch():
+    index, rows = _synthetic_split(list(range(100, 1300, 10)), per_shard=30)
+    plan = plan_epoch(index, rows, world_size=2, num_workers=1, max_frames=3000, seed=0, epoch=0)
+    for consumed in (-1, plan.batches_per_rank + 1):
+        with pytest.raises(
+            ValueError, match=f"{consumed} batches consumed of an epoch of {plan.batches_per_rank}"
+        ):
+            rest_of_epoch(plan, consumed, world_size=1, num_workers=1)
+    assert rest_of_epoch(plan, plan.batches_per_rank, world_size=1, num_workers=1).batches_per_rank == 0
 
 
 def test_padding_efficiency_at_the_default_budget():
