@@ -178,3 +178,12 @@ def test_a_store_that_answers_slow_down_to_the_workers_is_retried_and_counted(
     assert f"| the store answered 503 SlowDown {proxy.refused} times, retried → " in result.stdout
     root = f"{s3_bucket}/shards".removeprefix("s3://")
     assert {path.removeprefix(root + "/"): fs.cat_file(path) for path in fs.find(root)} == one_worker
+
+
+@pytest.mark.slow  # the client waits CLUSTER_WAIT_S (60 s) for the scheduler before it gives up
+def test_a_scheduler_nobody_runs_is_one_line_naming_it(raw, tmp_path):
+    address = f"tcp://127.0.0.1:{free_port()}"
+    result = _pipeline(str(raw), str(tmp_path / "shards"), "--scheduler", address)
+    assert result.returncode == 2, why_failed(result.stderr)
+    assert result.stderr.splitlines()[-1].startswith(f"error: cannot reach the Dask scheduler at {address}: ")
+    assert not (tmp_path / "shards").exists()
