@@ -171,13 +171,19 @@ def read_front_end(root: str) -> FrontEnd | None:
 
 def recorded_front_end_of(file_url: str) -> tuple[str, FrontEnd] | None:
     """The record that covers a feature file, and where it is: the nearest ``frontend.json`` in its
-    folder or the two above (HW3P2's ``ROOT/SPLIT/mfcc/NAME.npy``); None when none records it."""
-    folder = file_url
+    folder or the two above (HW3P2's ``ROOT/SPLIT/mfcc/NAME.npy``), never above the file system's
+    root or the bucket; None when none records it."""
+    fs, path = fsspec.core.url_to_fs(file_url)
+    local = fsspec.core.split_protocol(file_url)[0] in (None, "file")
     for _ in range(3):
-        folder = folder.rstrip("/").rpartition("/")[0] or "."
+        parent = fs._parent(path)
+        if not parent or parent == path:
+            return None
+        path = parent
+        folder = path if local else fs.unstrip_protocol(path)
         front_end = read_front_end(folder)
         if front_end is not None:
-            return f"{folder}/{FILE}", front_end
+            return f"{folder.rstrip('/')}/{FILE}", front_end
     return None
 
 
