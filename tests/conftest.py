@@ -72,6 +72,13 @@ def tree_bytes(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+def s3_tree_bytes(url: str) -> dict[str, bytes]:
+    """Relative key → content of every object under an ``s3://`` prefix (``tree_bytes`` of a bucket)."""
+    fs = fsspec.filesystem("s3")
+    root = url.removeprefix("s3://").rstrip("/")
+    return {path.removeprefix(root + "/"): fs.cat_file(path) for path in sorted(fs.find(root))}
+
+
 def kill_when(command: list[str], ready, timeout: float = 300) -> None:
     """Start ``command`` and kill -9 its whole process group as soon as ``ready()`` holds."""
     process = subprocess.Popen(

@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 from pipeline.build import Settings, build
-from tests.conftest import REPO, pipeline_command, run_killed, tree_bytes, why_failed
+from tests.conftest import REPO, pipeline_command, run_killed, s3_tree_bytes, tree_bytes, why_failed
 from tests.dask_cluster import Cluster, dask_cluster
 from tests.hw3p2_fixture import write_hw3p2
 from tests.s3server import free_port
@@ -75,9 +75,7 @@ def test_a_cluster_writes_the_same_bytes_from_s3_to_s3(raw, one_worker, cluster,
     fs.put(str(raw), f"{s3_bucket}/raw", recursive=True)
     result = _pipeline(f"{s3_bucket}/raw", f"{s3_bucket}/shards", "--scheduler", cluster.address)
     assert result.returncode == 0, why_failed(result.stderr)
-    root = f"{s3_bucket}/shards".removeprefix("s3://")
-    written = {path.removeprefix(root + "/"): fs.cat_file(path) for path in fs.find(root)}
-    assert written == one_worker
+    assert s3_tree_bytes(f"{s3_bucket}/shards") == one_worker
 
 
 def test_nothing_the_cluster_runs_listens_beyond_loopback(cluster):
@@ -176,8 +174,7 @@ def test_a_store_that_answers_slow_down_to_the_workers_is_retried_and_counted(
     assert result.returncode == 0, why_failed(result.stderr)
     assert proxy.refused >= 20
     assert f"| the store answered 503 SlowDown {proxy.refused} times, retried → " in result.stdout
-    root = f"{s3_bucket}/shards".removeprefix("s3://")
-    assert {path.removeprefix(root + "/"): fs.cat_file(path) for path in fs.find(root)} == one_worker
+    assert s3_tree_bytes(f"{s3_bucket}/shards") == one_worker
 
 
 @pytest.mark.slow  # the client waits CLUSTER_WAIT_S (60 s) for the scheduler before it gives up

@@ -14,7 +14,15 @@ from pipeline.build import Settings, build
 from shards import manifest
 from shards.stats import FeatureStats
 from shards.vocab import parse_transcript
-from tests.conftest import REPO, pipeline_command, read_index, read_split, tree_bytes, why_failed
+from tests.conftest import (
+    REPO,
+    pipeline_command,
+    read_index,
+    read_split,
+    s3_tree_bytes,
+    tree_bytes,
+    why_failed,
+)
 from tests.hw3p2_fixture import LATER, write_hw3p2
 from tests.outage import CuttableProxy
 from tests.throttle import throttling
@@ -209,7 +217,4 @@ def test_a_store_that_answers_slow_down_is_retried_and_counted(raw, s3_server, s
         f"| the store answered 503 SlowDown {proxy.refused} times, retried → {s3_bucket}/shards"
         in result.stdout
     )
-    root = f"{s3_bucket}/shards".removeprefix("s3://")
-    assert {p.removeprefix(root + "/"): fs.cat_file(p) for p in fs.find(root)} == tree_bytes(
-        tmp_path / "clean"
-    )
+    assert s3_tree_bytes(f"{s3_bucket}/shards") == tree_bytes(tmp_path / "clean")
