@@ -3,6 +3,7 @@ vs a plain copy; and what the driver's own work costs per million utterances.
 
     .venv/bin/python -m bench.sharding [--train 3000] [--frames 200 1600] [--driver 1000000]
     .venv/bin/python -m bench.sharding --train 28539 --dev 2703 --test 2620   # train-clean-100's size
+    .venv/bin/python -m bench.sharding --cases local-pool1 s3-cluster1 s3-cluster2   # only these cases
 
 Writes a random HW3P2-layout set (13-dim, lengths uniform in --frames), starts SeaweedFS on
 loopback, and times each case end to end (scan, statistics, shards, manifests): 1 and 2 local
@@ -37,6 +38,11 @@ from shards.stats import FeatureStats
 from tests.dask_cluster import dask_cluster
 from tests.hw3p2_fixture import write_hw3p2
 from tests.s3server import running_s3_server
+
+STORES = {"local": "local", "s3": "S3"}
+PLACEMENTS = {"pool1": "1 local process(es)", "pool2": "2 local process(es)",
+              "cluster1": "cluster of 1", "cluster2": "cluster of 2"}  # fmt: skip
+CASES = ["copies", *(f"{store}-{placement}" for store in STORES for placement in PLACEMENTS)]
 
 
 def _pipeline(src: str, dst: str, placement: list[str], env: dict) -> float:
@@ -116,6 +122,28 @@ def _driver_cost(utterances: int, dim: int = 13) -> dict[str, float]:
     return cost
 
 
+def _print_ratios(speed: dict[str, float]) -> None:
+    """Each ratio whose two cases ran: more workers, cluster vs pool, pool vs the plain copy."""
+    comparisons = [
+        ("2 / 1 local processes", "2 local process(es)", "1 local process(es)"),
+        ("cluster 2 / 1", "cluster of 2", "cluster of 1"),
+        ("cluster of 2 / 2 local processes", "cluster of 2", "2 local process(es)"),
+    ]
+    print("\nratios (throughput)")
+    for where in STORES.values():
+        pipeline = {case: speed.get(f"pipeline {where}, {case}") for case in PLACEMENTS.values()}
+        pipeline["plain copy"] = speed.get(f"plain copy, {where}")
+        for label, top, bottom in [
+            *comparisons,
+            ("2 local / plain copy", "2 local process(es)", "plain copy"),
+        ]:
+            if pipeline[top] and pipeline[bottom]:
+                print(f"  {where}: {label} = {pipeline[top] / pipeline[bottom]:.2f}x")
+    if "write-pass input from S3" in speed:
+        ratio = speed["write-pass input from a local copy"] / speed["write-pass input from S3"]
+        print(f"  write-pass input: S3 / local copy = {ratio:.1f}x the time")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -125,6 +153,8 @@ def main() -> None:
     parser.add_argument("--test", type=int, help="default: a tenth of --train")
     parser.add_argument("--frames", type=int, nargs=2, default=(200, 1600))
     parser.add_argument("--driver", type=int, default=1_000_000, help="utterances for the driver's cost")
+    parser.add_argument("--cases", nargs="+", choices=CASES, default=CASES,
+                        help="what to time (default: all); copies = the plain copies and the write-pass reads")  # fmt: skip
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     counts = (args.train, args.dev or args.train // 10, args.test or args.train // 10)
@@ -144,45 +174,40 @@ def main() -> None:
         local = fsspec.filesystem("file")
         s3.mkdir("bench")
         s3.put(str(raw), "bench/raw", recursive=True)
-        results["plain copy, local"] = _copy_local(raw, work / "copy")
-        results["plain copy, S3"] = _copy_s3("bench/raw", "bench/copy")
-        results["write-pass input from S3"] = _read_back(s3, s3.find("bench/raw"))
-        results["write-pass input from a local copy"] = _read_back(local, local.find(str(work / "copy")))
+        if "copies" in args.cases:
+            results["plain copy, local"] = _copy_local(raw, work / "copy")
+            results["plain copy, S3"] = _copy_s3("bench/raw", "bench/copy")
+            results["write-pass input from S3"] = _read_back(s3, s3.find("bench/raw"))
+            results["write-pass input from a local copy"] = _read_back(local, local.find(str(work / "copy")))
 
-        def run(case: str, placement: list[str]) -> None:
-            name = case.replace(" ", "-").replace(",", "")
-            for where, src, dst, fs in (("local", str(raw), str(work / name), local),
-                                        ("S3", "s3://bench/raw", f"s3://bench/{name}", s3)):  # fmt: skip
-                results[f"pipeline {where}, {case}"] = _pipeline(src, dst, placement, env)
+        def run(placement: str, options: list[str]) -> None:
+            case = PLACEMENTS[placement]
+            for store, src, dst, fs in (("local", str(raw), str(work / placement), local),
+                                        ("s3", "s3://bench/raw", f"s3://bench/{placement}", s3)):  # fmt: skip
+                if f"{store}-{placement}" not in args.cases:
+                    continue
+                where = STORES[store]
+                results[f"pipeline {where}, {case}"] = _pipeline(src, dst, options, env)
                 datasets[f"{where}, {case}"] = _dataset(fs, dst)
                 print(f"  {where}, {case}: {results[f'pipeline {where}, {case}']:.1f} s", flush=True)
 
         for workers in (1, 2):
-            run(f"{workers} local process(es)", ["--workers", str(workers)])
+            run(f"pool{workers}", ["--workers", str(workers)])
         for processes in (1, 2):
-            with dask_cluster(work / f"cluster-{processes}", None, processes=processes) as cluster:
-                run(f"cluster of {processes}", ["--scheduler-file", str(cluster.scheduler_file)])
+            if any(case.endswith(f"-cluster{processes}") for case in args.cases):
+                with dask_cluster(work / f"cluster-{processes}", None, processes=processes) as cluster:
+                    run(f"cluster{processes}", ["--scheduler-file", str(cluster.scheduler_file)])
     shutil.rmtree(work)
-    first = next(iter(datasets.values()))
-    assert all(d == first for d in datasets.values()), "a case wrote other bytes"
+    if datasets:
+        first = next(iter(datasets.values()))
+        assert all(d == first for d in datasets.values()), "a case wrote other bytes"
 
     print(f"\n{'case':44} {'seconds':>8} {'utt/s':>8} {'MB/s':>8}")
     for case, seconds in results.items():
         print(f"{case:44} {seconds:8.2f} {utterances / seconds:8.0f} {megabytes / seconds:8.1f}")
-    print(f"\nevery case wrote the same {len(first)} files, byte for byte")
-    speed = {case: utterances / seconds for case, seconds in results.items()}
-    print("\nratios")
-    for where in ("local", "S3"):
-        one, two = (
-            speed[f"pipeline {where}, 1 local process(es)"],
-            speed[f"pipeline {where}, 2 local process(es)"],
-        )
-        c1, c2 = speed[f"pipeline {where}, cluster of 1"], speed[f"pipeline {where}, cluster of 2"]
-        ceiling = speed[f"plain copy, {where}"]
-        print(f"  {where}: 2 / 1 local processes = {two / one:.2f}x; cluster 2 / 1 = {c2 / c1:.2f}x; "
-              f"cluster of 2 / 2 local processes = {c2 / two:.2f}; 2 local / plain copy = {two / ceiling:.2f}")  # fmt: skip
-    read_s3, read_copy = results["write-pass input from S3"], results["write-pass input from a local copy"]
-    print(f"  write-pass input: S3 / local copy = {read_s3 / read_copy:.1f}x the time")
+    if datasets:
+        print(f"\nevery pipeline case wrote the same {len(first)} files, byte for byte")
+    _print_ratios({case: utterances / seconds for case, seconds in results.items()})
 
     print(f"\ndriver's own work for {args.driver:,} utterances (this process, one core)")
     for part, value in _driver_cost(args.driver).items():
