@@ -1,6 +1,7 @@
 """Killed at any moment, a rerun finishes the job and gives exactly the bytes of a clean run."""
 
 import io
+import shutil
 import signal
 import subprocess
 import tarfile
@@ -8,10 +9,11 @@ from collections import Counter
 from pathlib import Path
 
 import fsspec
+import numpy as np
 import pytest
 
 from pipeline.build import Settings, build
-from tests.conftest import kill_when, pipeline_command, run_killed, tree_bytes, why_failed
+from tests.conftest import kill_when, pipeline_command, run_killed, s3_tree_bytes, tree_bytes, why_failed
 from tests.hw3p2_fixture import write_hw3p2
 
 
@@ -20,8 +22,8 @@ def raw(tmp_path_factory) -> Path:
     return write_hw3p2(tmp_path_factory.mktemp("raw"), counts=(400, 150, 100), seed=4)
 
 
-def _command(raw: Path, dst: Path | str) -> list[str]:
-    return pipeline_command(raw, dst, "--workers", "2", "--shard-mb", "0.05")
+def _command(raw: Path, dst: Path | str, shard_mb: str = "0.05") -> list[str]:
+    return pipeline_command(raw, dst, "--workers", "2", "--shard-mb", shard_mb)
 
 
 @pytest.mark.parametrize(
@@ -57,12 +59,6 @@ def test_kill_9_then_rerun_equals_a_clean_run(raw, tmp_path, moment, expect_fini
     assert {shard: shard.stat().st_ino for shard in finished} == inodes
 
 
-def _s3_tree_bytes(url: str) -> dict[str, bytes]:
-    fs = fsspec.filesystem("s3", skip_instance_cache=True)
-    root = url.removeprefix("s3://")
-    return {path.removeprefix(root): data for path, data in fs.cat(fs.find(root)).items()}
-
-
 def test_kill_9_on_s3_then_rerun_equals_a_clean_run(raw, s3_bucket):
     clean, resumed = f"{s3_bucket}/clean", f"{s3_bucket}/resumed"
     subprocess.run(_command(raw, clean), check=True, capture_output=True)
@@ -78,7 +74,7 @@ def test_kill_9_on_s3_then_rerun_equals_a_clean_run(raw, s3_bucket):
         with tarfile.open(fileobj=io.BytesIO(fs.cat_file(shard))) as archive:
             assert len(archive.getmembers()) % 3 == 0
     subprocess.run(_command(raw, resumed), check=True, capture_output=True)
-    assert _s3_tree_bytes(resumed) == _s3_tree_bytes(clean)
+    assert s3_tree_bytes(resumed) == s3_tree_bytes(clean)
 
 
 def test_rerun_with_other_settings_replaces_the_old_shards(raw, tmp_path):
@@ -89,3 +85,30 @@ def test_rerun_with_other_settings_replaces_the_old_shards(raw, tmp_path):
     build(Settings(str(raw), str(large), shard_mb=2))
     # Invariant: no shard of the earlier layout survives; the result is a clean run's
     assert tree_bytes(then_large) == tree_bytes(large)
+
+
+def _scale_one_train_utterance(raw: Path) -> None:
+    features = sorted((raw / "train" / "mfcc").glob("*.npy"))[0]
+    np.save(features, np.load(features, allow_pickle=False) * 1.5)
+
+
+@pytest.mark.parametrize(
+    ("shard_mb", "change_inputs"),
+    [pytest.param("0.08", None, id="other-shard-size"),
+     pytest.param("0.05", _scale_one_train_utterance, id="changed-features")],
+)  # fmt: skip
+def test_a_run_killed_mid_split_then_rerun_on_changed_work_rewrites_the_shards_it_marked(
+    raw, tmp_path, shard_mb, change_inputs
+):
+    """The done-marks a killed run left are for its own work: a rerun with other settings or
+    inputs must not keep their shards, which have the same names but other contents."""
+    source, resumed, clean = tmp_path / "raw", tmp_path / "resumed", tmp_path / "clean"
+    shutil.copytree(raw, source)
+    killed = run_killed(_command(source, resumed), resumed, "after os.rename */train/shard-000002.tar")
+    assert killed.returncode == -signal.SIGKILL, why_failed(killed.stderr)
+    assert len(list(resumed.glob("train/.parts/shard-*.tar.json"))) >= 2
+    if change_inputs:
+        change_inputs(source)
+    subprocess.run(_command(source, resumed, shard_mb), check=True, capture_output=True)
+    subprocess.run(_command(source, clean, shard_mb), check=True, capture_output=True)
+    assert tree_bytes(resumed) == tree_bytes(clean)
