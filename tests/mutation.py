@@ -12,6 +12,13 @@ because cosmic-ray edits the module's file in place while a mutant runs; PYTHONP
 process the tests start (pipeline workers, training ranks) at that copy. Writes OUT/<name>.sqlite
 (cosmic-ray's session: an interrupted run continues), OUT/<name>.survivors.txt (each survivor's
 diff) and prints killed/survived per module. docs/mutation.md is the reading of those files.
+
+    python -m tests.mutation --recheck [--modules store] [--out mutation]
+
+applies each survivor of OUT/<name>.survivors.txt, one at a time, to a worktree of the current
+HEAD (OUT/recheck) and runs the module's tests there, as they are now: the survivors that the
+tests added since the run kill, and OUT/<name>.survivors-now.txt with the ones that still pass
+(its "incompetent" column counts the survivors whose code has changed since, so no longer apply).
 """
 
 import argparse
@@ -26,7 +33,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 # module → the tests that hold its guarantees (fast ones: each mutant runs them)
 MODULES: dict[str, tuple[str, str]] = {
-    "store": ("shards/store.py", "tests/test_checkpoint.py tests/test_page.py tests/test_rejects.py"),
+    "store": (
+        "shards/store.py",
+        "tests/test_store.py tests/test_checkpoint.py tests/test_page.py tests/test_rejects.py",
+    ),
     "kaggle": ("shards/kaggle.py", "tests/test_eval.py -k 'kaggle or every_id or ids_file'"),
     "progress": ("shards/progress.py", "tests/test_progress.py"),
     "validate": (
@@ -50,15 +60,19 @@ MODULES: dict[str, tuple[str, str]] = {
 TIMEOUT_S = 600.0  # per mutant: a mutant that hangs a collective is killed by it (counted as killed)
 
 
-def _worktree(out: Path) -> Path:
-    tree = out / "tree"
+def _worktree(out: Path, name: str = "tree") -> Path:
+    tree = out / name
     if not tree.exists():
         subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(tree), "HEAD"], check=True)
     return tree
 
 
+def _test_command(tests: str) -> str:
+    return f"{sys.executable} -m pytest -x -q -p no:cacheprovider {tests}"
+
+
 def _config(tree: Path, module: str, tests: str) -> str:
-    command = f"{sys.executable} -m pytest -x -q -p no:cacheprovider {tests}"
+    command = _test_command(tests)
     return "\n".join(
         [
             "[cosmic-ray]",
@@ -115,20 +129,67 @@ def run_module(name: str, tree: Path, out: Path) -> dict:
     return {"module": module, "mutants": len(results), **counts}
 
 
+def recheck_module(name: str, out: Path) -> dict:
+    """Each survivor of an earlier run applied to the current HEAD, against the current tests."""
+    module, tests = MODULES[name]
+    tree = _worktree(out, "recheck")
+    head = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "HEAD"], check=True, capture_output=True, text=True
+    )
+    subprocess.run(["git", "-C", str(tree), "checkout", "-q", "--detach", head.stdout.strip()], check=True)
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    text = (out / f"{name}.survivors.txt").read_text()
+    survivors = [f"--- mutation diff ---{d}" for d in text.split("--- mutation diff ---") if d.strip()]
+    still, gone, started = [], 0, time.monotonic()
+    for k, diff in enumerate(survivors, 1):
+        applied = subprocess.run(
+            ["patch", "-s", "--no-backup-if-mismatch", "-r", "-", str(tree / module)],
+            input=diff, text=True, capture_output=True,
+        )  # fmt: skip
+        try:
+            if applied.returncode != 0:
+                gone += 1  # the code it mutated has changed since
+                continue
+            tested = subprocess.run(
+                _test_command(tests), shell=True, cwd=tree, env=env, capture_output=True, timeout=TIMEOUT_S
+            )
+            if tested.returncode == 0:
+                still.append(diff)
+        except subprocess.TimeoutExpired:
+            pass  # a hang is a kill, as in cosmic-ray's run
+        finally:
+            subprocess.run(["git", "-C", str(tree), "checkout", "--", module], check=True)
+        print(f"{name}: {k}/{len(survivors)} survivors rechecked, {len(still)} still pass, "
+              f"{time.monotonic() - started:.0f} s", flush=True)  # fmt: skip
+    (out / f"{name}.survivors-now.txt").write_text("\n".join(still))
+    killed = len(survivors) - len(still) - gone
+    return {
+        "module": module,
+        "mutants": len(survivors),
+        "killed": killed,
+        "survived": len(still),
+        "incompetent": gone,
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
         "--modules", default=",".join(MODULES), help=f"comma-separated, of: {', '.join(MODULES)}"
     )
     parser.add_argument("--out", type=Path, default=REPO / "mutation", help="sessions, survivors, the copy")
+    parser.add_argument("--recheck", action="store_true", help="rerun the survivors against today's tests")
     args = parser.parse_args()
     names = args.modules.split(",")
     unknown = [name for name in names if name not in MODULES]
     if unknown:
         parser.error(f"unknown module(s) {', '.join(unknown)}; known: {', '.join(MODULES)}")
     args.out.mkdir(parents=True, exist_ok=True)
-    tree = _worktree(args.out.resolve())
-    rows = [run_module(name, tree, args.out.resolve()) for name in names]
+    if args.recheck:
+        rows = [recheck_module(name, args.out.resolve()) for name in names]
+    else:
+        tree = _worktree(args.out.resolve())
+        rows = [run_module(name, tree, args.out.resolve()) for name in names]
     print(f"{'module':24} {'mutants':>8} {'killed':>7} {'survived':>9} {'incompetent':>12}")
     for row in rows:
         print(
