@@ -49,7 +49,7 @@ MODULES: dict[str, tuple[str, str]] = {
     ),
     "leaderboard": (
         "eval/leaderboard.py",
-        "tests/test_page.py tests/test_eval.py -k 'local and (writers or formulas) or lock_file or older_leaderboard'",
+        "tests/test_eval.py tests/test_page.py -k 'writers or formulas or lock_file or older_leaderboard or fetches_nothing'",
     ),
     "plan": (
         "shards/plan.py",
