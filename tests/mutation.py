@@ -138,6 +138,9 @@ def recheck_module(name: str, out: Path) -> dict:
     )
     subprocess.run(["git", "-C", str(tree), "checkout", "-q", "--detach", head.stdout.strip()], check=True)
     env = {**os.environ, "PYTHONPATH": str(tree)}
+    baseline = subprocess.run(_test_command(tests), shell=True, cwd=tree, env=env, capture_output=True)
+    if baseline.returncode != 0:  # else every survivor would count as killed
+        raise SystemExit(f"{name}: its tests fail on HEAD itself, unmutated: {_test_command(tests)}")
     text = (out / f"{name}.survivors.txt").read_text()
     survivors = [f"--- mutation diff ---{d}" for d in text.split("--- mutation diff ---") if d.strip()]
     still, gone, started = [], 0, time.monotonic()
