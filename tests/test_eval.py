@@ -151,6 +151,11 @@ def _ranks(log: str) -> list[tuple[int, int]]:
     return sorted((int(r), int(w)) for r, w in re.findall(r" eval: rank (\d+) of (\d+) on ", log))
 
 
+# for the tests of what an evaluation writes, not of how it decodes: greedy, no loader process
+# (half of each run's time, and those tests run it a dozen times)
+WRITES_ONLY = ["--beam", "1", "--num-workers", "0"]
+
+
 def _evaluate(trained, *extra: str) -> list[str]:
     data, model, _ = trained
     return [str(REPO / "eval" / "main.py"), "--checkpoint", model, "--data", data, *extra]
@@ -196,7 +201,7 @@ def test_an_evaluation_killed_at_any_step_of_its_writes_leaves_each_file_absent_
     """kill -9 just before each file-system step under the output folder (tests/killpoint), so a kill
     lands inside every publish window on purpose; the uninterrupted run is the reference."""
     _, _, solution = trained
-    outputs = ["--split", "test", "--beam", "8", "--solution", str(solution)]
+    outputs = ["--split", "test", *WRITES_ONLY, "--solution", str(solution)]
 
     def run(folder: Path, when: str) -> subprocess.CompletedProcess:
         script = _evaluate(trained, *outputs, "--submission", str(folder / "sub.csv"),
@@ -349,7 +354,7 @@ def test_an_outage_at_the_submission_is_waited_out_and_past_the_io_deadline_name
     that request): waited out, the outputs are those of a run without one; past ``--io-deadline-s``
     it is one line naming the URL, and nothing is published."""
     _, _, solution = trained
-    outputs = ["--split", "test", "--solution", str(solution)]
+    outputs = ["--split", "test", *WRITES_ONLY, "--solution", str(solution)]
     local = subprocess.run([sys.executable, *_evaluate(trained, *outputs, "--submission", str(tmp_path / "sub.csv"),
                             "--leaderboard", str(tmp_path / "board.csv"))], capture_output=True, text=True)  # fmt: skip
     assert local.returncode == 0, why_failed(local.stderr)
