@@ -49,7 +49,11 @@ MODULES: dict[str, tuple[str, str]] = {
     ),
     "leaderboard": (
         "eval/leaderboard.py",
-        "tests/test_eval.py tests/test_page.py -k 'writers or formulas or lock_file or older_leaderboard or fetches_nothing'",
+        # the quick ones first: pytest -x keeps this order, so most mutants die within seconds
+        "tests/test_eval.py::test_leaderboard_cells_are_never_formulas_and_read_back_unchanged"
+        " tests/test_eval.py::test_leaderboard_lock_file_symlink_is_refused_and_its_target_untouched"
+        " tests/test_eval.py::test_an_older_leaderboard_file_stays_readable_and_gains_the_new_columns"
+        " tests/test_page.py tests/test_eval.py::test_four_writers_lose_no_leaderboard_row",
     ),
     "plan": (
         "shards/plan.py",
