@@ -61,3 +61,43 @@ def test_a_line_every_every_s_with_the_exact_rate_and_eta(caplog, monkeypatch):
         fast = progress.Progress(100, "scan train", "utt", every_s=5)
         fast.update(50)
     assert [r.getMessage() for r in caplog.records] == ["scan train: 50/100 utt, 5.0 utt/s, ETA 10 s"]
+
+
+def _lines(monkeypatch, caplog, times: list[float], total: int, steps: list, **options) -> list[str]:
+    """The log lines of one Progress off a terminal, on a clock that reads ``times`` in turn; each
+    step is ``update(n)``, or ``update()`` for None."""
+    stderr = io.StringIO()
+    stderr.isatty = lambda: False  # type: ignore[method-assign]
+    monkeypatch.setattr("sys.stderr", stderr)
+    clock = iter(times)
+    monkeypatch.setattr("shards.progress.time.monotonic", lambda: next(clock))
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="progress"):
+        counted = progress.Progress(total, "scan", "utt", **options)
+        for n in steps:
+            counted.update() if n is None else counted.update(n)
+    return [r.getMessage() for r in caplog.records]
+
+
+def test_the_default_cadence_is_30_s_and_the_edge_rates_read_right(monkeypatch, caplog):
+    # the README's "a log line every 30 seconds": none at 29.9 s, one at 30 s (update() counts one)
+    assert _lines(monkeypatch, caplog, [0.0, 29.9, 30.0], 10, [None, None]) == [
+        "scan: 2/10 utt, 15.0 s/utt, ETA 120 s"
+    ]
+    # exactly one a second is "utt/s"; 1.5 a second too; an ETA of 23.67 s rounds to 24
+    assert _lines(monkeypatch, caplog, [0.0, 10.0], 100, [10], every_s=5) == [
+        "scan: 10/100 utt, 1.0 utt/s, ETA 90 s"
+    ]
+    assert _lines(monkeypatch, caplog, [0.0, 10.0], 100, [15], every_s=5) == [
+        "scan: 15/100 utt, 1.5 utt/s, ETA 57 s"
+    ]
+    assert _lines(monkeypatch, caplog, [0.0, 10.0], 101, [30], every_s=5) == [
+        "scan: 30/101 utt, 3.0 utt/s, ETA 24 s"
+    ]
+    # nothing done yet, or no time passed: a line all the same, never a division by zero
+    assert _lines(monkeypatch, caplog, [0.0, 10.0], 10, [0], every_s=5) == [
+        "scan: 0/10 utt, 1000000000.0 s/utt, ETA inf s"
+    ]
+    assert _lines(monkeypatch, caplog, [5.0, 5.0], 10, [4], every_s=0) == [
+        "scan: 4/10 utt, 4000000000.0 utt/s, ETA 0 s"
+    ]
