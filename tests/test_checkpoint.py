@@ -1,9 +1,11 @@
 """Checkpoint writing off the training thread: snapshots, one in flight, retries, and a safe latest.json."""
 
+import random
 import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -100,3 +102,78 @@ def test_a_failing_store_is_retried_then_reported_and_latest_stays_complete(tmp_
         writer.wait()
     # Invariant: latest.json still names the last complete checkpoint, which loads
     assert checkpoint.load(checkpoint.latest(str(tmp_path), "state.pt"))["step"] == 5
+
+
+def test_keep_last_keeps_the_newest_epochs_the_best_and_the_latest(tmp_path):
+    store = Store(str(tmp_path))
+
+    def kept_after(epochs: int, keep_last: int, best: int) -> list[str]:
+        for epoch in range(epochs):
+            card = checkpoint.ModelCard({}, {}, 13, {}, epoch=epoch, step=epoch, dev_distance=None)
+            folder = checkpoint.epoch_folder(epoch)
+            checkpoint.save(
+                store, folder, training_state(epoch), card, keep_last, checkpoint.epoch_folder(best)
+            )
+        names = sorted(p.name for p in (tmp_path / "checkpoints").glob("*-*"))
+        store.remove("checkpoints")
+        return names
+
+    assert kept_after(5, 2, best=1) == ["epoch-0001", "epoch-0003", "epoch-0004"]
+    assert kept_after(3, 5, best=0) == ["epoch-0000", "epoch-0001", "epoch-0002"]  # fewer than keep_last
+    assert kept_after(4, 1, best=3) == ["epoch-0003"]
+
+
+def test_a_resume_names_a_setting_that_only_one_side_has():
+    """A setting this version dropped, or one the checkpoint predates, is named like a changed one."""
+    assert checkpoint.differences({"lr": 0.002, "gone": 1}, {"lr": 0.002}) == ["gone: 1 → None"]
+    assert checkpoint.differences({"lr": 0.002}, {"lr": 0.002, "new": 2}) == ["new: None → 2"]
+
+
+def test_random_states_come_back_exactly_and_a_cuda_state_only_to_its_own_device(monkeypatch):
+    cpu = torch.device("cpu")
+    saved = checkpoint.rng_state(cpu)
+    assert saved["cuda"] is None
+    drawn = (torch.rand(3), np.random.rand(3), [random.random() for _ in range(3)])
+    checkpoint.seed_everything(0, 99)  # anything else in between
+    checkpoint.set_rng_state(saved, cpu)
+    again = (torch.rand(3), np.random.rand(3), [random.random() for _ in range(3)])
+    assert torch.equal(drawn[0], again[0]) and np.array_equal(drawn[1], again[1]) and drawn[2] == again[2]
+
+    # which CUDA state goes where, recorded instead of set (this machine has no GPU)
+    restored: list[tuple] = []
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device: f"state of {device}")
+    monkeypatch.setattr(
+        torch.cuda, "set_rng_state", lambda state, device: restored.append((state, str(device)))
+    )
+    assert checkpoint.rng_state(torch.device("cuda", 1))["cuda"] == "state of cuda:1"
+    for device, cuda, expected in [
+        ("cuda:1", "mine", [("mine", "cuda:1")]),
+        ("cpu", "a GPU run's", []),  # a CPU run resumed from a GPU checkpoint
+        ("cuda:1", ["gpu 0", "gpu 1"], [("gpu 1", "cuda:1")]),  # earlier versions: every GPU the rank saw
+        ("cuda", ["gpu 0"], [("gpu 0", "cuda")]),
+        ("cuda:2", ["gpu 0", "gpu 1"], []),  # that machine saw fewer GPUs: keep the seeded state
+        ("cpu", ["gpu 0"], []),
+        ("cuda:0", None, []),  # a GPU run resumed from a CPU checkpoint
+    ]:
+        restored.clear()
+        checkpoint.set_rng_state(saved | {"cuda": cuda}, torch.device(device))
+        assert restored == expected, (device, cuda)
+
+
+class _RunsCode:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_loading_never_runs_code_and_a_foreign_dict_is_named(tmp_path):
+    marker = tmp_path / "code-ran"
+    torch.save({"model": _RunsCode(marker)}, tmp_path / "model.pt")
+    with pytest.raises(checkpoint.CheckpointError, match="model.pt: not a readable checkpoint"):
+        checkpoint.load(str(tmp_path / "model.pt"))
+    assert not marker.exists()
+    torch.save({"weights": {}}, tmp_path / "other.pt")  # readable, but not this project's
+    with pytest.raises(checkpoint.CheckpointError, match="other.pt: not a ModelCard of this project"):
+        checkpoint.ModelCard.load(str(tmp_path / "other.pt"))
