@@ -564,6 +564,30 @@ def test_an_older_leaderboard_file_stays_readable_and_gains_the_new_columns(tmp_
     assert board.read_text().splitlines()[0] == ",".join(leaderboard.COLUMNS)
 
 
+def test_the_board_ranks_lowest_distance_first_unscored_last_and_reads_empty_before_any_row(
+    tmp_path, s3_bucket
+):
+    rows = [
+        {"run": "unscored", "distance": "", "time": "1"},  # the test split: no solution to score with
+        {"run": "worse", "distance": "10.5", "time": "2"},
+        {"run": "best, later", "distance": "2.0", "time": "4"},
+        {"run": "best", "distance": "2.0", "time": "3"},
+        {"run": "nine", "distance": "9", "time": "5"},  # numbers, not strings: 9 < 10.5
+    ]
+    assert [r["run"] for r in leaderboard.ranked(rows)] == [
+        "best",
+        "best, later",
+        "nine",
+        "worse",
+        "unscored",
+    ]
+    assert leaderboard.read(str(tmp_path / "none.csv")) == []
+    assert leaderboard.read(f"{s3_bucket}/none.csv") == []
+    leaderboard.append(str(tmp_path / "board.csv"), dict.fromkeys(leaderboard.COLUMNS, "1"))
+    lock = tmp_path / "board.csv.lock"
+    assert not lock.stat().st_mode & 0o111, "the lock file is data, never executable"
+
+
 def test_transcribe_gives_what_evaluation_gives_for_the_same_files(trained, tmp_path):
     data, model, _ = trained
     submission = tmp_path / "sub.csv"
