@@ -60,7 +60,7 @@ MODULES: dict[str, tuple[str, str]] = {
         "shards/plan.py",
         "tests/test_reader.py -k 'plan and not command or replanned or splitting or padding'",
     ),
-    "preemption": ("train/preemption.py", "tests/test_preemption.py -k 'sigterm or second_signal'"),
+    "preemption": ("train/preemption.py", "tests/test_preemption.py -k 'watch or sigterm or second_signal'"),
 }
 TIMEOUT_S = 600.0  # per mutant: a mutant that hangs a collective is killed by it (counted as killed)
 

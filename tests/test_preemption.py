@@ -13,12 +13,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import fsspec
 import psutil
 import pytest
 import torch
+from accelerate import Accelerator
 
 from pipeline.build import Settings, build
 from shards.reader import read_split_metadata
@@ -27,7 +29,7 @@ from tests.hw3p2_fixture import write_hw3p2
 from tests.outage import CuttableProxy
 from tests.s3server import free_port
 from train import checkpoint
-from train.preemption import EXIT_PREEMPTED
+from train.preemption import EXIT_PREEMPTED, SIGNALS, PreemptionWatch
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["channels=16", "lstm_layers=1", "lstm_hidden=16", "classifier_hidden=32", "max_frames=2000"]
@@ -76,6 +78,45 @@ def whole_two_ranks(data, tmp_path_factory) -> Path:
     )
     assert result.returncode == 0, why_failed(result.stderr)
     return out
+
+
+@contextlib.contextmanager
+def _watching() -> Iterator[PreemptionWatch]:
+    """A PreemptionWatch in this process, with the signal handlers it replaced put back afterwards."""
+    saved = {signum: signal.getsignal(signum) for signum in SIGNALS}
+    try:
+        yield PreemptionWatch()
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+
+
+@pytest.mark.parametrize("signum", SIGNALS, ids=lambda signum: signal.Signals(signum).name)
+def test_the_watch_reports_a_signal_and_a_due_checkpoint_one_step_later(signum):
+    accelerator = Accelerator(cpu=True)
+    with _watching() as watch:
+        assert watch.agree(accelerator, False) == (False, False)
+        assert watch.agree(accelerator, True) == (False, False)  # this step's flags: the next call reads them
+        os.kill(os.getpid(), signum)
+        assert watch.agree(accelerator, False) == (False, True)  # the step before's: a timed checkpoint
+        assert watch.agree(accelerator, False) == (True, False)
+        assert watch.agree(accelerator, False) == (True, False)  # noted until the process exits
+
+
+def test_a_second_signal_to_the_watch_exits_at_once_with_128_plus_its_number():
+    code = (
+        "import os, signal, time\n"
+        "from train.preemption import PreemptionWatch\n"
+        "watch = PreemptionWatch()\n"
+        "os.kill(os.getpid(), signal.SIGUSR1)\n"
+        "print('noted', watch.signalled_at is not None, flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGTERM)\n"
+        "time.sleep(60)\n"
+        "print('still running')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 128 + signal.SIGTERM, result.stderr
+    assert result.stdout == "noted True\n" and "SIGUSR1 received" in result.stderr
 
 
 def test_killed_mid_epoch_a_rerun_continues_from_the_step_checkpoint(data, whole_one_rank, tmp_path):
