@@ -54,6 +54,7 @@ MODULES: dict[str, tuple[str, str]] = {
         " tests/test_eval.py::test_leaderboard_lock_file_symlink_is_refused_and_its_target_untouched"
         " tests/test_eval.py::test_an_older_leaderboard_file_stays_readable_and_gains_the_new_columns"
         " tests/test_eval.py::test_the_board_ranks_lowest_distance_first_unscored_last_and_reads_empty_before_any_row"
+        " tests/test_eval.py::test_a_board_edited_by_hand_reads_back_as_written"
         " tests/test_page.py tests/test_eval.py::test_four_writers_lose_no_leaderboard_row",
     ),
     "plan": (

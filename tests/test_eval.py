@@ -543,6 +543,18 @@ def test_leaderboard_cells_are_never_formulas_and_read_back_unchanged(where, tmp
     assert [r["run"] for r in leaderboard.read(url)] == names
 
 
+def test_a_board_edited_by_hand_reads_back_as_written(tmp_path):
+    """Only the quote this project put before a formula is taken off: a cell someone typed
+    (a formula, a tab) is read as it stands."""
+    board = tmp_path / "board.csv"
+    typed = ["=1+1", "\tnote", "'quoted by hand"]
+    rows = [",".join(leaderboard.COLUMNS)] + [
+        ",".join([value] + ["1"] * (len(leaderboard.COLUMNS) - 1)) for value in typed
+    ]
+    board.write_text("\r\n".join(rows) + "\r\n")
+    assert [r["time"] for r in leaderboard.read(str(board))] == typed
+
+
 def test_leaderboard_lock_file_symlink_is_refused_and_its_target_untouched(tmp_path):
     target = tmp_path / "precious.txt"
     target.write_text("keep me")
@@ -583,6 +595,9 @@ def test_the_board_ranks_lowest_distance_first_unscored_last_and_reads_empty_bef
     ]
     assert leaderboard.read(str(tmp_path / "none.csv")) == []
     assert leaderboard.read(f"{s3_bucket}/none.csv") == []
+    nested = f"{s3_bucket}/boards/medium/board.csv"  # a key below folders, not at the bucket's root
+    leaderboard.append(nested, dict.fromkeys(leaderboard.COLUMNS, "1"))
+    assert [r["run"] for r in leaderboard.read(nested)] == ["1"]
     leaderboard.append(str(tmp_path / "board.csv"), dict.fromkeys(leaderboard.COLUMNS, "1"))
     lock = tmp_path / "board.csv.lock"
     assert not lock.stat().st_mode & 0o111, "the lock file is data, never executable"
