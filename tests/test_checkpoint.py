@@ -49,7 +49,7 @@ class GatedStore(Store):
         super().publish(staged, relative)
 
 
-def test_a_slow_upload_does_not_stall_the_caller_and_saves_a_snapshot(tmp_path):
+def test_a_slow_upload_does_not_stall_the_caller_and_saves_a_snapshot(tmp_path, caplog):
     store = GatedStore(str(tmp_path))
     writer = checkpoint.CheckpointWriter(store, deadline_s=30)
     weight = torch.zeros(3)
@@ -59,8 +59,12 @@ def test_a_slow_upload_does_not_stall_the_caller_and_saves_a_snapshot(tmp_path):
     # Invariant: the call returns while the upload cannot even start (the gate is shut)
     assert not (tmp_path / checkpoint.LATEST).exists()
     weight += 1  # training goes on changing the live tensors
-    store.gate.set()
-    writer.wait()
+    time.sleep(0.3)  # the upload waits at least this long: the log line must say so
+    with caplog.at_level("INFO", logger="train.checkpoint"):
+        store.gate.set()
+        writer.wait()
+    (seconds,) = [float(r.getMessage().split(" written in ")[1].removesuffix(" s")) for r in caplog.records]
+    assert 0.3 <= seconds < 60, caplog.records
     saved = checkpoint.load(checkpoint.latest(str(tmp_path), "model.pt"))
     assert torch.equal(saved["model"]["w"], torch.zeros(3)) and saved["step"] == 1
     assert threading.current_thread().name not in store.threads
@@ -119,7 +123,7 @@ def test_keep_last_keeps_the_newest_epochs_the_best_and_the_latest(tmp_path):
         return names
 
     assert kept_after(5, 2, best=1) == ["epoch-0001", "epoch-0003", "epoch-0004"]
-    assert kept_after(3, 5, best=0) == ["epoch-0000", "epoch-0001", "epoch-0002"]  # fewer than keep_last
+    assert kept_after(3, 5, best=2) == ["epoch-0000", "epoch-0001", "epoch-0002"]  # fewer than keep_last
     assert kept_after(4, 1, best=3) == ["epoch-0003"]
 
 
@@ -152,6 +156,9 @@ def test_random_states_come_back_exactly_and_a_cuda_state_only_to_its_own_device
         ("cuda:1", ["gpu 0", "gpu 1"], [("gpu 1", "cuda:1")]),  # earlier versions: every GPU the rank saw
         ("cuda", ["gpu 0"], [("gpu 0", "cuda")]),
         ("cuda:2", ["gpu 0", "gpu 1"], []),  # that machine saw fewer GPUs: keep the seeded state
+        ("cuda:3", ["gpu 0", "gpu 1"], []),
+        ("cuda", ["gpu 0", "gpu 1"], [("gpu 0", "cuda")]),  # no index: the first
+        ("cuda", [], []),
         ("cpu", ["gpu 0"], []),
         ("cuda:0", None, []),  # a GPU run resumed from a CPU checkpoint
     ]:
@@ -169,6 +176,8 @@ class _RunsCode:
 
 
 def test_loading_never_runs_code_and_a_foreign_dict_is_named(tmp_path):
+    with pytest.raises(checkpoint.CheckpointError, match="missing.pt: checkpoint not found"):
+        checkpoint.load(str(tmp_path / "missing.pt"))
     marker = tmp_path / "code-ran"
     torch.save({"model": _RunsCode(marker)}, tmp_path / "model.pt")
     with pytest.raises(checkpoint.CheckpointError, match="model.pt: not a readable checkpoint"):
