@@ -128,15 +128,13 @@ def _print_ratios(speed: dict[str, float]) -> None:
         ("2 / 1 local processes", "2 local process(es)", "1 local process(es)"),
         ("cluster 2 / 1", "cluster of 2", "cluster of 1"),
         ("cluster of 2 / 2 local processes", "cluster of 2", "2 local process(es)"),
+        ("2 local / plain copy", "2 local process(es)", "plain copy"),
     ]
     print("\nratios (throughput)")
     for where in STORES.values():
         pipeline = {case: speed.get(f"pipeline {where}, {case}") for case in PLACEMENTS.values()}
         pipeline["plain copy"] = speed.get(f"plain copy, {where}")
-        for label, top, bottom in [
-            *comparisons,
-            ("2 local / plain copy", "2 local process(es)", "plain copy"),
-        ]:
+        for label, top, bottom in comparisons:
             if pipeline[top] and pipeline[bottom]:
                 print(f"  {where}: {label} = {pipeline[top] / pipeline[bottom]:.2f}x")
     if "write-pass input from S3" in speed:

@@ -39,31 +39,16 @@ def test_a_rank_that_does_not_show_it_is_silent(caplog, monkeypatch):
     assert caplog.records == []
 
 
-def test_a_line_every_every_s_with_the_exact_rate_and_eta(caplog, monkeypatch):
-    """A clock the test moves: lines exactly when every_s has passed, rate and ETA from the resumed start."""
-    stderr = io.StringIO()
-    stderr.isatty = lambda: False  # type: ignore[method-assign]
-    monkeypatch.setattr("sys.stderr", stderr)
-    clock = iter([0.0, 10.0, 15.0, 29.0, 45.0])
-    monkeypatch.setattr("shards.progress.time.monotonic", lambda: next(clock))
-    with caplog.at_level(logging.INFO, logger="progress"):
-        slow = progress.Progress(10, "decode", "utt", done=2, every_s=15)
-        for n in (1, 1, 3, 3):
-            slow.update(n, {"per": "6%"})
-    # at 15 s: 2 done since the start (4 of 10), 7.5 s each, 6 to go; at 45 s: 8 done, 5.6 s each
-    assert [r.getMessage() for r in caplog.records] == [
-        "decode: 4/10 utt, 7.5 s/utt, per 6%, ETA 45 s",
-        "decode: 10/10 utt, 5.6 s/utt, per 6%, ETA 0 s",
-    ]
-    caplog.clear()
-    clock = iter([0.0, 10.0])
-    with caplog.at_level(logging.INFO, logger="progress"):
-        fast = progress.Progress(100, "scan train", "utt", every_s=5)
-        fast.update(50)
-    assert [r.getMessage() for r in caplog.records] == ["scan train: 50/100 utt, 5.0 utt/s, ETA 10 s"]
-
-
-def _lines(monkeypatch, caplog, times: list[float], total: int, steps: list, **options) -> list[str]:
+def _lines(
+    monkeypatch,
+    caplog,
+    times: list[float],
+    total: int,
+    steps: list,
+    name: str = "scan",
+    figures=None,
+    **options,
+) -> list[str]:
     """The log lines of one Progress off a terminal, on a clock that reads ``times`` in turn; each
     step is ``update(n)``, or ``update()`` for None."""
     stderr = io.StringIO()
@@ -73,10 +58,23 @@ def _lines(monkeypatch, caplog, times: list[float], total: int, steps: list, **o
     monkeypatch.setattr("shards.progress.time.monotonic", lambda: next(clock))
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="progress"):
-        counted = progress.Progress(total, "scan", "utt", **options)
+        counted = progress.Progress(total, name, "utt", **options)
         for n in steps:
-            counted.update() if n is None else counted.update(n)
+            counted.update() if n is None else counted.update(n, figures)
     return [r.getMessage() for r in caplog.records]
+
+
+def test_a_line_every_every_s_with_the_exact_rate_and_eta(caplog, monkeypatch):
+    """A clock the test moves: lines exactly when every_s has passed, rate and ETA from the resumed start."""
+    slow = _lines(monkeypatch, caplog, [0.0, 10.0, 15.0, 29.0, 45.0], 10, [1, 1, 3, 3], name="decode",
+                  figures={"per": "6%"}, done=2, every_s=15)  # fmt: skip
+    # at 15 s: 2 done since the start (4 of 10), 7.5 s each, 6 to go; at 45 s: 8 done, 5.6 s each
+    assert slow == [
+        "decode: 4/10 utt, 7.5 s/utt, per 6%, ETA 45 s",
+        "decode: 10/10 utt, 5.6 s/utt, per 6%, ETA 0 s",
+    ]
+    fast = _lines(monkeypatch, caplog, [0.0, 10.0], 100, [50], name="scan train", every_s=5)
+    assert fast == ["scan train: 50/100 utt, 5.0 utt/s, ETA 10 s"]
 
 
 def test_the_default_cadence_is_30_s_and_the_edge_rates_read_right(monkeypatch, caplog):
