@@ -95,6 +95,12 @@ BAD_TRAIN = {
         "features have shape (50,), expected (frames, coefficients)",
         "mfcc",
     ),
+    "cube": (
+        _npy(GOOD[:, :, None]),
+        _npy(GOOD_TRANSCRIPT),
+        "features have shape (50, 13, 1), expected (frames, coefficients)",
+        "mfcc",
+    ),
     "dim": (
         _npy(np.zeros((50, 20), np.float32)),
         _npy(GOOD_TRANSCRIPT),
@@ -121,6 +127,24 @@ BAD_TRAIN = {
         "pickled .npy (object array) refused",
         "transcript",
     ),
+    "numberscript": (
+        _npy(GOOD),
+        _npy(np.array([1, 2, 3])),
+        "transcript is int64 (3,), expected a list of strings",
+        "transcript",
+    ),
+    "scalarscript": (
+        _npy(GOOD),
+        _npy(np.array("SIL")),
+        "transcript is <U3 (), expected a list",
+        "transcript",
+    ),
+    "tablescript": (
+        _npy(GOOD),
+        _npy(np.array([["SIL", "AA"], ["B", "SIL"]])),
+        "transcript is <U3 (2, 2), expected a list",
+        "transcript",
+    ),
     "notranscript": (_npy(GOOD), None, "missing: the id has features but no transcript", "transcript"),
     "nofeatures": (
         None,
@@ -136,9 +160,16 @@ BAD_TRAIN = {
         "transcript",
     ),
 }
-# ... and with exactly 7 it is kept: the limit is the fewest frames CTC needs, not one more
-EXACTLY_ENOUGH = {"justenough": (_npy(GOOD[:7]), BAD_TRAIN["toolong"][1])}
-GOOD_COUNT = 30 + len(EXACTLY_ENOUGH)
+# ... and at the limits they are kept: with exactly 7 frames (the fewest CTC needs, not one more), and
+# with values of exactly ±100000 (the bound is on what lies beyond it)
+AT_THE_LIMITS = {
+    "justenough": (_npy(GOOD[:7]), BAD_TRAIN["toolong"][1]),
+    "atthebound": (
+        _npy(np.where(np.arange(50)[:, None] == 3, [1e5, -1e5] * 6 + [1e5], GOOD)),
+        _npy(GOOD_TRANSCRIPT),
+    ),
+}
+GOOD_COUNT = 30 + len(AT_THE_LIMITS)
 
 
 # files that must never be opened (reading a named pipe waits forever)
@@ -149,9 +180,7 @@ BAD_COUNT = len(BAD_TRAIN) + len(NOT_REGULAR)
 @pytest.fixture(scope="module")
 def bad_raw(tmp_path_factory) -> Path:
     root = write_hw3p2(tmp_path_factory.mktemp("bad"), counts=(30, 5, 5), seed=2)
-    files = {
-        i: (features, transcript) for i, (features, transcript, *_) in BAD_TRAIN.items()
-    } | EXACTLY_ENOUGH
+    files = {i: (features, transcript) for i, (features, transcript, *_) in BAD_TRAIN.items()} | AT_THE_LIMITS
     for utterance_id, (features, transcript) in files.items():
         for folder, content in (("mfcc", features), ("transcript", transcript)):
             if content is not None:
@@ -190,7 +219,7 @@ def test_every_bad_kind_is_rejected_with_its_reason(bad_raw, tmp_path):
         assert rejects[kind]["file"] == f"train/mfcc/{kind}.npy"
     assert rejects["ghost"]["file"] == "test/mfcc/ghost.npy" and rejects["ghost"]["split"] == "test"
     # Invariant: every input utterance is in a shard or in rejects.csv, never both
-    assert "justenough" in {u.id for _, u in read_split(str(dst), "train")}
+    assert set(AT_THE_LIMITS) <= {u.id for _, u in read_split(str(dst), "train")}
     for split, count in (("train", GOOD_COUNT + BAD_COUNT), ("dev", 5), ("test", 6)):
         kept = {u.id for _, u in read_split(str(dst), split)}
         rejected = {i for i, row in rejects.items() if row["split"] == split}
