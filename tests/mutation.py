@@ -62,6 +62,10 @@ MODULES: dict[str, tuple[str, str]] = {
         "tests/test_reader.py -k 'plan and not command or replanned or splitting or padding'",
     ),
     "preemption": ("train/preemption.py", "tests/test_preemption.py -k 'watch or sigterm or second_signal'"),
+    "hardware": (
+        "train/hardware.py",
+        "tests/test_hardware.py tests/test_model.py::test_the_lstm_leaves_a_cuda_bf16_autocast_and_keeps_every_other",
+    ),
 }
 TIMEOUT_S = 600.0  # per mutant: a mutant that hangs a collective is killed by it (counted as killed)
 

@@ -1,0 +1,105 @@
+"""precision=auto as train/hardware.py's table promises: bf16 where the device computes it natively,
+fp16 with a GradScaler on older GPUs, fp32 elsewhere, and a start-up line that says which.
+
+No GPU is needed: torch.cuda's and torch.cpu's own answers (is a GPU there, its compute capability,
+does this CPU have AVX512-BF16 or AMX) are set by the test, and the code under test asks only those.
+"""
+
+import pytest
+import torch
+
+from train.hardware import DeviceError, allow_tf32, describe, resolve_precision, use_cuda
+
+
+@pytest.fixture
+def gpu(monkeypatch):
+    """A CUDA device of the given compute capability, as torch.cuda describes it."""
+
+    def of_capability(major: int, minor: int) -> torch.device:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (major, minor))
+        monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Stand-in GPU")
+        return torch.device("cuda", 0)
+
+    return of_capability
+
+
+@pytest.fixture
+def cpu(monkeypatch):
+    """The CPU device, with or without the instructions that compute bf16 natively."""
+
+    def with_features(avx512_bf16: bool, amx: bool) -> torch.device:
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+        return torch.device("cpu")
+
+    return with_features
+
+
+@pytest.mark.parametrize(
+    ("capability", "precision", "lstm"),
+    [
+        ((6, 1), "fp16", "float16, GradScaler"),  # Pascal
+        ((7, 0), "fp16", "float16, GradScaler"),  # V100
+        ((7, 5), "fp16", "float16, GradScaler"),  # T4: bf16 there would only be emulated
+        ((8, 0), "bf16", "float32"),  # A100: the BiLSTM leaves cuDNN's float16 RNN autocast
+        ((9, 0), "bf16", "float32"),  # H100
+    ],
+)
+def test_auto_on_a_gpu_is_bf16_from_compute_capability_8_and_fp16_before(gpu, capability, precision, lstm):
+    device = gpu(*capability)
+    assert resolve_precision("auto", device) == precision
+    line = describe(device, "nccl", 8, precision)
+    major, minor = capability
+    assert line == (
+        f"device Stand-in GPU (cuda:0, compute capability {major}.{minor}), backend nccl, world size 8, "
+        f"precision {precision} (BiLSTM in {lstm})"
+    )
+
+
+@pytest.mark.parametrize(
+    ("avx512_bf16", "amx", "precision"),
+    [(False, False, "fp32"), (True, False, "bf16"), (False, True, "bf16"), (True, True, "bf16")],
+)
+def test_auto_on_a_cpu_is_bf16_only_with_avx512_bf16_or_amx(cpu, avx512_bf16, amx, precision):
+    device = cpu(avx512_bf16, amx)
+    assert resolve_precision("auto", device) == precision
+    native = "with native bf16 (AVX512-BF16/AMX)" if precision == "bf16" else "without native bf16"
+    lstm = {"bf16": "bfloat16", "fp32": "float32"}[precision]
+    assert describe(device, "gloo", 2, precision) == (
+        f"device CPU {native}, backend gloo, world size 2, precision {precision} (BiLSTM in {lstm})"
+    )
+
+
+def test_a_precision_asked_for_by_name_is_kept_and_fp16_off_cuda_refused(gpu, cpu):
+    plain_cpu = cpu(False, False)
+    assert [resolve_precision(p, plain_cpu) for p in ("bf16", "fp32")] == ["bf16", "fp32"]
+    with pytest.raises(DeviceError, match=r"precision=fp16 needs a CUDA GPU \(this run is on cpu\)"):
+        resolve_precision("fp16", plain_cpu)
+    old_gpu = gpu(7, 5)
+    assert [resolve_precision(p, old_gpu) for p in ("bf16", "fp16", "fp32")] == ["bf16", "fp16", "fp32"]
+
+
+def test_the_device_choice_never_falls_back_to_the_cpu_silently(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert use_cuda("auto") is False and use_cuda("cpu") is False
+    with pytest.raises(DeviceError, match=r"device=cuda: no CUDA GPU is visible \(torch .*nvidia-smi"):
+        use_cuda("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert use_cuda("auto") is True and use_cuda("cuda") is True and use_cuda("cpu") is False
+
+
+def test_tf32_is_allowed_from_compute_capability_8_only(gpu):
+    flags = (torch.backends.cuda.matmul, torch.backends.cudnn)
+    before = [flag.allow_tf32 for flag in flags]
+    try:
+        for flag in flags:
+            flag.allow_tf32 = False
+        allow_tf32(torch.device("cpu"))
+        allow_tf32(gpu(7, 5))
+        assert [flag.allow_tf32 for flag in flags] == [False, False]
+        allow_tf32(gpu(8, 0))
+        assert [flag.allow_tf32 for flag in flags] == [True, True]
+    finally:
+        for flag, value in zip(flags, before, strict=True):
+            flag.allow_tf32 = value
