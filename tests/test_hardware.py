@@ -3,12 +3,22 @@ fp16 with a GradScaler on older GPUs, fp32 elsewhere, and a start-up line that s
 
 No GPU is needed: torch.cuda's and torch.cpu's own answers (is a GPU there, its compute capability,
 does this CPU have AVX512-BF16 or AMX) are set by the test, and the code under test asks only those.
+The settings come through load_config, as a run's do (strings made at run time, not literals).
 """
 
 import pytest
 import torch
 
-from train.hardware import DeviceError, allow_tf32, describe, resolve_precision, use_cuda
+from train.config import load_config
+from train.hardware import DeviceError, allow_tf32, describe, native_bf16, resolve_precision, use_cuda
+
+
+def _precision(name: str) -> str:
+    return load_config(None, [f"precision={name}"]).precision
+
+
+def _device(name: str) -> str:
+    return load_config(None, [f"device={name}"]).device
 
 
 @pytest.fixture
@@ -48,8 +58,8 @@ def cpu(monkeypatch):
 )
 def test_auto_on_a_gpu_is_bf16_from_compute_capability_8_and_fp16_before(gpu, capability, precision, lstm):
     device = gpu(*capability)
-    assert resolve_precision("auto", device) == precision
-    line = describe(device, "nccl", 8, precision)
+    assert resolve_precision(_precision("auto"), device) == precision
+    line = describe(device, "nccl", 8, _precision(precision))
     major, minor = capability
     assert line == (
         f"device Stand-in GPU (cuda:0, compute capability {major}.{minor}), backend nccl, world size 8, "
@@ -63,30 +73,49 @@ def test_auto_on_a_gpu_is_bf16_from_compute_capability_8_and_fp16_before(gpu, ca
 )
 def test_auto_on_a_cpu_is_bf16_only_with_avx512_bf16_or_amx(cpu, avx512_bf16, amx, precision):
     device = cpu(avx512_bf16, amx)
-    assert resolve_precision("auto", device) == precision
+    assert resolve_precision(_precision("auto"), device) == precision
     native = "with native bf16 (AVX512-BF16/AMX)" if precision == "bf16" else "without native bf16"
     lstm = {"bf16": "bfloat16", "fp32": "float32"}[precision]
-    assert describe(device, "gloo", 2, precision) == (
+    assert describe(device, "gloo", 2, _precision(precision)) == (
         f"device CPU {native}, backend gloo, world size 2, precision {precision} (BiLSTM in {lstm})"
     )
 
 
 def test_a_precision_asked_for_by_name_is_kept_and_fp16_off_cuda_refused(gpu, cpu):
     plain_cpu = cpu(False, False)
-    assert [resolve_precision(p, plain_cpu) for p in ("bf16", "fp32")] == ["bf16", "fp32"]
+    assert [resolve_precision(_precision(p), plain_cpu) for p in ("bf16", "fp32")] == ["bf16", "fp32"]
     with pytest.raises(DeviceError, match=r"precision=fp16 needs a CUDA GPU \(this run is on cpu\)"):
-        resolve_precision("fp16", plain_cpu)
+        resolve_precision(_precision("fp16"), plain_cpu)
     old_gpu = gpu(7, 5)
-    assert [resolve_precision(p, old_gpu) for p in ("bf16", "fp16", "fp32")] == ["bf16", "fp16", "fp32"]
+    named = [resolve_precision(_precision(p), old_gpu) for p in ("bf16", "fp16", "fp32")]
+    assert named == ["bf16", "fp16", "fp32"]
+
+
+def test_a_torch_without_the_cpu_probes_counts_as_no_native_bf16(monkeypatch):
+    # an older torch has no torch.cpu._is_amx_tile_supported and friends: not native, not an error
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported", raising=False)
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported", raising=False)
+    assert not native_bf16(torch.device("cpu"))
+    assert resolve_precision(_precision("auto"), torch.device("cpu")) == "fp32"
+
+
+def test_a_device_neither_cuda_nor_cpu_never_counts_as_native_bf16(cpu):
+    cpu(True, True)  # whatever the CPU beside it can do
+    assert not native_bf16(torch.device("meta"))
 
 
 def test_the_device_choice_never_falls_back_to_the_cpu_silently(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert use_cuda("auto") is False and use_cuda("cpu") is False
-    with pytest.raises(DeviceError, match=r"device=cuda: no CUDA GPU is visible \(torch .*nvidia-smi"):
-        use_cuda("cuda")
+    assert use_cuda(_device("auto")) is False and use_cuda(_device("cpu")) is False
+    for build, words in ((None, "a CPU build"), ("12.6", "built for CUDA 12.6")):
+        monkeypatch.setattr(torch.version, "cuda", build)
+        with pytest.raises(
+            DeviceError, match=rf"device=cuda: no CUDA GPU is visible \(torch .*, {words};.*nvidia-smi"
+        ):
+            use_cuda(_device("cuda"))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert use_cuda("auto") is True and use_cuda("cuda") is True and use_cuda("cpu") is False
+    assert use_cuda(_device("auto")) is True and use_cuda(_device("cuda")) is True
+    assert use_cuda(_device("cpu")) is False
 
 
 def test_tf32_is_allowed_from_compute_capability_8_only(gpu):
