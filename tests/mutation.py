@@ -62,6 +62,11 @@ MODULES: dict[str, tuple[str, str]] = {
         "tests/test_reader.py -k 'plan and not command or replanned or splitting or padding'",
     ),
     "preemption": ("train/preemption.py", "tests/test_preemption.py -k 'watch or sigterm or second_signal'"),
+    "decode": (
+        "eval/decode.py",
+        "tests/test_decode.py -k 'ctcdecode or every_beam or blank_anywhere or cutoff or timesteps"
+        " or never_loses or greedy_matches or threads'",
+    ),
     "hardware": (
         "train/hardware.py",
         "tests/test_hardware.py tests/test_model.py::test_the_lstm_leaves_a_cuda_bf16_autocast_and_keeps_every_other",
