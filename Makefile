@@ -94,10 +94,14 @@ $(BIN)/build_binary:
 	@cp $(KENLM_SRC)/bin/build_binary $@
 kenlm: $(BIN)/build_binary
 
-# make test: the CI set (every guarantee's test; .ci/run); make test-all: also the cases marked slow
+# make test: the CI set (every guarantee's test; .ci/run); make test-all: also the cases marked slow.
+# TEST_PROCESSES pytest processes (pytest-xdist), each taking whole test files, so a module's fixtures
+# are built once: most tests wait on subprocesses, servers and files, so 2 on 2 cores finish in about
+# two thirds of the time of 1 (docs/design.md, "Tests and CI"). TEST_PROCESSES=0: one process, in file order.
 TEST_SELECTION ?= -m "not slow"
+TEST_PROCESSES ?= $(WORKERS)
 test: lint python-version system-packages $(BIN)/build_binary
-	@$(BIN)/python -m pytest $(TEST_SELECTION) $(PYTEST_ARGS); status=$$?; \
+	@$(BIN)/python -m pytest $(TEST_SELECTION) -n $(TEST_PROCESSES) --dist loadfile $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$status
 test-all:
 	@$(MAKE) --no-print-directory test TEST_SELECTION=
@@ -106,7 +110,7 @@ test-all:
 # README's guarantees, on a git worktree of HEAD under mutation/ (never the checkout); hours for all of
 # them on 2 cores, so not part of make test. Resumable; docs/mutation.md reads its results.
 COSMIC_RAY ?= cosmic-ray==8.7.0
-MODULES ?= store,kaggle,progress,validate,checkpoint,leaderboard,plan,preemption
+MODULES ?= store,kaggle,progress,validate,checkpoint,leaderboard,plan,preemption,hardware,decode
 mutation: setup system-packages $(BIN)/build_binary
 	@[ -x $(BIN)/cosmic-ray ] || $(PIP) $(COSMIC_RAY)
 	$(BIN)/python -m tests.mutation --modules $(MODULES)
