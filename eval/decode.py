@@ -216,12 +216,7 @@ class GreedyDecoder:
 
 
 def make_decoder(
-    beam: int,
-    processes: int = 1,
-    top_n: int = 10,
-    lm: str | None = None,
-    alpha: float = 0.0,
-    beta: float = 0.0,
+    beam: int, processes: int, top_n: int, lm: str | None, alpha: float, beta: float
 ) -> CTCBeamDecoder | GreedyDecoder:
     """Evaluation's decoder over the model's log-probabilities and the HW3P2 labels. Beam width 0
     or 1 means greedy (an LM needs a beam); ``beta`` is a per-phoneme bonus with or without an

@@ -1,5 +1,6 @@
 """The beam decoders: ctcdecode's own test cases, its interface, exhaustive search, token LMs, online decoding."""
 
+import inspect
 import itertools
 import math
 import subprocess
@@ -12,10 +13,11 @@ import pytest
 import torch
 
 from eval import token_lm
-from eval.decode import CTCBeamDecoder, DecoderState, GreedyDecoder, OnlineCTCBeamDecoder
+from eval.decode import CTCBeamDecoder, DecoderState, GreedyDecoder, OnlineCTCBeamDecoder, make_decoder
 from eval.lm import END, arpa_bytes, estimate
 from eval.prefix_beam import _candidates
 from eval.token_lm import LMError
+from shards.vocab import BLANK as BLANK_INDEX
 from shards.vocab import PHONEME_MAP, PHONEMES
 from train.metric import collapse
 
@@ -145,6 +147,89 @@ def test_ctcdecode_positional_order_and_defaults():
     assert (defaults.character_based(), defaults.max_order(), defaults.dict_size()) == (None, None, None)
     with pytest.raises(ValueError, match="negative values: log-probabilities. pass log_probs_input=True"):
         defaults.decode(probs.log())  # ctcdecode would take the log of a log, silently
+
+
+def test_ctcdecode_signature_is_its_order_and_defaults():
+    parameters = inspect.signature(CTCBeamDecoder).parameters
+    ctcdecode = {"labels": inspect.Parameter.empty, "model_path": None, "alpha": 0, "beta": 0, "cutoff_top_n": 40,
+                 "cutoff_prob": 1.0, "beam_width": 100, "num_processes": 4, "blank_id": 0, "log_probs_input": False}  # fmt: skip
+    positional = [n for n, p in parameters.items() if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
+    assert positional == list(ctcdecode)
+    assert {name: parameters[name].default for name in ctcdecode} == ctcdecode
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [{"beam_width": 0}, {"cutoff_top_n": 0}, {"cutoff_prob": 0.0}, {"cutoff_prob": -0.5}, {"cutoff_prob": 1.5},
+     {"blank_id": -1}, {"blank_id": len(VOCAB)}, {"blank_id": len(VOCAB) + 1}],
+)  # fmt: skip
+def test_settings_out_of_range_are_refused(setting):
+    with pytest.raises(ValueError, match=next(iter(setting))):
+        CTCBeamDecoder(VOCAB, **{"blank_id": BLANK, **setting})
+
+
+def test_the_edges_of_each_range_are_accepted():
+    probs = torch.FloatTensor([PROBS_1])
+    for setting in ({"beam_width": 1}, {"cutoff_top_n": 1}, {"cutoff_prob": 1e-6}, {"cutoff_prob": 1.0},
+                    {"blank_id": 0}, {"blank_id": len(VOCAB) - 1}, {"num_processes": 0}):  # fmt: skip
+        results, _, _, out_lens = CTCBeamDecoder(VOCAB, **{"blank_id": BLANK, **setting}).decode(probs)
+        assert out_lens[0, 0] > 0, setting
+
+
+@pytest.mark.parametrize("shape", [(6, 7), (1, 1, 6, 7), (1, 6, 6), (1, 6, 8)])
+def test_probs_of_another_shape_are_refused(shape):
+    with pytest.raises(ValueError, match=r"probs must be \(batch, time, 7 labels\)"):
+        CTCBeamDecoder(VOCAB, blank_id=BLANK).decode(torch.full(shape, 1 / 7))
+
+
+def test_softmax_input_takes_exact_zeros_and_refuses_any_negative_value():
+    one_hot = torch.eye(len(VOCAB))[[2, 2, BLANK, 3]][None]  # "a", blank, "b": probability 1
+    results, scores, _, out_lens = CTCBeamDecoder(VOCAB, beam_width=3, blank_id=BLANK).decode(one_hot)
+    assert results[0, 0, : out_lens[0, 0]].tolist() == [2, 3] and scores[0, 0] == pytest.approx(0, abs=1e-5)
+    log_probs = torch.full((1, 2, len(VOCAB)), 1 / len(VOCAB))
+    log_probs[0, 1, 0] = -0.5  # a log-probability above -1 is negative too
+    with pytest.raises(ValueError, match="negative values"):
+        CTCBeamDecoder(VOCAB, blank_id=BLANK).decode(log_probs)
+
+
+def test_online_decoding_needs_a_state_per_item_and_is_empty_until_the_end():
+    decoder = OnlineCTCBeamDecoder(VOCAB, beam_width=BEAM, blank_id=BLANK)
+    probs = torch.FloatTensor([PROBS_1, PROBS_2])
+    for count in (1, 3):
+        with pytest.raises(ValueError, match=f"{count} decoder states for a batch of 2"):
+            decoder.decode(probs, [DecoderState(decoder) for _ in range(count)], [True] * count)
+    results, scores, timesteps, out_lens = decoder.decode(probs, [DecoderState(decoder)] * 2, [False, False])
+    assert results.shape == timesteps.shape == (2, BEAM, 0) and int(out_lens.sum()) == 0
+
+
+def test_without_an_lm_alpha_and_beta_change_nothing_as_in_ctcdecode(tmp_path):
+    probs = torch.FloatTensor([PROBS_1, PROBS_2])
+    plain = CTCBeamDecoder(VOCAB, beam_width=BEAM, blank_id=BLANK).decode(probs)
+    weighted = CTCBeamDecoder(VOCAB, None, 2.0, 3.0, beam_width=BEAM, blank_id=BLANK).decode(probs)
+    assert all(torch.equal(a, b) for a, b in zip(plain, weighted, strict=True))
+    # an LM given without alpha or beta weighs nothing either: ctcdecode's defaults are 0
+    lm_only = CTCBeamDecoder("abc_", _character_lm(tmp_path, 3), beam_width=16, blank_id=3)
+    four = (torch.randn(2, 20, 4, generator=torch.Generator().manual_seed(1)) * 3).softmax(-1)
+    no_lm = CTCBeamDecoder("abc_", beam_width=16, blank_id=3)
+    assert all(torch.equal(a, b) for a, b in zip(no_lm.decode(four), lm_only.decode(four), strict=True))
+
+
+def test_evaluations_decoder_is_greedy_below_beam_2_and_the_beam_takes_log_probs_and_a_bonus():
+    logits = torch.randn(1, 12, 41, generator=torch.Generator().manual_seed(3))
+    logits[..., BLANK_INDEX] += 4  # mostly blank: a short best labelling, which a bonus lengthens
+    log_probs, lengths = logits.log_softmax(-1), torch.tensor([12])
+    for beam in (0, 1):
+        greedy = make_decoder(beam, 1, 10, None, 0.0, 0.0)
+        assert isinstance(greedy, GreedyDecoder)
+        (best,) = greedy.best(log_probs, lengths)[0]
+        assert (best.frames, best.score) == ([], 0.0)  # transcribe's "score 0 greedy"
+        for lm, beta in (("phones.arpa", 0.0), (None, 0.5), (None, -0.5)):
+            with pytest.raises(ValueError, match="needs a beam search"):
+                make_decoder(beam, 1, 10, lm, 0.0, beta)
+    beam = make_decoder(2, 1, 10, None, 0.0, 0.0)
+    plain = beam.decode(log_probs, lengths)  # log-probabilities: no "negative values" refusal
+    with_bonus = make_decoder(2, 1, 10, None, 0.0, 5.0).best(log_probs, lengths)[0][0]
+    assert len(with_bonus.labels) > int(plain[3][0, 0])  # a per-phoneme bonus without an LM
 
 
 def _labelling_log_probs(log_probs: torch.Tensor, blank: int = 0) -> dict[tuple[int, ...], float]:
@@ -334,6 +419,7 @@ def test_an_lm_at_alpha_0_and_beta_0_is_no_lm(tmp_path):
     probs = (torch.randn(3, 40, 4, generator=generator) * 3).softmax(-1)
     plain = CTCBeamDecoder("abc_", beam_width=16, blank_id=3).decode(probs)
     with_lm = CTCBeamDecoder("abc_", _character_lm(tmp_path, 3), 0.0, 0.0, beam_width=16, blank_id=3)
+    assert (with_lm.character_based(), with_lm.max_order(), with_lm.dict_size()) == (True, 3, 0)
     assert all(torch.equal(a, b) for a, b in zip(plain, with_lm.decode(probs), strict=True))
     with_lm.reset_params(2.0, 0.0)
     assert not torch.equal(plain[0], with_lm.decode(probs)[0])
