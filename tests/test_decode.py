@@ -172,7 +172,7 @@ def test_the_edges_of_each_range_are_accepted():
     probs = torch.FloatTensor([PROBS_1, PROBS_2])  # two items: num_processes 0 still decodes on threads
     for setting in ({"beam_width": 1}, {"cutoff_top_n": 1}, {"cutoff_prob": 1e-6}, {"cutoff_prob": 1.0},
                     {"blank_id": 0}, {"blank_id": len(VOCAB) - 1}, {"num_processes": 0}):  # fmt: skip
-        results, _, _, out_lens = CTCBeamDecoder(VOCAB, **{"blank_id": BLANK, **setting}).decode(probs)
+        *_, out_lens = CTCBeamDecoder(VOCAB, **{"blank_id": BLANK, **setting}).decode(probs)
         assert out_lens[:, 0].min() > 0, setting
 
 
@@ -198,7 +198,7 @@ def test_online_decoding_needs_a_state_per_item_and_is_empty_until_the_end():
     for count in (1, 3):
         with pytest.raises(ValueError, match=f"{count} decoder states for a batch of 2"):
             decoder.decode(probs, [DecoderState(decoder) for _ in range(count)], [True] * count)
-    results, scores, timesteps, out_lens = decoder.decode(probs, [DecoderState(decoder)] * 2, [False, False])
+    results, _, timesteps, out_lens = decoder.decode(probs, [DecoderState(decoder)] * 2, [False, False])
     assert results.shape == timesteps.shape == (2, BEAM, 0) and int(out_lens.sum()) == 0
 
 
