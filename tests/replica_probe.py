@@ -1,7 +1,8 @@
 """Run by `accelerate launch` in tests: the trainer's replica check on real ranks and a real collective.
 
-``replica_probe.py same|diverge``: every rank builds the same small model; with ``diverge`` rank 1
-moves one weight by one float32 step (what a missed gradient all-reduce leaves). Each rank prints
+``replica_probe.py same|diverge|buffer``: every rank builds the same small model; with ``diverge`` rank 1
+moves one weight by one float32 step (what a missed gradient all-reduce leaves), with ``buffer`` one
+BatchNorm running mean (what a rank's own last batch leaves under DDP). Each rank prints
 ``rank R of W: identical`` or ``rank R of W: <the check's error>`` (and exits 3).
 """
 
@@ -18,11 +19,11 @@ def main() -> int:
     accelerator = Accelerator(cpu=True)
     rank, world = accelerator.process_index, accelerator.num_processes
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Conv1d(13, 16, 3), torch.nn.Linear(16, 41))
-    if sys.argv[1] == "diverge" and rank == 1:
+    model = torch.nn.Sequential(torch.nn.Conv1d(13, 16, 3), torch.nn.BatchNorm1d(16), torch.nn.Linear(16, 41))
+    moved = {"diverge": model[2].weight.view(-1), "buffer": model[1].running_mean}.get(sys.argv[1])
+    if moved is not None and rank == 1:
         with torch.no_grad():
-            weight = model[1].weight.view(-1)
-            weight[7] = torch.nextafter(weight[7], torch.tensor(float("inf")))
+            moved[7] = torch.nextafter(moved[7], torch.tensor(float("inf")))
     try:
         Trainer.check_replicas(types.SimpleNamespace(model=model, world=world))
         line, status = f"rank {rank} of {world}: identical", 0

@@ -28,7 +28,7 @@ from tests.conftest import accelerate_command, kill_when, launched, why_failed
 from tests.hw3p2_fixture import write_hw3p2
 from tests.outage import CuttableProxy
 from tests.s3server import free_port
-from train import checkpoint
+from train import checkpoint, resume
 from train.preemption import SIGNALS, PreemptionWatch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -262,22 +262,91 @@ def test_a_second_signal_to_a_training_rank_exits_at_once(data, tmp_path):
     assert not list((out / "checkpoints").glob("step-*"))  # no preemption checkpoint
 
 
-def _two_machines(script_of_rank) -> tuple[list[subprocess.Popen], list[str]]:
-    """Two launchers of one rank each, as two machines on loopback would run: (launchers, outputs)."""
+def _two_machines(
+    script_of_rank, *options: str, host_options=((), ()), interrupt=None
+) -> tuple[list[subprocess.Popen], list[str]]:
+    """Two launchers of one rank each, as two machines on loopback would run: (launchers, outputs).
+    Machine 0 is started first and listens before machine 1 starts (the c10d rendezvous's host);
+    ``host_options`` are each machine's own launch options, ``interrupt(launchers)`` runs while both
+    train."""
     port = free_port()
-    machine = ["--num_machines", "2", "--main_process_ip", "127.0.0.1"]
+    machine = ["--num_machines", "2", "--main_process_ip", "127.0.0.1", *options]
     with contextlib.ExitStack() as stack:
-        launchers = [
-            stack.enter_context(
-                launched(
-                    accelerate_command(
-                        script_of_rank(rank), 2, *machine, "--machine_rank", str(rank), port=port
-                    )
-                )
-            )
-            for rank in (0, 1)
-        ]
+        launchers = []
+        for rank in (0, 1):
+            launch = [*machine, "--machine_rank", str(rank), *host_options[rank]]
+            command = accelerate_command(script_of_rank(rank), 2, *launch, port=port)
+            launchers.append(stack.enter_context(launched(command)))
+            if rank == 0:
+                _wait_for_listener(launchers[0], port)
+        if interrupt is not None:
+            interrupt(launchers)
         return launchers, [launcher.communicate(timeout=600)[0] for launcher in launchers]
+
+
+def _wait_for_listener(launcher: subprocess.Popen, port: int) -> None:
+    deadline = time.monotonic() + 120
+    while not any(
+        c.laddr.port == port and c.status == psutil.CONN_LISTEN for c in psutil.net_connections("tcp")
+    ):
+        assert launcher.poll() is None and time.monotonic() < deadline, "machine 0 never listened"
+        time.sleep(0.05)
+
+
+def _sigterm_pending(process: psutil.Process) -> bool:
+    """Whether a SIGTERM waits to be delivered to ``process`` (a stopped process keeps it pending)."""
+    status = Path(f"/proc/{process.pid}/status").read_text()
+    pending = [
+        int(line.split()[1], 16) for line in status.splitlines() if line.startswith(("SigPnd", "ShdPnd"))
+    ]
+    return any(mask & 1 << (signal.SIGTERM - 1) for mask in pending)
+
+
+@pytest.mark.parametrize("backend", ["static", "c10d"])
+def test_two_machines_recover_from_a_killed_worker_on_one(data, whole_two_ranks, tmp_path, backend):
+    """kill -9 of machine 1's worker while machine 0's is frozen (SIGSTOP: it notices nothing, as an
+    NCCL rank would not until its collective timeout). torchrun's agents restart the workers; under
+    c10d machine 0's agent restarts its frozen worker for the membership change without counting a
+    restart, so the two machines' restart counts differ, and the restarted workers must still agree
+    on new rendezvous keys (train/rendezvous.py): both launchers exit 0 with the weights of an
+    uninterrupted run."""
+    out = tmp_path / "run"
+    script = [*_script(data, out, "checkpoint_every_steps=2", "io_deadline_s=60"), "--timeout", "300"]
+    options = ["--max_restarts", "3", "--rdzv_backend", backend]
+    hosts = ((), ())
+    if backend == "c10d":  # on one host both agents would claim the store: machine 0 hosts it
+        hosts = (("--rdzv_conf", "is_host=true"), ("--rdzv_conf", "is_host=false"))
+
+    def freeze_0_kill_1(launchers):
+        _wait_for_epoch_0(launchers[1], out)
+        (frozen,), (killed,) = _ranks_of(launchers[0]), _ranks_of(launchers[1])
+        assert [frozen.environ()["RANK"], killed.environ()["RANK"]] == ["0", "1"]
+        frozen.suspend()
+        killed.kill()
+        deadline = time.monotonic() + 120
+
+        def released() -> bool:  # c10d: machine 0's agent stops its worker; static: machine 1's restarted
+            if backend == "c10d":
+                return _sigterm_pending(frozen)
+            try:
+                return any(worker.pid != killed.pid for worker in _ranks_of(launchers[1]))
+            except psutil.NoSuchProcess:  # a worker that ended while it was being looked at
+                return False
+
+        while not released():
+            assert time.monotonic() < deadline, "the agents never restarted the workers"
+            time.sleep(0.05)
+        frozen.resume()
+
+    launchers, outputs = _two_machines(
+        lambda rank: script, *options, host_options=hosts, interrupt=freeze_0_kill_1
+    )
+    assert [launcher.returncode for launcher in launchers] == [0, 0], why_failed(outputs[0]) + why_failed(
+        outputs[1]
+    )
+    # Invariant: each machine's worker resumed after the kill, and the run ended where an uninterrupted one does
+    assert [output.count("resumed from") for output in outputs] == [1, 1], why_failed(outputs[1])
+    _assert_same_weights(whole_two_ranks, out)
 
 
 def test_two_machines_of_one_rank_train_like_two_ranks_on_one_machine(data, whole_two_ranks, tmp_path):
@@ -287,7 +356,7 @@ def test_two_machines_of_one_rank_train_like_two_ranks_on_one_machine(data, whol
     assert [launcher.returncode for launcher in launchers] == [0, 0], why_failed(outputs[0]) + why_failed(
         outputs[1]
     )
-    assert "weights identical on 2 ranks" in outputs[0]
+    assert "weights and buffers identical on 2 ranks" in outputs[0]
     _assert_same_weights(whole_two_ranks, out)
 
 
@@ -350,6 +419,33 @@ def test_an_object_store_outage_is_waited_out_and_past_the_deadline_named(
     assert rerun.returncode == 0 and "resumed from" in rerun.stderr, why_failed(rerun.stderr)
     b = checkpoint.load(f"{broken}/{checkpoint.epoch_folder(1)}/model.pt")["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_an_outage_at_an_epoch_s_end_past_the_deadline_ends_every_rank_with_its_reason(
+    data, s3_bucket, s3_server
+):
+    """The link to the store goes down at the epoch's checkpoint and stays down: rank 0's checkpoint
+    and then its metrics write each retry for io_deadline_s, while the other rank waits under the
+    smallest collective timeout the rule accepts. Every rank ends with exit 2 and the same one line
+    naming the URL (not an abort, or a collective error that names no store)."""
+    proxy = CuttableProxy(int(s3_server.endpoint.rsplit(":", 1)[1]))
+    env = {**os.environ, "AWS_ENDPOINT_URL": proxy.endpoint, "AWS_MAX_ATTEMPTS": "1"}
+    out = f"{s3_bucket}/run"
+    deadline_s = 3
+    smallest = deadline_s + resume.TIMEOUT_MARGIN_S
+    too_short = subprocess.run(
+        [sys.executable, *_script(data, out, f"io_deadline_s={deadline_s}"), "--timeout", str(smallest - 1)],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert too_short.returncode == 2 and f"--timeout {smallest - 1} s must be at least" in too_short.stderr
+    proxy.down_on(f"PUT /{s3_bucket.removeprefix('s3://')}/run/{checkpoint.epoch_folder(0)}/".encode())
+    script = [*_script(data, out, f"io_deadline_s={deadline_s}"), "--timeout", str(smallest)]
+    result = subprocess.run(accelerate_command(script), capture_output=True, text=True, env=env, timeout=600)
+    errors = sorted(line for line in result.stderr.splitlines() if line.startswith("error:"))
+    assert re.findall(r"exitcode\s+:\s*(\d+)", result.stderr) == ["2", "2"], why_failed(result.stderr)
+    assert len(errors) == 2 and errors[0] == errors[1], why_failed(result.stderr)
+    assert re.search(rf"{s3_bucket}/run\S*: still failing after \d+ s of retries", errors[0]), errors
+    assert "Traceback" not in result.stderr.split("exitcode")[0], why_failed(result.stderr)
 
 
 def test_two_machines_with_node_local_run_folders_are_refused_up_front(data, tmp_path):

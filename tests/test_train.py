@@ -3,6 +3,7 @@
 import csv
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from pipeline.build import Settings, build
-from tests.conftest import accelerate_launch, kill_when, why_failed
+from tests.conftest import accelerate_command, accelerate_launch, kill_when, why_failed
 from tests.hw3p2_fixture import write_hw3p2
 from train import checkpoint, monitor
 
@@ -152,6 +153,24 @@ def test_what_this_machine_cannot_do_is_refused_in_one_line(data, tmp_path, argu
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+def test_a_launcher_precision_beside_the_run_s_own_is_refused_on_every_rank(data, tmp_path):
+    """`accelerate launch --mixed_precision` would add Accelerate's autocast inside the run's own
+    (precision=fp32 here, which it would silently override): one authority, so every rank refuses."""
+    script = _train(data, str(tmp_path / "run"), "precision=fp32", "epochs=1")[1:]
+    command = accelerate_command(script, 2, "--mixed_precision", "bf16")
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode != 0 and len(errors) == 2, why_failed(result.stderr)
+    assert all(
+        "error: accelerate launch was given mixed_precision bf16 (--mixed_precision" in line
+        and "launch with --mixed_precision no and set precision=" in line
+        for line in errors
+    ), errors
+    # each rank's own exit is the user's-mistake status (the launcher then reports its children's failure)
+    assert re.findall(r"exitcode\s+:\s*(\d+)", result.stderr) == ["2", "2"], why_failed(result.stderr)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
 def test_resume_without_a_checkpoint_is_a_clear_error(data, tmp_path):
     result = subprocess.run(
         _train(data, str(tmp_path / "empty"), resume=True), capture_output=True, text=True
@@ -167,24 +186,53 @@ def test_two_accelerate_ranks_train_from_s3(data, s3_bucket):
     script += ["--timeout", "120"]
     result = accelerate_launch(script)
     assert result.returncode == 0, why_failed(result.stderr)
-    # Invariant: two real ranks, whose weights agree after the epoch (checked by the loop itself)
-    assert "weights identical on 2 ranks" in result.stderr
+    # Invariant: two real ranks, whose weights and buffers agree before validation (checked by the loop itself)
+    assert "weights and buffers identical on 2 ranks" in result.stderr
     card = checkpoint.load(f"{out}/{checkpoint.epoch_folder(0)}/model.pt")
     assert card["epoch"] == 0
-    assert fs.cat_file(f"{out}/metrics.csv").decode().count("\n") == 2
+    metrics = list(csv.DictReader(fs.cat_file(f"{out}/metrics.csv").decode().splitlines()))
+    assert len(metrics) == 1
+    # Invariant: the dev score training reports is the saved model's (every rank validated with the
+    # BatchNorm statistics the checkpoint holds), as evaluation of that model.pt finds it
+    evaluation = subprocess.run(
+        [sys.executable, str(REPO / "eval" / "main.py"), "--checkpoint", f"{out}/{checkpoint.epoch_folder(0)}/model.pt",
+         "--data", f"{s3_bucket}/shards", "--split", "dev", "--beam", "1", "--num-workers", "0"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert evaluation.returncode == 0, why_failed(evaluation.stderr)
+    assert json.loads(evaluation.stdout.splitlines()[-1])["distance"] == float(metrics[0]["dev_distance"])
 
 
 def test_replicas_one_float_apart_are_caught_on_every_rank():
     """The loop's once-an-epoch check (the line the test above relies on) on real gloo ranks: one
     weight one float32 step off on rank 1 is an error on both ranks."""
     probe = [str(REPO / "tests" / "replica_probe.py")]
-    same, diverged = accelerate_launch([*probe, "same"]), accelerate_launch([*probe, "diverge"])
+    same = accelerate_launch([*probe, "same"])
     assert same.returncode == 0, why_failed(same.stderr)
     assert sorted(same.stdout.splitlines()) == ["rank 0 of 2: identical", "rank 1 of 2: identical"]
-    assert diverged.returncode != 0
-    assert sorted(diverged.stdout.splitlines()) == [
-        f"rank {r} of 2: model replicas differ across ranks: gradients were not synchronised" for r in (0, 1)
-    ], why_failed(diverged.stderr)
+    for moved in ("diverge", "buffer"):  # a weight, or a BatchNorm running mean (saved and validated with)
+        diverged = accelerate_launch([*probe, moved])
+        assert diverged.returncode != 0
+        assert sorted(diverged.stdout.splitlines()) == [
+            f"rank {r} of 2: model replicas differ across ranks: weights or buffers were not synchronised"
+            for r in (0, 1)
+        ], why_failed(diverged.stderr)
+
+
+def test_rank_0_s_store_work_outlasting_the_collective_timeout_is_waited_out_together():
+    """Rank 0's checkpoint and metrics writes may retry an outage for io_deadline_s, more than once
+    between two steps: the other ranks wait for them in collectives of seconds each (train/together.py),
+    so that no collective outlasts the timeout. The probe's collective timeout is 3 s, its work 8 s."""
+    probe = [str(REPO / "tests" / "together_probe.py")]
+    lines = {mode: sorted(accelerate_launch([*probe, mode]).stdout.splitlines()) for mode in ("together", "alone", "fails")}  # fmt: skip
+    assert lines["together"] == ["rank 0: done", "rank 1: done"]
+    # the stand-in for the old loop (rank 0 works, then a barrier) shows the probe can fail: rank 1 times out
+    assert lines["alone"][1].startswith("rank 1: RuntimeError: ") and "Timed out" in lines["alone"][1]
+    # Invariant: a failure reaches every rank, with the line rank 0 prints for it
+    assert lines["fails"] == [
+        "rank 0: OSError: s3://bucket/run/metrics.csv: still failing",
+        "rank 1: FailedOnRank0: explained: s3://bucket/run/metrics.csv: still failing",
+    ]
 
 
 def test_parse_vary_keeps_bracketed_lists_whole():

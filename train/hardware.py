@@ -70,6 +70,19 @@ def resolve_precision(choice: str, device: torch.device) -> str:
     return "fp16" if device.type == "cuda" else "fp32"
 
 
+def refuse_launcher_precision(mixed_precision: str) -> None:
+    """The run's ``precision`` is the one authority: ``accelerate launch --mixed_precision fp16|bf16``
+    (or ``mixed_precision`` in its config file) would wrap the model's forward in Accelerate's own
+    autocast and scaler, inside this run's, so that the LSTM rule above no longer holds (under a bf16
+    setting it would run in cuDNN float16) and the start-up line would name the wrong precision."""
+    if mixed_precision != "no":
+        raise DeviceError(
+            f"accelerate launch was given mixed_precision {mixed_precision} (--mixed_precision or its "
+            "config file): this run's precision setting is the only one; launch with --mixed_precision no "
+            f"and set precision=auto|bf16|fp16|fp32 instead"
+        )
+
+
 def allow_tf32(device: torch.device) -> None:
     """float32 matmuls and cuDNN convolutions/RNNs in TF32 on GPUs that have it (no effect elsewhere)."""
     if _ampere_or_newer(device):

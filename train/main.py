@@ -11,9 +11,11 @@ import contextlib
 import datetime
 import logging
 import math
+import os
 import sys
 import time
 from dataclasses import asdict
+from typing import NoReturn
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +28,7 @@ from shards.manifest import DatasetError
 from shards.reader import BatchStream, CorruptShard, LoaderStartError, read_dataset_stats
 from shards.retry import with_retries
 from shards.store import Store
-from train import checkpoint, hardware, monitor, report, resume
+from train import checkpoint, hardware, monitor, report, resume, together
 from train.augment import Augment
 from train.config import ConfigError, TrainConfig, load_config
 from train.metric import Score, greedy_decode
@@ -91,8 +93,24 @@ def ctc_loss(
 
 
 def replica_checksum(model: torch.nn.Module) -> list[float]:
-    # once an epoch, so one host read of every parameter's sum is fine
-    return torch.stack([p.detach().double().sum() for p in model.parameters()]).tolist()
+    """One sum per parameter and buffer (BatchNorm's running statistics are saved and validated
+    with too); once an epoch, so one host read of them all is fine."""
+    return torch.stack([t.detach().double().sum() for t in model.state_dict().values()]).tolist()
+
+
+def average_buffers(model: torch.nn.Module, world: int) -> None:
+    """Every rank's floating-point buffers replaced by their mean over the ranks, identical on all.
+
+    DDP broadcasts rank 0's buffers before each forward, and then each rank's BatchNorm updates its
+    own running statistics with its own batch: after an epoch the ranks hold different ones, so each
+    would validate its share of dev with other weights than the checkpoint saves. Their mean is the
+    estimate from every rank's last batches (what the next forward broadcasts too)."""
+    if world == 1:
+        return
+    for buffer in model.buffers():
+        if buffer.is_floating_point():
+            torch.distributed.all_reduce(buffer)
+            buffer.div_(world)
 
 
 class Trainer:
@@ -107,6 +125,7 @@ class Trainer:
             log_with=monitor.trackers(config.report_to) or None,
             project_dir=monitor.log_dir(args.out, args.log_dir),
         )
+        hardware.refuse_launcher_precision(self.accelerator.mixed_precision)
         self.accelerator.init_trackers(monitor.TRACKER_FOLDER, config=monitor.hyperparameters(asdict(config)))
         self.window = monitor.StepWindow()
         self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
@@ -195,7 +214,9 @@ class Trainer:
         )
 
     def save(self, folder: str) -> None:
-        """A checkpoint of this very moment (every rank calls it: the random states are gathered)."""
+        """A checkpoint of this very moment (every rank calls it: the random states are gathered),
+        written on rank 0's writer once the one in flight is."""
+        together.on_rank_0(self.accelerator, self.writer.wait, self.explain)
         self._settle()
         per_rank = gather_object([(checkpoint.rng_state(self.device), dict(self.progress))])  # one collective
         if not self.accelerator.is_main_process:
@@ -247,8 +268,9 @@ class Trainer:
             self._account_time()
             self.save(checkpoint.step_folder(self.step))
         if preempted:
-            self.writer.wait()  # the checkpoint is complete before anyone exits
-            self.accelerator.wait_for_everyone()
+            together.on_rank_0(
+                self.accelerator, self.writer.wait, self.explain
+            )  # complete before anyone exits
             raise Preempted(
                 f"checkpoint at step {self.step} ({self.args.out}/{checkpoint.step_folder(self.step)})"
             )
@@ -340,7 +362,11 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self) -> Score:
+        """Greedy dev scores of the weights the checkpoint saves: the ranks' buffers are made one, and
+        every rank is checked to hold the same weights and buffers, before any rank scores."""
         model = self.accelerator.unwrap_model(self.model)
+        average_buffers(model, self.world)
+        self.check_replicas()
         model.eval()
         score = Score()
         for batch in self.dev_stream:  # labels, lengths and flags read from the host copy
@@ -356,12 +382,21 @@ class Trainer:
             total = total.merge(part)
         return total
 
+    def explain(self, error: BaseException) -> str | None:
+        return refusal(error, self.args)
+
+    def _publish_metrics(self) -> None:
+        """metrics.csv and curves.png of the history so far (rank 0), outages retried."""
+        with_retries(
+            lambda: report.publish(self.store, self.history), self.args.out, self.config.io_deadline_s
+        )
+
     def check_replicas(self) -> None:
         checksums = gather_object([replica_checksum(self.model)])
         if any(c != checksums[0] for c in checksums):
-            raise RuntimeError("model replicas differ across ranks: gradients were not synchronised")
+            raise RuntimeError("model replicas differ across ranks: weights or buffers were not synchronised")
         if self.world > 1:
-            log.info("weights identical on %d ranks", self.world)
+            log.info("weights and buffers identical on %d ranks", self.world)
 
     def run(self) -> None:
         while self.train_stream.epoch < self.config.epochs:
@@ -371,7 +406,6 @@ class Trainer:
             dev = self.validate()
             if self.config.scheduler == "plateau":
                 self.scheduler.step(dev.mean_distance)
-            self.check_replicas()
             if self.best is None or dev.mean_distance < self.best[0]:
                 self.best = (dev.mean_distance, epoch)
             self.elapsed += time.monotonic() - validation_start
@@ -395,12 +429,8 @@ class Trainer:
                 step=self.step,
             )  # fmt: skip
             self.save(checkpoint.epoch_folder(epoch))
-            if self.accelerator.is_main_process:
-                with_retries(
-                    lambda: report.publish(self.store, self.history), self.args.out, self.config.io_deadline_s
-                )
-            self.accelerator.wait_for_everyone()
-        self.writer.wait()
+            together.on_rank_0(self.accelerator, self._publish_metrics, self.explain)
+        together.on_rank_0(self.accelerator, self.writer.wait, self.explain)
         self.accelerator.end_training()
 
 
@@ -451,23 +481,40 @@ def main(argv: list[str] | None = None) -> int:
         )
         return EXIT_PREEMPTED
     except Exception as error:
-        message = s3.refusal(
-            error,
-            [args.data, args.out],
-            (
-                checkpoint.CheckpointError,
-                FileNotFoundError,
-                DatasetError,
-                CorruptShard,
-                LoaderStartError,
-                hardware.DeviceError,
-            ),  # fmt: skip
-        )
+        message = refusal(error, args)
         if message is None:
             raise
         print(f"error: {message}", file=sys.stderr)
+        if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+            leave_at_once(2)
         return 2
     return 0
+
+
+USER_ERRORS = (
+    checkpoint.CheckpointError,
+    FileNotFoundError,
+    DatasetError,
+    CorruptShard,
+    LoaderStartError,
+    hardware.DeviceError,
+    together.FailedOnRank0,
+)
+
+
+def refusal(error: BaseException, args: argparse.Namespace) -> str | None:
+    """The one line a user's mistake or an outage ends the run with; None for a bug (its traceback)."""
+    return s3.refusal(error, [args.data, args.out], USER_ERRORS)
+
+
+def leave_at_once(status: int) -> NoReturn:
+    """Exit without the interpreter's finalisation, once the error line is out. When one rank of a
+    group exits, torchrun's agent sends SIGTERM to the others, and a rank still finalising by then
+    (its signal handlers already reset) dies of it instead of exiting with its own status."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 if __name__ == "__main__":

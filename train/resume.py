@@ -7,9 +7,11 @@ on several machines share one run folder.
 - A local OUT (a path, not a URL) shared by several ranks: rank 0 writes a probe file there and every
   rank looks for it. A rank that does not see it runs on a machine whose OUT is another folder
   (node-local disk): refused up front, before anyone trains, instead of only machine 0 resuming.
-- ``--timeout`` must leave room for rank 0's object-store waits: while it retries a checkpoint or
-  metrics write for up to ``io_deadline_s``, the other ranks wait in the next collective, and a
-  shorter collective timeout would abort them (NCCL's watchdog: SIGABRT) instead of a clean exit 2.
+- ``--timeout`` must cover what one rank does alone between two collectives: a shard read retried
+  for up to ``io_deadline_s`` while the other ranks wait in the step's all-reduce (a shorter
+  collective timeout would abort them, NCCL's watchdog: SIGABRT, instead of a clean exit 2). Rank
+  0's checkpoint and metrics writes are not part of it: every rank waits them out together, in
+  collectives of seconds each (``train/together.py``), however many follow each other.
 """
 
 import secrets
@@ -21,7 +23,7 @@ from accelerate.utils import broadcast_object_list, gather_object
 
 from train import checkpoint
 
-TIMEOUT_MARGIN_S = 60  # beyond io_deadline_s: the write attempt in flight when the deadline passes
+TIMEOUT_MARGIN_S = 60  # beyond io_deadline_s: the read attempt in flight when the deadline passes
 PROBE = ".shared-run-folder-probe"
 
 
@@ -29,8 +31,8 @@ def check_timeout(timeout_s: float, io_deadline_s: float) -> None:
     if timeout_s < io_deadline_s + TIMEOUT_MARGIN_S:
         raise checkpoint.CheckpointError(
             f"--timeout {timeout_s:g} s must be at least io_deadline_s ({io_deadline_s:g} s) + "
-            f"{TIMEOUT_MARGIN_S} s: rank 0 may wait that long for the object store while the other ranks "
-            "wait in a collective; raise --timeout or lower io_deadline_s"
+            f"{TIMEOUT_MARGIN_S} s: a rank may wait that long for the object store (a shard read) while "
+            "the other ranks wait in a collective; raise --timeout or lower io_deadline_s"
         )
 
 
