@@ -66,7 +66,10 @@ def _lstm_dtypes(trainer: Trainer) -> set[str]:
     model = trainer.accelerator.unwrap_model(trainer.model)
     for module in model.modules():
         if isinstance(module, BiLSTMLayer):
-            module.register_forward_hook(lambda _m, _i, out: seen.add(str(out.dtype).removeprefix("torch.")))
+            # out: a padded batch or packed sequences, whose .data holds the rows
+            module.register_forward_hook(
+                lambda _m, _i, out: seen.add(str(out.data.dtype).removeprefix("torch."))
+            )
     return seen
 
 

@@ -4,6 +4,7 @@ import csv
 import json
 import math
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -14,9 +15,11 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from pipeline.build import Settings, build
+from tests import host_syncs
 from tests.conftest import accelerate_command, accelerate_launch, kill_when, why_failed
 from tests.hw3p2_fixture import write_hw3p2
-from train import checkpoint, monitor
+from train import checkpoint, main, monitor
+from train.preemption import SIGNALS
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = [
@@ -309,3 +312,70 @@ def test_the_plateau_scheduler_lowers_the_rate_when_dev_stops_improving(data, tm
         expected.append(rate)
     assert expected[-1] < 1e-6  # the premise: dev stopped improving at least once
     assert [float(row["lr"]) for row in rows] == pytest.approx(expected, rel=1e-6)
+
+
+def _in_process_trainer(data: str, out: Path, *overrides: str) -> main.Trainer:
+    """A Trainer in this process, as `train/main.py` builds it; its signal handlers put back at once."""
+    args = main.parse_args(["--data", data, "--out", str(out), *TINY, *overrides])
+    saved = {signum: signal.getsignal(signum) for signum in SIGNALS}
+    try:
+        return main.Trainer(args, main.load_config(args.config, args.overrides))
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+
+
+def _as_if_on_a_gpu(trainer: main.Trainer) -> None:
+    """The trainer's model, augmentation, optimiser and running figures on host_syncs.DEVICE, and
+    its forward's tensor arguments moved there first, as DDP moves them on a GPU."""
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    for module in (model, trainer.augment):
+        host_syncs.move_module(module)
+    trainer.optimizer.optimizer.param_groups[0]["params"] = list(model.parameters())
+    trainer.device = host_syncs.DEVICE
+    trainer.unread_loss = host_syncs.on_device(trainer.unread_loss)
+    trainer.grad_norm = host_syncs.on_device(trainer.grad_norm)
+
+    def move_like_ddp(_module, args):
+        moved = lambda t: host_syncs.on_device(t) if type(t) is torch.Tensor else t  # noqa: E731
+        return torch.utils._pytree.tree_map(moved, args)
+
+    model.register_forward_pre_hook(move_like_ddp)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [("lstm_impl=packed", "precision=fp32"), ("lstm_impl=packed", "precision=bf16"), ("lstm_impl=padded", "precision=fp32")],
+    ids=["packed-fp32", "packed-bf16", "padded-fp32"],
+)  # fmt: skip
+def test_a_training_step_never_waits_for_the_device(data, tmp_path, settings):
+    """Every host read of a device tensor, copy back to the host and blocking copy to the device that
+    the training step makes (tests/host_syncs.py: on a GPU each one is the host waiting for it),
+    counted over optimiser steps of 2 accumulated batches, augmentation and dropout on. None is
+    left in the Python code of a step (the CUDA CTC loss's own copies of its lengths are native,
+    docs/training.md). Red with torch's per-layer packing (8 waits a forward for 4 layers), lengths
+    given as a tensor that DDP moves, or a loss read every step."""
+    overrides = (
+        "lstm_layers=4",
+        "grad_accum=2",
+        "max_frames=1500",
+        "noise_prob=0.5",
+        "log_every_steps=1000",
+        *settings,
+    )
+    trainer = _in_process_trainer(data, tmp_path / "run", *overrides)
+    _as_if_on_a_gpu(trainer)
+    trainer.model.train()
+    trainer.augment.train()
+    batches = iter(trainer.train_stream)
+    with host_syncs.counting():  # the first step's lazy set-up (optimiser states) aside
+        trainer.train_step(next(batches))
+        trainer.train_step(next(batches))
+    with host_syncs.counting() as waits:
+        for _ in range(4):
+            trainer.train_step(next(batches))
+    assert trainer.step == 3 and not waits, dict(waits)
+    # Invariant: the counting sees a wait where there is one (the record every log_every_steps)
+    with host_syncs.counting() as waits:
+        trainer._settle()
+    assert waits == {"_local_scalar_dense": 1}

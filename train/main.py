@@ -32,7 +32,7 @@ from train import checkpoint, hardware, monitor, report, resume, together
 from train.augment import Augment
 from train.config import ConfigError, TrainConfig, load_config
 from train.metric import Score, greedy_decode
-from train.model import CTCModel
+from train.model import CTCModel, HostLengths
 from train.preemption import EXIT_PREEMPTED, Preempted, PreemptionWatch
 from train.rendezvous import join_process_group
 
@@ -281,6 +281,23 @@ class Trainer:
         self.elapsed += now - self.clock
         self.clock = now
 
+    def train_step(self, host_batch) -> int:
+        """One batch as training runs it: forward and backward, and where the batch closes an
+        optimiser step, the step, the schedule, the periodic record and the ranks' agreement on
+        preemption and checkpoints. The batch's real frames."""
+        frames, stepped = self._train_batch(host_batch)
+        if stepped:
+            self.step += 1
+            if self.config.scheduler == "cosine":
+                self.scheduler.step()
+            if self.step % self.config.log_every_steps == 0:
+                self._settle()  # the host reads of a record: loss and gradient norm
+                lr = self.optimizer.param_groups[0]["lr"]
+                self.accelerator.log(self.window.figures(lr, float(self.grad_norm)), step=self.step)
+                self.window = monitor.StepWindow()
+            self._after_step()
+        return frames
+
     def _train_batch(self, host_batch) -> tuple[int, bool]:
         """Forward, backward and, where the batch closes one, an optimiser step: the batch's real
         frames, and whether it stepped. Nothing here waits for the GPU: lengths, frame and
@@ -290,8 +307,8 @@ class Trainer:
         batch = host_batch.to(self.device)
         with contextlib.nullcontext() if closes else self.accelerator.no_sync(self.model):
             features, lengths = self.augment(batch.features, host_batch.feature_lengths)
-            with hardware.autocast(self.precision, self.device):
-                log_probs, lengths = self.model(features, lengths)
+            with hardware.autocast(self.precision, self.device):  # HostLengths: DDP leaves them on the host
+                log_probs, lengths = self.model(features, HostLengths(lengths))
             loss = ctc_loss(log_probs, lengths, batch.labels, host_batch.label_lengths)
             self.accelerator.backward(self.scaler.scale(loss / size))  # the step's mean gradient
         if closes:
@@ -337,18 +354,7 @@ class Trainer:
         self.epoch_batches = len(self.train_stream)
         with progress:
             for batch in self.train_stream:
-                frames, stepped = self._train_batch(batch)
-                progress.add(frames, self.loss_shown)
-                if stepped:
-                    self.step += 1
-                    if self.config.scheduler == "cosine":
-                        self.scheduler.step()
-                    if self.step % self.config.log_every_steps == 0:
-                        self._settle()  # the host reads of a record: loss and gradient norm
-                        lr = self.optimizer.param_groups[0]["lr"]
-                        self.accelerator.log(self.window.figures(lr, float(self.grad_norm)), step=self.step)
-                        self.window = monitor.StepWindow()
-                    self._after_step()
+                progress.add(self.train_step(batch), self.loss_shown)
         self._settle()
         self._account_time()
         totals = gather_object([dict(self.progress)])

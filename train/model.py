@@ -3,18 +3,30 @@
 Shapes: features (B, T, D) with lengths (B,) in; log-probabilities (B, T', 41) with output
 lengths (B,) out, T' = T after the convolution strides (lengths from the convolution formula).
 
-Lengths may be on the host or the device; the output lengths come back where they were given.
-Given on the host (training passes the batch's CPU copy), the forward never waits for the GPU:
-packing and the CTC loss read host lengths, the masks use a non-blocking device copy.
+Lengths may be a tensor on the host or the device (the output lengths come back where they were
+given), or :class:`HostLengths`, the form training gives them in: under DDP a tensor argument is
+moved to the GPU before the forward, and reading it back would wait for the GPU. Given on the host,
+the forward never waits for the GPU: it sorts and packs by host lengths, copies to the device only
+without blocking, and returns the output lengths on the host, where the CTC loss reads them.
 """
+
+from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from shards.vocab import NUM_CLASSES
 from train.config import TrainConfig
 from train.hardware import lstm_outside_autocast
+
+
+@dataclass(frozen=True)
+class HostLengths:
+    """Frame counts (int64, on the host) in a type DDP hands to the forward untouched: it moves
+    tensors and lists, tuples and dicts of them to the GPU, never other objects."""
+
+    frames: torch.Tensor
 
 
 def conv_output_lengths(lengths: torch.Tensor, kernel_size: int, stride: int, padding: int) -> torch.Tensor:
@@ -97,8 +109,18 @@ class LockedDropout(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, C)
         if not self.training or self.p == 0:
             return x
-        mask = x.new_empty(x.shape[0], 1, x.shape[2]).bernoulli_(1 - self.p) / (1 - self.p)
-        return x * mask
+        return x * self._mask(x.shape[0], x)[:, None, :]
+
+    def packed(self, data: torch.Tensor, utterance_of_row: torch.Tensor, batch: int) -> torch.Tensor:
+        """The same on a PackedSequence's ``data`` (rows, C): row r belongs to utterance
+        ``utterance_of_row[r]`` of ``batch`` (on data's device)."""
+        if not self.training or self.p == 0:
+            return data
+        return data * self._mask(batch, data).index_select(0, utterance_of_row)
+
+    def _mask(self, batch: int, like: torch.Tensor) -> torch.Tensor:
+        """(batch, C): one keep-or-drop per utterance and channel, scaled by 1 / (1 - p)."""
+        return like.new_empty(batch, like.shape[-1]).bernoulli_(1 - self.p) / (1 - self.p)
 
 
 class _ReverseWithinLengths(torch.autograd.Function):
@@ -126,11 +148,11 @@ def reverse_within_lengths(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tens
 class BiLSTMLayer(nn.Module):
     """One bidirectional layer: an ``nn.LSTM(bidirectional=True)`` whose weights serve two paths.
 
-    ``packed`` runs it over the packed sequences: both directions in one cuDNN call, on weights
-    cuDNN keeps in one flat buffer. ``padded`` runs each direction's weights as a one-direction
-    LSTM over the padded batch, the backward one on each sequence reversed within its own
-    length, so padding never reaches a real frame: the same outputs, without the packed CPU
-    backward that is ~7x slower (pytorch#149194).
+    Called with packed sequences it runs both directions in one cuDNN call, on weights cuDNN keeps
+    in one flat buffer. Called with a padded batch it runs each direction's weights as a
+    one-direction LSTM, the backward one on each sequence reversed within its own length, so
+    padding never reaches a real frame: the same outputs, without the packed CPU backward that is
+    ~7x slower (pytorch#149194).
 
     Checkpoints from before the fused layer name the directions ``forward_lstm.*_l0`` and
     ``backward_lstm.*_l0``; they load as ``lstm.*_l0`` and ``lstm.*_l0_reverse`` (same order,
@@ -150,13 +172,13 @@ class BiLSTMLayer(nn.Module):
         return torch.func.functional_call(self._one_direction[0], weights, (x,))[0]
 
     def forward(
-        self, x: torch.Tensor, lengths: torch.Tensor, host_lengths: torch.Tensor | None
-    ) -> torch.Tensor:
-        """(B, T, C) → (B, T, 2H). ``lengths`` on x's device; ``host_lengths`` (the same on the CPU)
-        runs the packed path, None the padded one."""
-        if host_lengths is not None:
-            sequences = pack_padded_sequence(x, host_lengths, batch_first=True, enforce_sorted=False)
-            return pad_packed_sequence(self.lstm(sequences)[0], batch_first=True, total_length=x.shape[1])[0]
+        self, x: torch.Tensor | PackedSequence, lengths: torch.Tensor | None = None
+    ) -> torch.Tensor | PackedSequence:
+        """Packed sequences → packed sequences: both directions in one call (cuDNN's fast path on
+        GPUs). A padded (B, T, C) batch with ``lengths`` on its device → (B, T, 2H): each direction
+        a one-direction LSTM, the backward one over each sequence reversed within its own length."""
+        if isinstance(x, PackedSequence):
+            return self.lstm(x)[0]
         forward = self._direction(x, "")
         backward = self._direction(reverse_within_lengths(x, lengths), "_reverse")
         output = torch.cat([forward, reverse_within_lengths(backward, lengths)], dim=-1)
@@ -234,10 +256,14 @@ class CTCModel(nn.Module):
             return device.type == "cuda"
         return self.config.lstm_impl == "packed"
 
-    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # the one host copy of the lengths: free when given on the host, else the forward's only sync
-        host_lengths = lengths.cpu()
-        device_lengths = lengths.to(features.device, non_blocking=True)
+    def forward(
+        self, features: torch.Tensor, lengths: "torch.Tensor | HostLengths"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if isinstance(lengths, HostLengths):
+            host_lengths, where = lengths.frames, lengths.frames.device
+        else:  # free when given on the host; else the forward's only wait for the GPU
+            host_lengths, where = lengths.cpu(), lengths.device
+        device_lengths = host_lengths.to(features.device, non_blocking=True)
         if self.config.utterance_norm != "none":
             features = normalise_utterances(
                 features, device_lengths, self.config.utterance_norm == "mean_var"
@@ -247,22 +273,45 @@ class CTCModel(nn.Module):
             host_lengths = block.output_lengths(host_lengths, x.shape[-1])
             x, device_lengths = block(x, device_lengths)
         x = self._lstm_stack(x.transpose(1, 2), device_lengths, host_lengths)  # (B, T', C) in and out
-        return self.classifier(x).float().log_softmax(dim=-1), host_lengths.to(
-            lengths.device, non_blocking=True
-        )
+        return self.classifier(x).float().log_softmax(dim=-1), host_lengths.to(where, non_blocking=True)
 
     def _lstm_stack(self, x: torch.Tensor, lengths: torch.Tensor, host_lengths: torch.Tensor) -> torch.Tensor:
-        packed = host_lengths if self.use_packed(x.device) else None
+        layers = self._packed_layers if self.use_packed(x.device) else self._padded_layers
         if lstm_outside_autocast(x.device.type, _autocast_dtype(x.device.type)):
             with torch.autocast(x.device.type, enabled=False):
-                return self._lstm_layers(x.float(), lengths, packed)
-        return self._lstm_layers(x, lengths, packed)
+                return layers(x.float(), lengths, host_lengths)
+        return layers(x, lengths, host_lengths)
 
-    def _lstm_layers(
-        self, x: torch.Tensor, lengths: torch.Tensor, packed: torch.Tensor | None
-    ) -> torch.Tensor:
+    def _padded_layers(self, x: torch.Tensor, lengths: torch.Tensor, _host_lengths) -> torch.Tensor:
         for i, layer in enumerate(self.lstm):
             if i > 0:
                 x = self.lstm_dropout(x)
-            x = layer(x, lengths, packed)
+            x = layer(x, lengths)
         return x
+
+    def _packed_layers(self, x: torch.Tensor, _lengths, host_lengths: torch.Tensor) -> torch.Tensor:
+        """One PackedSequence for the whole stack: the batch sorted longest first on the host and
+        packed once (torch's per-call packing copies its sort order to the device and back, each
+        a wait for the GPU), every layer run on it, locked dropout on its rows, unpacked once."""
+        order = torch.argsort(host_lengths, descending=True, stable=True)
+        on_device = lambda t: t.to(x.device, non_blocking=True)  # noqa: E731 (never a wait)
+        sequences = pack_padded_sequence(
+            x.index_select(0, on_device(order)), host_lengths[order], batch_first=True
+        )
+        utterance_of_row = on_device(_utterance_of_row(sequences.batch_sizes))
+        data = sequences.data
+        for i, layer in enumerate(self.lstm):
+            if i > 0:
+                data = self.lstm_dropout.packed(data, utterance_of_row, len(order))
+            data = layer(PackedSequence(data, sequences.batch_sizes)).data
+        padded = pad_packed_sequence(
+            PackedSequence(data, sequences.batch_sizes), batch_first=True, total_length=x.shape[1]
+        )[0]
+        return padded.index_select(0, on_device(torch.argsort(order)))
+
+
+def _utterance_of_row(batch_sizes: torch.Tensor) -> torch.Tensor:
+    """For packed data sorted longest first: the (sorted) utterance each row belongs to. The rows
+    of time step t are utterances 0 … batch_sizes[t] - 1, in that order."""
+    steps = torch.arange(int(batch_sizes[0]))[None, :].expand(len(batch_sizes), -1)
+    return steps[steps < batch_sizes[:, None]]
