@@ -6,12 +6,16 @@
 Synthesises a training set in HW3P2's shape on the spot (random MFCCs, 13 coefficients, 400–2,000
 frames, nothing downloaded), shards it with the pipeline, and trains medium.yaml's model through the
 real training step (train.main.Trainer: augmentation, autocast, GradScaler, clipping) for each
-precision the device offers (bf16, fp16, fp32) and each LSTM path (packed, padded). Per case:
-real frames/s, the dtype the LSTMs actually computed in (read with a forward hook), host
-synchronisations per step (torch.cuda.set_sync_debug_mode), peak GPU memory, and whether the loss
-stayed finite over --steps steps. Then the loader alone with the config's workers against what the
-model consumes, and, with two or more GPUs, one epoch of train/main.py on 2 NCCL ranks. Prints one
-table and writes it as JSON.
+precision the device offers natively (bf16 from compute capability 8.0, and on older GPUs a row that
+says why it is skipped; fp16; fp32) and each LSTM path the device runs (packed on GPUs, where padded
+is refused; packed and padded on CPUs). Per case: real frames/s, the dtype the LSTMs actually
+computed in (read with a forward hook), host synchronisations per optimiser step
+(torch.cuda.set_sync_debug_mode), peak GPU memory, and whether the loss stayed finite over --steps
+batches, each run as training runs it (Trainer.train_step: the schedule, the records, the ranks'
+agreement). A case that fails (out of memory, a crash) keeps a row with the reason, and the JSON is
+written after every case, so a run cut short keeps what it measured. Then the loader alone with the
+config's workers against what the model consumes, and, with two or more GPUs, one epoch of
+train/main.py on 2 NCCL ranks. Prints one table and writes it as JSON.
 """
 
 import argparse
@@ -96,7 +100,7 @@ def measure_case(
     trainer.augment.train()
     batches = iter(trainer.train_stream)
     for _ in range(3):  # warm-up: cuDNN plans, allocator, loader start
-        trainer._train_batch(next(batches))
+        trainer.train_step(next(batches))
     trainer._settle()
     trainer.progress["loss_sum"] = 0.0
     _synchronise(device)
@@ -104,11 +108,12 @@ def measure_case(
         torch.cuda.reset_peak_memory_stats(device)
         torch.cuda.set_sync_debug_mode("warn")
     frames = done = 0
+    first_step = trainer.step
     started = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for batch in batches:
-            frames += trainer._train_batch(batch)[0]
+            frames += trainer.train_step(batch)
             done += 1
             if done >= steps or time.perf_counter() - started > seconds:
                 break
@@ -117,21 +122,39 @@ def measure_case(
     _synchronise(device)
     elapsed = time.perf_counter() - started
     syncs = sum("synchroniz" in str(w.message) for w in caught)
+    optimiser_steps = trainer.step - first_step
     trainer._settle()
     loss = trainer.progress["loss_sum"] / max(done, 1)
     return {
         "precision": trainer.precision,
         "lstm_impl": impl,
-        "steps": done,
+        "steps": optimiser_steps,
         "real_frames_per_s": round(frames / elapsed, 1),
         "lstm_dtype": ",".join(sorted(dtypes)),
-        "host_syncs_per_step": round(syncs / max(done, 1), 2) if device.type == "cuda" else None,
+        "host_syncs_per_step": round(syncs / max(optimiser_steps, 1), 2) if device.type == "cuda" else None,
         "peak_gpu_memory_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
         if device.type == "cuda"
         else None,
         "mean_loss": round(loss, 4),
         "loss_finite": math.isfinite(loss),
     }
+
+
+def run_cases(cases: list[dict], measure, results: dict, json_path: Path) -> None:
+    """Each case measured (``measure(precision, impl)``), or kept as skipped, or failed with its
+    reason, into ``results["cases"]``; the JSON written after every one."""
+    for case in cases:
+        if "skipped" not in case:
+            try:
+                case = measure(case["precision"], case["lstm_impl"])
+            except Exception as error:  # out of memory, a CUDA error: the row says so, the next runs
+                first_line = (str(error).splitlines() or [""])[0]
+                case = {**case, "error": f"{type(error).__name__}: {first_line}"}
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+        print(json.dumps(case), flush=True)
+        results["cases"].append(case)
+        json_path.write_text(json.dumps(results, indent=2))
 
 
 def measure_loader(data: str, max_frames: int, workers: int, batches: int) -> float:
@@ -176,10 +199,17 @@ def two_nccl_ranks(data: str, out: Path) -> dict | None:
     return {"ranks": 2, "backend": "nccl", **dict(zip(header, values, strict=True))}
 
 
-def cases_for(device: torch.device) -> list[str]:
+def cases_for(device: torch.device) -> list[dict]:
+    """The precision × LSTM path cases this device runs; bf16 on a GPU without it natively is a row
+    that says so (cuDNN and cuBLAS would only emulate it)."""
     if device.type == "cuda":
-        return ["bf16", "fp16", "fp32"]
-    return ["bf16", "fp32"] if native_bf16(device) else ["fp32"]
+        major, minor = torch.cuda.get_device_capability(device)
+        cases = [{"precision": p, "lstm_impl": "packed"} for p in ("bf16", "fp16", "fp32")]
+        if not native_bf16(device):
+            cases[0]["skipped"] = f"no native bf16 (compute capability {major}.{minor} < 8.0)"
+        return cases
+    precisions = ["bf16", "fp32"] if native_bf16(device) else ["fp32"]
+    return [{"precision": p, "lstm_impl": i} for p in precisions for i in ("packed", "padded")]
 
 
 def print_table(results: dict) -> None:
@@ -188,7 +218,11 @@ def print_table(results: dict) -> None:
                "peak_gpu_memory_gib", "steps", "mean_loss", "loss_finite")  # fmt: skip
     print(" | ".join(columns))
     for case in results["cases"]:
-        print(" | ".join(str(case[c]) for c in columns))
+        reason = case.get("skipped") or case.get("error")
+        if reason:
+            print(f"{case['precision']} | {case['lstm_impl']} | {reason}")
+        else:
+            print(" | ".join(str(case[c]) for c in columns))
     print(f"loader alone ({results['loader_workers']} workers): {results['loader_frames_per_s']:,.0f} real frames/s; "
           f"fastest case consumes {results['fastest_case_frames_per_s']:,.0f}")  # fmt: skip
     if results["two_ranks"]:
@@ -210,13 +244,12 @@ def main(argv: list[str] | None = None) -> int:
         data = synthesise(root, 120 if args.tiny else 3000, (100, 400) if args.tiny else (400, 2000))
         print(f"synthesised and sharded in {time.perf_counter() - started:.1f} s", flush=True)
         results: dict = {"cases": []}
-        for precision in cases_for(torch.device("cuda" if torch.cuda.is_available() else "cpu")):
-            for impl in ("packed", "padded"):
-                case = measure_case(
-                    data, root / "runs", precision, impl, steps, args.seconds_per_case, args.tiny
-                )
-                print(json.dumps(case), flush=True)
-                results["cases"].append(case)
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+        def measure(precision: str, impl: str) -> dict:
+            return measure_case(data, root / "runs", precision, impl, steps, args.seconds_per_case, args.tiny)
+
+        run_cases(cases_for(device), measure, results, Path(args.json))
         probe = _trainer(data, root / "runs" / "probe", ["report_to=none", *(TINY if args.tiny else [])])
         results["device"] = probe.hardware_line
         results["loader_workers"] = probe.config.num_workers
@@ -224,12 +257,14 @@ def main(argv: list[str] | None = None) -> int:
             measure_loader(data, probe.config.max_frames, probe.config.num_workers, 20 if args.tiny else 200),
             1,
         )
-        results["fastest_case_frames_per_s"] = max(c["real_frames_per_s"] for c in results["cases"])
+        measured = [c for c in results["cases"] if "real_frames_per_s" in c]
+        results["fastest_case_frames_per_s"] = max((c["real_frames_per_s"] for c in measured), default=0.0)
         results["two_ranks"] = two_nccl_ranks(data, root / "runs")
     Path(args.json).write_text(json.dumps(results, indent=2))
     print_table(results)
     print(f"written to {args.json}")
-    return 0 if all(c["loss_finite"] for c in results["cases"]) else 1
+    failed = [c for c in results["cases"] if "error" in c or not c.get("loss_finite", True)]
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from accelerate.utils import InitProcessGroupKwargs, gather_object
 
 from eval import leaderboard
 from eval.decode import make_decoder
-from eval.model import check_normalisation, load_model, model_url, run_folder
+from eval.model import check_normalisation, load_model, model_url, place, run_folder
 from shards import manifest, s3
 from shards.kaggle import HEADERS, ids_bytes, ids_name, labels_bytes, read_labels
 from shards.progress import Progress
@@ -173,7 +173,7 @@ def model_and_share(args: argparse.Namespace, accelerator: Accelerator) -> tuple
     """The checkpoint's model on this rank's device (its input normalisation checked against the
     dataset's) and this rank's share of the split: (model, card, stream)."""
     model, card = load_model(args.checkpoint)
-    model.to(accelerator.device)
+    place(model, accelerator.device)
     check_normalisation(card, read_dataset_stats(args.data), args.checkpoint, args.data)
     stream = BatchStream(
         args.data,
@@ -183,6 +183,7 @@ def model_and_share(args: argparse.Namespace, accelerator: Accelerator) -> tuple
         num_workers=args.num_workers,
         max_frames=args.max_frames,
         io_deadline_s=args.io_deadline_s,
+        pin_memory=accelerator.device.type == "cuda",
     )
     return model, card, stream
 

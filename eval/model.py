@@ -1,9 +1,11 @@
 """Rebuild a trained model from its weights-only ``model.pt`` (written by training)."""
 
 import numpy as np
+import torch
 
 from train.checkpoint import CheckpointError, ModelCard, latest
 from train.config import TrainConfig, upgraded
+from train.hardware import allow_tf32
 from train.model import CTCModel
 
 
@@ -21,13 +23,22 @@ def load_model(url: str) -> tuple[CTCModel, ModelCard]:
     """The model in eval mode, and the checkpoint's card (config, vocabulary, stats, epoch, step)."""
     card = ModelCard.load(url)
     try:
-        model = CTCModel(card.feature_dim, TrainConfig(**upgraded(card.config)).check())
+        # the LSTM path is this device's (auto: packed on GPUs, padded on CPUs): the same function
+        config = TrainConfig(**upgraded(card.config) | {"lstm_impl": "auto"}).check()
+        model = CTCModel(card.feature_dim, config)
         model.load_state_dict(card.model)
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
         raise CheckpointError(
             f"{url}: not a model checkpoint of this project ({type(error).__name__}: {error})"
         ) from error
     return model.eval(), card
+
+
+def place(model: CTCModel, device: torch.device) -> CTCModel:
+    """The model on ``device``, its float32 matmuls under training's rule (hardware.allow_tf32: TF32
+    from compute capability 8.0), so that evaluation scores what training's validation scored."""
+    allow_tf32(device)
+    return model.to(device)
 
 
 def check_normalisation(card: ModelCard, dataset_stats: dict, checkpoint_url: str, data_url: str) -> None:

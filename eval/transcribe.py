@@ -33,7 +33,7 @@ import torch
 
 from eval.decode import make_decoder
 from eval.main import add_lm_weights
-from eval.model import load_model, model_url
+from eval.model import load_model, model_url, place
 from pipeline.validate import Rejected, check_features
 from shards.frontend import FrontEnd, recorded_front_end_of
 from shards.stats import FeatureStats
@@ -144,7 +144,7 @@ def _check_shift(inputs: dict[str, np.ndarray], stats: FeatureStats) -> None:
 def transcribe(args: argparse.Namespace) -> int:
     model, card = load_model(model_url(args.checkpoint))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model.to(device)
+    place(model, device)
     stats = FeatureStats(card.stats["frames"], np.asarray(card.stats["mean"]), np.asarray(card.stats["m2"]))
     front_end = None if card.front_end is None else FrontEnd(**card.front_end)
     stride = math.prod(model.config.strides[: model.config.conv_blocks])

@@ -303,6 +303,7 @@ class BatchStream:
         skip_corrupt: bool = False,
         prefetch_factor: int = 4,
         io_deadline_s: float = IO_DEADLINE_S,
+        pin_memory: bool = False,
     ):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is outside world size {world_size}")
@@ -310,6 +311,9 @@ class BatchStream:
         self.rank, self.world_size, self.num_workers = rank, world_size, num_workers
         self.max_frames, self.seed, self.epoch = max_frames, seed, epoch
         self.skip_corrupt, self.prefetch_factor = skip_corrupt, prefetch_factor
+        # page-locked batches, for copies to a GPU that do not block; only for a GPU consumer (asking
+        # for them creates a CUDA context on GPU 0 wherever the process runs)
+        self.pin_memory = pin_memory
         self.io_deadline_s = io_deadline_s  # how long a shard read waits out an unreachable store
         self.consumed = 0  # batches of the current epoch already handed out
         # the layouts this epoch ran on before a resume on another layout (PlanRecipe)
@@ -356,7 +360,7 @@ class BatchStream:
             dataset,
             batch_size=None,
             num_workers=self.num_workers,
-            pin_memory=torch.cuda.is_available(),
+            pin_memory=self.pin_memory,
             prefetch_factor=self.prefetch_factor if self.num_workers else None,
             multiprocessing_context="spawn"
             if self.num_workers

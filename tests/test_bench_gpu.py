@@ -5,8 +5,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
+from bench import gpu
 from tests.conftest import why_failed
 from train.hardware import native_bf16
 
@@ -30,3 +32,46 @@ def test_the_gpu_check_runs_its_tiny_form_on_the_cpu(tmp_path):
     assert any(
         line.startswith("precision | lstm_impl | real_frames_per_s") for line in result.stdout.splitlines()
     )
+
+
+def test_each_case_is_written_as_it_ends_and_a_failed_one_keeps_its_reason(tmp_path):
+    """An out-of-memory case (or a run cut short by its time limit) loses no row measured before it."""
+    table = tmp_path / "gpu.json"
+    seen_before = []
+
+    def measure(precision: str, impl: str) -> dict:
+        seen_before.append(len(json.loads(table.read_text())["cases"]) if table.exists() else 0)
+        if precision == "fp16":
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore detail")
+        return {"precision": precision, "lstm_impl": impl, "loss_finite": True}
+
+    cases = [
+        {
+            "precision": "bf16",
+            "lstm_impl": "packed",
+            "skipped": "no native bf16 (compute capability 7.5 < 8.0)",
+        },
+        {"precision": "fp16", "lstm_impl": "packed"},
+        {"precision": "fp32", "lstm_impl": "packed"},
+    ]
+    results: dict = {"cases": []}
+    gpu.run_cases(cases, measure, results, table)
+    assert seen_before == [1, 2]  # the skipped row, then the failed one, were on disk before the next case
+    written = json.loads(table.read_text())["cases"]
+    assert written == [
+        cases[0],
+        {"precision": "fp16", "lstm_impl": "packed", "error": "OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"},
+        {"precision": "fp32", "lstm_impl": "packed", "loss_finite": True},
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(("capability", "skipped"), [((7, 5), True), ((8, 0), False), ((9, 0), False)])
+def test_bf16_is_skipped_and_named_on_gpus_without_it_natively(monkeypatch, capability, skipped):
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    cases = gpu.cases_for(torch.device("cuda", 0))
+    # Invariant: GPUs run the packed path only (padded is refused there), in every precision
+    assert [(c["precision"], c["lstm_impl"]) for c in cases] == [
+        (p, "packed") for p in ("bf16", "fp16", "fp32")
+    ]
+    reason = f"no native bf16 (compute capability {capability[0]}.{capability[1]} < 8.0)"
+    assert [c.get("skipped") for c in cases] == [reason if skipped else None, None, None]

@@ -10,7 +10,15 @@ import pytest
 import torch
 
 from train.config import load_config
-from train.hardware import DeviceError, allow_tf32, describe, native_bf16, resolve_precision, use_cuda
+from train.hardware import (
+    DeviceError,
+    allow_tf32,
+    check_lstm_path,
+    describe,
+    native_bf16,
+    resolve_precision,
+    use_cuda,
+)
 
 
 def _precision(name: str) -> str:
@@ -132,3 +140,19 @@ def test_tf32_is_allowed_from_compute_capability_8_only(gpu):
     finally:
         for flag, value in zip(flags, before, strict=True):
             flag.allow_tf32 = value
+
+
+@pytest.mark.parametrize("impl", ["auto", "packed", "padded"])
+def test_the_padded_lstm_path_is_refused_on_a_gpu_only(gpu, impl):
+    """On a GPU the padded path's borrowed weights are no cuDNN buffer: copied and warned about at
+    every call. Refused there, in one line naming the way out; every path runs on a CPU."""
+    setting = load_config(None, [f"lstm_impl={impl}"]).lstm_impl
+    check_lstm_path(setting, torch.device("cpu"))
+    device = gpu(8, 0)
+    if impl != "padded":
+        check_lstm_path(setting, device)
+        return
+    with pytest.raises(
+        DeviceError, match=r"^lstm_impl=padded on a GPU: .* use lstm_impl=auto or packed there"
+    ):
+        check_lstm_path(setting, device)

@@ -379,3 +379,38 @@ def test_a_training_step_never_waits_for_the_device(data, tmp_path, settings):
     with host_syncs.counting() as waits:
         trainer._settle()
     assert waits == {"_local_scalar_dense": 1}
+
+
+def test_a_step_the_loss_scaler_skips_does_not_move_the_schedule(data, tmp_path):
+    """fp16's GradScaler skips the optimiser step when a gradient overflowed; the cosine schedule
+    must then stay where it is (it counts updates, not attempts). On the CPU: a GradScaler whose
+    first scales overflow float32 (2^127 × the loss), halved at each skip."""
+    trainer = _in_process_trainer(data, tmp_path / "run", "max_frames=1500", "precision=fp32")
+    trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**127, growth_interval=10**6)
+    updates = []
+    trainer.optimizer.optimizer.register_step_post_hook(lambda *_: updates.append(trainer.step))
+    trainer.model.train()
+    for batch in trainer.train_stream:
+        trainer.train_step(batch)
+    skipped = trainer.step - len(updates)
+    # Invariant: the schedule advanced once per update, never for a skipped step
+    assert skipped > 0 and updates, (trainer.step, updates)
+    assert trainer.scheduler.last_epoch == len(updates)
+
+
+def test_batches_are_pinned_only_for_a_gpu(data, tmp_path, monkeypatch):
+    """Page-locked memory is only for copies to a GPU; asking for it creates a CUDA context on GPU 0,
+    so a run with device=cpu on a machine that has GPUs must not (torch.cuda says there is one here)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    asked = []
+    original = torch.utils.data.DataLoader.__init__
+
+    def recording(self, *args, **kwargs):
+        asked.append(kwargs.get("pin_memory"))
+        original(self, *args, **{**kwargs, "pin_memory": False})  # none can be made here
+
+    monkeypatch.setattr(torch.utils.data.DataLoader, "__init__", recording)
+    trainer = _in_process_trainer(data, tmp_path / "run", "device=cpu")
+    for stream in (trainer.train_stream, trainer.dev_stream):
+        next(iter(stream))
+    assert asked == [False, False]

@@ -83,6 +83,17 @@ def refuse_launcher_precision(mixed_precision: str) -> None:
         )
 
 
+def check_lstm_path(lstm_impl: str, device: torch.device) -> None:
+    """``lstm_impl=padded`` runs each direction on weights borrowed from the fused module, which on
+    a GPU are not one contiguous cuDNN buffer: cuDNN would copy them, and warn, at every call. The
+    packed path is the GPU's (``auto`` picks it there); padded is the CPU's."""
+    if lstm_impl == "padded" and device.type == "cuda":
+        raise DeviceError(
+            "lstm_impl=padded on a GPU: cuDNN would copy its borrowed weights at every call; "
+            "use lstm_impl=auto or packed there (padded is the CPU path)"
+        )
+
+
 def allow_tf32(device: torch.device) -> None:
     """float32 matmuls and cuDNN convolutions/RNNs in TF32 on GPUs that have it (no effect elsewhere)."""
     if _ampere_or_newer(device):

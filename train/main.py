@@ -132,6 +132,7 @@ class Trainer:
         self.device = self.accelerator.device
         # the training forward only: validation (like eval/) decodes in float32
         self.precision = hardware.resolve_precision(config.precision, self.device)
+        hardware.check_lstm_path(config.lstm_impl, self.device)
         hardware.allow_tf32(self.device)
         backend = torch.distributed.get_backend() if torch.distributed.is_initialized() else "none"
         self.hardware_line = hardware.describe(self.device, backend, self.world, self.precision)
@@ -148,6 +149,7 @@ class Trainer:
             num_workers=config.num_workers,
             seed=config.seed,
             io_deadline_s=config.io_deadline_s,
+            pin_memory=self.device.type == "cuda",
         )
         self.train_stream = BatchStream(args.data, "train", max_frames=config.max_frames, **common)
         self.dev_stream = BatchStream(args.data, "dev", max_frames=config.max_frames, **common)
@@ -158,6 +160,10 @@ class Trainer:
         self.epoch_batches = len(self.train_stream)  # this epoch's, set again as each epoch starts
         self.steps_per_epoch = math.ceil(self.epoch_batches / config.grad_accum)
         self.scheduler = make_scheduler(config, optimizer, self.steps_per_epoch)
+        # whether the last optimiser step changed the weights: fp16's GradScaler skips a step whose
+        # gradients overflowed (without calling the optimiser), and the schedule must not move then
+        self.updated = False
+        optimizer.register_step_post_hook(lambda *_: setattr(self, "updated", True))
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         self.augment = Augment(config, self.stats).to(self.accelerator.device)
         self.store = Store(args.out)
@@ -288,7 +294,7 @@ class Trainer:
         frames, stepped = self._train_batch(host_batch)
         if stepped:
             self.step += 1
-            if self.config.scheduler == "cosine":
+            if self.config.scheduler == "cosine" and self.updated:
                 self.scheduler.step()
             if self.step % self.config.log_every_steps == 0:
                 self._settle()  # the host reads of a record: loss and gradient norm
@@ -314,7 +320,8 @@ class Trainer:
         if closes:
             self.scaler.unscale_(self.optimizer)
             self.grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
-            self.scaler.step(self.optimizer)  # skipped (fp16) when a gradient overflowed
+            self.updated = False
+            self.scaler.step(self.optimizer)  # skipped (fp16) when a gradient overflowed: updated stays False
             self.scaler.update()
             self.optimizer.zero_grad()
         self.unread_loss += loss.detach()
