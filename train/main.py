@@ -81,7 +81,10 @@ def make_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer, steps_
 def ctc_loss(
     log_probs: torch.Tensor, lengths: torch.Tensor, labels: torch.Tensor, label_lengths: torch.Tensor
 ) -> torch.Tensor:
-    """Mean CTC loss; the lengths on the host (the loss reads them there: no GPU wait)."""
+    """Mean CTC loss, the lengths given on the host. The step's remaining waits for the GPU are in
+    here, in native code: the CUDA CTC loss (LossCTC.cu) copies the lengths and the targets' batch
+    offsets to the GPU with blocking copies in its forward and again in its backward; given device
+    lengths it would first copy them back to the host, which is one wait more. bench.gpu counts them."""
     return F.ctc_loss(
         log_probs.transpose(0, 1),  # (T, B, C)
         labels,
