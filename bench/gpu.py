@@ -102,7 +102,7 @@ def measure_case(
     for _ in range(3):  # warm-up: cuDNN plans, allocator, loader start
         trainer.train_step(next(batches))
     trainer._settle()
-    trainer.progress["loss_sum"] = 0.0
+    trainer.totals.loss_sum = 0.0
     _synchronise(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -124,7 +124,7 @@ def measure_case(
     syncs = sum("synchroniz" in str(w.message) for w in caught)
     optimiser_steps = trainer.step - first_step
     trainer._settle()
-    loss = trainer.progress["loss_sum"] / max(done, 1)
+    loss = trainer.totals.loss_sum / max(done, 1)
     return {
         "precision": trainer.precision,
         "lstm_impl": impl,

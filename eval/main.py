@@ -290,7 +290,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         if message is None:
             raise
-        print(f"error: {message}", file=sys.stderr)
+        # one write: ranks run unbuffered (-u), where print writes the text and its newline apart
+        # and two ranks' lines, printed at the same moment, would interleave
+        sys.stderr.write(f"error: {message}\n")
         return 2
     if row is not None:
         print(json.dumps(row))

@@ -145,7 +145,6 @@ class Trainer:
         self.grad_norm = torch.zeros((), device=self.device)
         self.unread_loss = torch.zeros((), device=self.device)
         self.loss_shown: float | None = None
-        torch.manual_seed(config.seed)  # the same initial weights on every rank
         common = dict(
             rank=self.rank,
             world_size=self.world,
@@ -158,6 +157,7 @@ class Trainer:
         self.dev_stream = BatchStream(args.data, "dev", max_frames=config.max_frames, **common)
         self.stats = read_dataset_stats(args.data)
         self.front_end = read_front_end(args.data)  # None: unknown (Kaggle's files record none)
+        torch.manual_seed(config.seed)  # the same initial weights on every rank
         model = CTCModel(self.train_stream.feature_dim, config)
         optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.epoch_batches = len(self.train_stream)  # this epoch's, set again as each epoch starts
@@ -173,7 +173,8 @@ class Trainer:
         self.history: list[dict] = []
         self.step = 0
         self.elapsed = 0.0  # seconds of training and validation so far, over all sessions
-        self.progress = _fresh_progress()  # running totals of the epoch in progress
+        self.totals = monitor.EpochTotals()  # of the epoch in progress, on this rank
+        self.clock = time.monotonic()  # from when the next seconds are accounted
         self.best: tuple[float, int] | None = None  # (dev distance, epoch)
         self.preemption = PreemptionWatch()
         self.writer = checkpoint.CheckpointWriter(self.store, config.io_deadline_s)  # rank 0's
@@ -208,7 +209,7 @@ class Trainer:
         self.history, self.step, self.elapsed = state.history, state.step, state.elapsed_s
         self.best = tuple(state.best) if state.best else None
         if state.world_size == self.world:
-            self.progress = _fresh_progress() | state.progress[self.rank]  # older files lack newer totals
+            self.totals = monitor.EpochTotals.from_dict(state.progress[self.rank])
             checkpoint.set_rng_state(state.rng[self.rank], self.device)
         else:  # elastic resume: the streams re-plan the rest of the epoch over this many ranks
             log.warning(
@@ -216,7 +217,9 @@ class Trainer:
                 "(every utterance still once), and random streams restart from the seed and step",
                 url, state.world_size, self.world, self.train_stream.epoch, self.world,
             )  # fmt: skip
-            self.progress = _merged_progress(state.progress) if self.rank == 0 else _fresh_progress()
+            # rank 0 carries the old ranks' totals, so that the epoch's sums stay right
+            saved = [monitor.EpochTotals.from_dict(p) for p in state.progress]
+            self.totals = monitor.EpochTotals.over_ranks(saved) if self.rank == 0 else monitor.EpochTotals()
             checkpoint.seed_everything(self.config.seed + 1 + self.rank, self.step)
         log.info(
             "resumed from %s at epoch %d, batch %d", url, self.train_stream.epoch, self.train_stream.consumed
@@ -227,7 +230,7 @@ class Trainer:
         written on rank 0's writer once the one in flight is."""
         together.on_rank_0(self.accelerator, self.writer.wait, self.explain)
         self._settle()
-        per_rank = gather_object([(checkpoint.rng_state(self.device), dict(self.progress))])  # one collective
+        per_rank = gather_object([(checkpoint.rng_state(self.device), asdict(self.totals))])  # one collective
         if not self.accelerator.is_main_process:
             return
         model = self.accelerator.unwrap_model(self.model)
@@ -286,7 +289,7 @@ class Trainer:
 
     def _account_time(self) -> None:
         now = time.monotonic()
-        self.progress["seconds"] += now - self.clock
+        self.totals.seconds += now - self.clock
         self.elapsed += now - self.clock
         self.clock = now
 
@@ -294,7 +297,7 @@ class Trainer:
         """One batch as training runs it: forward and backward, and where the batch closes an
         optimiser step, the step, the schedule, the periodic record and the ranks' agreement on
         preemption and checkpoints. The batch's real frames."""
-        frames, stepped = self._train_batch(host_batch)
+        stepped, frames = self._train_batch(host_batch)
         if stepped:
             self.step += 1
             if self.config.scheduler == "cosine" and self.updated:
@@ -307,9 +310,9 @@ class Trainer:
             self._after_step()
         return frames
 
-    def _train_batch(self, host_batch) -> tuple[int, bool]:
-        """Forward, backward and, where the batch closes one, an optimiser step: the batch's real
-        frames, and whether it stepped. Nothing here waits for the GPU: lengths, frame and
+    def _train_batch(self, host_batch) -> tuple[bool, int]:
+        """Forward, backward and, where the batch closes one, an optimiser step: whether it stepped,
+        and the batch's real frames. Nothing here waits for the GPU: lengths, frame and
         utterance counts come from the batch's host copy, the loss and gradient norm stay on the
         device until _settle."""
         closes, size = self._accumulation()
@@ -329,11 +332,9 @@ class Trainer:
             self.optimizer.zero_grad()
         self.unread_loss += loss.detach()
         frames = int(host_batch.feature_lengths.sum())
-        self.progress["batches"] += 1
-        self.progress["frames"] += frames
-        self.progress["utterances"] += int((~host_batch.repeated).sum())
+        self.totals.add_batch(frames, int((~host_batch.repeated).sum()))
         self.window.add(frames, batch.features.shape[0] * batch.features.shape[1])
-        return frames, closes
+        return closes, frames
 
     def _accumulation(self) -> tuple[bool, int]:
         """Whether the batch just taken closes an optimiser step, and how many batches that step
@@ -348,33 +349,27 @@ class Trainer:
         """The device's running loss into the epoch's and the window's totals: one host read."""
         loss = float(self.unread_loss)
         self.unread_loss.zero_()
-        self.progress["loss_sum"] += loss
+        self.totals.loss_sum += loss
         self.window.loss_sum += loss
         if self.window.batches:
             self.loss_shown = self.window.loss_sum / self.window.batches
 
-    def train_epoch(self) -> dict:
-        """The epoch's totals over all ranks (mean loss, real frames, utterances trained on once,
-        seconds), continuing a resumed one where it stopped."""
+    def train_epoch(self) -> monitor.EpochTotals:
+        """The epoch's totals over all ranks, continuing a resumed one where it stopped."""
         self.model.train()
         self.augment.train()
         self.clock = time.monotonic()
-        progress = monitor.EpochProgress(len(self.train_stream), self.train_stream.consumed,
-                                         f"epoch {self.train_stream.epoch}", self.accelerator.is_main_process)  # fmt: skip
         self.epoch_batches = len(self.train_stream)
-        with progress:
+        bar = monitor.EpochProgress(len(self.train_stream), self.train_stream.consumed,
+                                    f"epoch {self.train_stream.epoch}", self.accelerator.is_main_process)  # fmt: skip
+        with bar:
             for batch in self.train_stream:
-                progress.add(self.train_step(batch), self.loss_shown)
+                bar.add(self.train_step(batch), self.loss_shown)
         self._settle()
         self._account_time()
-        totals = gather_object([dict(self.progress)])
-        self.progress = _fresh_progress()
-        return {
-            "loss": sum(t["loss_sum"] for t in totals) / max(sum(t["batches"] for t in totals), 1),
-            "frames": sum(t["frames"] for t in totals),
-            "utterances": sum(t.get("utterances", 0) for t in totals),
-            "seconds": totals[0]["seconds"],
-        }
+        per_rank = gather_object([self.totals])
+        self.totals = monitor.EpochTotals()
+        return monitor.EpochTotals.over_ranks(per_rank)
 
     @torch.no_grad()
     def validate(self) -> Score:
@@ -415,53 +410,44 @@ class Trainer:
             log.info("weights and buffers identical on %d ranks", self.world)
 
     def run(self) -> None:
+        """Epoch after epoch: train, validate, record, checkpoint and publish; then the last write."""
         while self.train_stream.epoch < self.config.epochs:
             epoch = self.train_stream.epoch
             trained = self.train_epoch()
             validation_start = time.monotonic()
             dev = self.validate()
-            if self.config.scheduler == "plateau":
-                self.scheduler.step(dev.mean_distance)
-            if self.best is None or dev.mean_distance < self.best[0]:
-                self.best = (dev.mean_distance, epoch)
             self.elapsed += time.monotonic() - validation_start
-            self.history.append(
-                {
-                    "epoch": epoch,
-                    "step": self.step,
-                    "train_loss": round(trained["loss"], 5),
-                    "train_utterances": trained["utterances"],  # each once an epoch, whatever the resumes
-                    "dev_distance": round(dev.mean_distance, 4),
-                    "dev_per": round(dev.per, 5),
-                    "lr": self.optimizer.param_groups[0]["lr"],
-                    "frames_per_s": round(trained["frames"] / max(trained["seconds"], 1e-9), 1),
-                    "elapsed_s": round(self.elapsed, 1),
-                }
-            )
-            log.info("epoch %d: %s", epoch, self.history[-1])
-            self.accelerator.log(
-                {"dev/distance": dev.mean_distance, "dev/per": dev.per, "train/epoch_loss": trained["loss"],
-                 "epoch/seconds": trained["seconds"], "epoch/number": epoch},
-                step=self.step,
-            )  # fmt: skip
+            self._record(epoch, trained, dev)
             self.save(checkpoint.epoch_folder(epoch))
             together.on_rank_0(self.accelerator, self._publish_metrics, self.explain)
         together.on_rank_0(self.accelerator, self.writer.wait, self.explain)
         self.accelerator.end_training()
 
-
-def _fresh_progress() -> dict:
-    return {"loss_sum": 0.0, "batches": 0, "frames": 0, "utterances": 0, "seconds": 0.0}
-
-
-def _merged_progress(per_rank: list[dict]) -> dict:
-    """The running totals of all the ranks that saved them, as one rank's (the epoch's sums stay right)."""
-    merged = _fresh_progress()
-    for progress in per_rank:
-        for key in ("loss_sum", "batches", "frames", "utterances"):
-            merged[key] += progress.get(key, 0)
-    merged["seconds"] = max(p.get("seconds", 0.0) for p in per_rank)
-    return merged
+    def _record(self, epoch: int, trained: monitor.EpochTotals, dev: Score) -> None:
+        """An epoch's results into the plateau schedule, the best, the history and the trackers."""
+        if self.config.scheduler == "plateau":
+            self.scheduler.step(dev.mean_distance)
+        if self.best is None or dev.mean_distance < self.best[0]:
+            self.best = (dev.mean_distance, epoch)
+        self.history.append(
+            {
+                "epoch": epoch,
+                "step": self.step,
+                "train_loss": round(trained.mean_loss, 5),
+                "train_utterances": trained.utterances,  # each once an epoch, whatever the resumes
+                "dev_distance": round(dev.mean_distance, 4),
+                "dev_per": round(dev.per, 5),
+                "lr": self.optimizer.param_groups[0]["lr"],
+                "frames_per_s": round(trained.frames / max(trained.seconds, 1e-9), 1),
+                "elapsed_s": round(self.elapsed, 1),
+            }
+        )
+        log.info("epoch %d: %s", epoch, self.history[-1])
+        self.accelerator.log(
+            {"dev/distance": dev.mean_distance, "dev/per": dev.per, "train/epoch_loss": trained.mean_loss,
+             "epoch/seconds": trained.seconds, "epoch/number": epoch},
+            step=self.step,
+        )  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -500,7 +486,9 @@ def main(argv: list[str] | None = None) -> int:
         message = refusal(error, args)
         if message is None:
             raise
-        print(f"error: {message}", file=sys.stderr)
+        # one write: ranks run unbuffered (-u), where print writes the text and its newline apart
+        # and two ranks' lines, printed at the same moment, would interleave
+        sys.stderr.write(f"error: {message}\n")
         if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
             leave_at_once(2)
         return 2

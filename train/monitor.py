@@ -74,6 +74,43 @@ class StepWindow:
         }
 
 
+@dataclass
+class EpochTotals:
+    """One rank's running totals of the epoch in progress (saved per rank in state.pt as a dict)."""
+
+    loss_sum: float = 0.0  # of the batches' mean losses
+    batches: int = 0
+    frames: int = 0  # real (unpadded) frames
+    utterances: int = 0  # trained on, repeats that only even out batch counts left out
+    seconds: float = 0.0  # of training, this epoch
+
+    def add_batch(self, frames: int, utterances: int) -> None:
+        """One batch; its loss is added when the device's running sum is read."""
+        self.batches += 1
+        self.frames += frames
+        self.utterances += utterances
+
+    @property
+    def mean_loss(self) -> float:
+        return self.loss_sum / max(self.batches, 1)
+
+    @classmethod
+    def from_dict(cls, saved: dict) -> "EpochTotals":
+        """From a checkpoint's dict; totals an older file lacks start at zero."""
+        return cls(**{name: saved[name] for name in cls.__dataclass_fields__ if name in saved})
+
+    @classmethod
+    def over_ranks(cls, per_rank: list["EpochTotals"]) -> "EpochTotals":
+        """The ranks' totals as one: sums, and the seconds of the slowest rank (they run side by side)."""
+        return cls(
+            loss_sum=sum(t.loss_sum for t in per_rank),
+            batches=sum(t.batches for t in per_rank),
+            frames=sum(t.frames for t in per_rank),
+            utterances=sum(t.utterances for t in per_rank),
+            seconds=max((t.seconds for t in per_rank), default=0.0),
+        )
+
+
 class EpochProgress(progress.Progress):
     """shards.progress for a training epoch: batches, with the loss and real frames/s."""
 
