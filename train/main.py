@@ -117,34 +117,50 @@ def average_buffers(model: torch.nn.Module, world: int) -> None:
 
 
 class Trainer:
+    """One rank's training run. Built in the order the run needs: the ranks and their device, the
+    data, the model and its optimiser, then the run's own state; :meth:`run` then trains."""
+
     def __init__(self, args: argparse.Namespace, config: TrainConfig):
         self.args, self.config = args, config
-        timeout = datetime.timedelta(seconds=args.timeout)
-        cuda = hardware.use_cuda(config.device)
+        self._join_ranks()
+        self._choose_precision()
+        self._open_data()
+        self._build_model()
+        self._start_run_state()
+        torch.manual_seed(config.seed + 1 + self.rank)  # different augmentation and dropout per rank
+
+    def _join_ranks(self) -> None:
+        """The process group (NCCL on GPUs, gloo on CPUs), Accelerate and its trackers."""
+        timeout = datetime.timedelta(seconds=self.args.timeout)
+        cuda = hardware.use_cuda(self.config.device)
         join_process_group(timeout, cuda)
         self.accelerator = Accelerator(
             cpu=not cuda,  # gloo ranks when launched as multi_gpu on a CPU machine
             kwargs_handlers=[InitProcessGroupKwargs(timeout=timeout)],
-            log_with=monitor.trackers(config.report_to) or None,
-            project_dir=monitor.log_dir(args.out, args.log_dir),
+            log_with=monitor.trackers(self.config.report_to) or None,
+            project_dir=monitor.log_dir(self.args.out, self.args.log_dir),
         )
         hardware.refuse_launcher_precision(self.accelerator.mixed_precision)
-        self.accelerator.init_trackers(monitor.TRACKER_FOLDER, config=monitor.hyperparameters(asdict(config)))
-        self.window = monitor.StepWindow()
+        self.accelerator.init_trackers(
+            monitor.TRACKER_FOLDER, config=monitor.hyperparameters(asdict(self.config))
+        )
         self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
         self.device = self.accelerator.device
-        # the training forward only: validation (like eval/) decodes in float32
-        self.precision = hardware.resolve_precision(config.precision, self.device)
-        hardware.check_lstm_path(config.lstm_impl, self.device)
+
+    def _choose_precision(self) -> None:
+        """The training forward's precision on this device, and the start-up line that says it
+        (validation, like eval/, decodes in float32)."""
+        self.precision = hardware.resolve_precision(self.config.precision, self.device)
+        hardware.check_lstm_path(self.config.lstm_impl, self.device)
         hardware.allow_tf32(self.device)
         backend = torch.distributed.get_backend() if torch.distributed.is_initialized() else "none"
         self.hardware_line = hardware.describe(self.device, backend, self.world, self.precision)
         log.info("%s", self.hardware_line)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
-        # the step's figures stay on the device and are read once per log_every_steps (_settle)
-        self.grad_norm = torch.zeros((), device=self.device)
-        self.unread_loss = torch.zeros((), device=self.device)
-        self.loss_shown: float | None = None
+
+    def _open_data(self) -> None:
+        """This rank's train and dev streams, the dataset's statistics and front-end record."""
+        config = self.config
         common = dict(
             rank=self.rank,
             world_size=self.world,
@@ -153,14 +169,18 @@ class Trainer:
             io_deadline_s=config.io_deadline_s,
             pin_memory=self.device.type == "cuda",
         )
-        self.train_stream = BatchStream(args.data, "train", max_frames=config.max_frames, **common)
-        self.dev_stream = BatchStream(args.data, "dev", max_frames=config.max_frames, **common)
-        self.stats = read_dataset_stats(args.data)
-        self.front_end = read_front_end(args.data)  # None: unknown (Kaggle's files record none)
-        torch.manual_seed(config.seed)  # the same initial weights on every rank
+        self.train_stream = BatchStream(self.args.data, "train", max_frames=config.max_frames, **common)
+        self.dev_stream = BatchStream(self.args.data, "dev", max_frames=config.max_frames, **common)
+        self.stats = read_dataset_stats(self.args.data)
+        self.front_end = read_front_end(self.args.data)  # None: unknown (Kaggle's files record none)
+        self.epoch_batches = len(self.train_stream)  # this epoch's, set again as each epoch starts
+
+    def _build_model(self) -> None:
+        """The model (the same initial weights on every rank), optimiser, schedule and augmentation."""
+        config = self.config
+        torch.manual_seed(config.seed)
         model = CTCModel(self.train_stream.feature_dim, config)
         optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        self.epoch_batches = len(self.train_stream)  # this epoch's, set again as each epoch starts
         self.steps_per_epoch = math.ceil(self.epoch_batches / config.grad_accum)
         self.scheduler = make_scheduler(config, optimizer, self.steps_per_epoch)
         # whether the last optimiser step changed the weights: fp16's GradScaler skips a step whose
@@ -168,18 +188,25 @@ class Trainer:
         self.updated = False
         optimizer.register_step_post_hook(lambda *_: setattr(self, "updated", True))
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
-        self.augment = Augment(config, self.stats).to(self.accelerator.device)
-        self.store = Store(args.out)
+        self.augment = Augment(config, self.stats).to(self.device)
+
+    def _start_run_state(self) -> None:
+        """Where the run stands (step, history, best, totals, clocks), and its checkpoint writer."""
+        self.store = Store(self.args.out)
         self.history: list[dict] = []
         self.step = 0
         self.elapsed = 0.0  # seconds of training and validation so far, over all sessions
-        self.totals = monitor.EpochTotals()  # of the epoch in progress, on this rank
-        self.clock = time.monotonic()  # from when the next seconds are accounted
         self.best: tuple[float, int] | None = None  # (dev distance, epoch)
+        self.totals = monitor.EpochTotals()  # of the epoch in progress, on this rank
+        self.window = monitor.StepWindow()  # since the last tracker record
+        # the step's figures stay on the device and are read once per log_every_steps (_settle)
+        self.grad_norm = torch.zeros((), device=self.device)
+        self.unread_loss = torch.zeros((), device=self.device)
+        self.loss_shown: float | None = None
+        self.clock = time.monotonic()  # from when the next seconds are accounted
         self.preemption = PreemptionWatch()
-        self.writer = checkpoint.CheckpointWriter(self.store, config.io_deadline_s)  # rank 0's
+        self.writer = checkpoint.CheckpointWriter(self.store, self.config.io_deadline_s)  # rank 0's
         self.last_checkpoint = time.monotonic()
-        torch.manual_seed(config.seed + 1 + self.rank)  # different augmentation and dropout per rank
 
     # --- checkpoints ---------------------------------------------------------------------
 
