@@ -26,14 +26,9 @@ from eval.decode import make_decoder
 from eval.model import check_normalisation, load_model, model_url, place, run_folder
 from shards import manifest, s3
 from shards.kaggle import HEADERS, ids_bytes, ids_name, labels_bytes, read_labels
+from shards.plan import DEFAULT_MAX_FRAMES
 from shards.progress import Progress
-from shards.reader import (
-    DEFAULT_MAX_FRAMES,
-    BatchStream,
-    CorruptShard,
-    LoaderStartError,
-    read_dataset_stats,
-)
+from shards.reader import BatchStream, CorruptShard, LoaderStartError, read_dataset_stats
 from shards.retry import IO_DEADLINE_S, with_retries
 from shards.store import publish_at
 from shards.vocab import to_string

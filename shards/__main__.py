@@ -10,8 +10,8 @@ import json
 import sys
 
 from shards import s3
-from shards.plan import plan_epoch
-from shards.reader import DEFAULT_MAX_FRAMES, read_split_metadata
+from shards.plan import DEFAULT_MAX_FRAMES, plan_epoch
+from shards.reader import read_split_metadata
 
 
 def plan_document(args: argparse.Namespace) -> dict:

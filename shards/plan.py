@@ -37,6 +37,8 @@ import numpy as np
 
 from shards.manifest import SplitIndex
 
+DEFAULT_MAX_FRAMES = 40_000  # padded frames per batch: ~40 utterances of HW3P2's ~1,000 frames
+
 
 @dataclass(frozen=True)
 class Utt:

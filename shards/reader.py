@@ -30,13 +30,18 @@ import webdataset as wds
 
 from shards import manifest, s3, sample
 from shards.manifest import SplitIndex
-from shards.plan import EpochPlan, PlannedBatch, PlanRecipe, consumed_from_worker, worker_slots
+from shards.plan import (
+    DEFAULT_MAX_FRAMES,
+    EpochPlan,
+    PlannedBatch,
+    PlanRecipe,
+    consumed_from_worker,
+    worker_slots,
+)
 from shards.retry import IO_DEADLINE_S, with_retries
 from shards.stats import read_stats
 
 log = logging.getLogger("shards.reader")
-
-DEFAULT_MAX_FRAMES = 40_000  # padded frames per batch: ~40 utterances of HW3P2's ~1,000 frames
 
 
 def _fsspec_opener(url: str, mode: str = "rb", bufsize: int = 8192, **_) -> object:

@@ -153,3 +153,18 @@ def test_the_bf16_setting_of_earlier_versions_still_loads_as_precision(tmp_path)
     saved = dataclasses.asdict(TrainConfig()) | {"bf16": True}
     del saved["precision"]
     assert differences(saved, dataclasses.asdict(TrainConfig())) == []  # a checkpoint of before resumes
+
+
+def test_loading_a_config_imports_neither_torch_nor_webdataset():
+    """The settings, their defaults and their rules live where nothing heavy is imported: a tool that
+    only reads or checks a config (ablations, a notebook) pays neither torch's import nor the reader's
+    webdataset registration."""
+    code = (
+        "import sys\n"
+        "from train.config import load_config\n"
+        "load_config(None, ['precision=bf16', 'device=cpu', 'max_frames=1000'])\n"
+        "print(sorted(m for m in ('torch', 'webdataset', 'shards.reader') if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

@@ -20,8 +20,16 @@ import torch
 from pipeline.build import Settings, build
 from shards import manifest
 from shards.manifest import ShardEntry, SplitIndex
-from shards.plan import PlannedBatch, PlanRecipe, Utt, _even_out, plan_epoch, rest_of_epoch
-from shards.reader import DEFAULT_MAX_FRAMES, BatchStream, CorruptShard, read_shard, read_split_metadata
+from shards.plan import (
+    DEFAULT_MAX_FRAMES,
+    PlannedBatch,
+    PlanRecipe,
+    Utt,
+    _even_out,
+    plan_epoch,
+    rest_of_epoch,
+)
+from shards.reader import BatchStream, CorruptShard, read_shard, read_split_metadata
 from tests.conftest import accelerate_launch, read_split, why_failed
 from tests.hw3p2_fixture import write_hw3p2
 

@@ -8,9 +8,11 @@ from pathlib import Path
 
 import yaml
 
-from shards.reader import DEFAULT_MAX_FRAMES
+from shards.plan import DEFAULT_MAX_FRAMES
 from shards.retry import IO_DEADLINE_S
-from train.hardware import DEVICES, PRECISIONS
+
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")  # train/hardware.py says what each does on each device
+DEVICES = ("auto", "cuda", "cpu")
 
 
 @dataclass

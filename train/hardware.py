@@ -15,8 +15,6 @@ run in float32, and the CTC loss always gets float32 log-probabilities):
 
 import torch
 
-PRECISIONS = ("auto", "bf16", "fp16", "fp32")
-DEVICES = ("auto", "cuda", "cpu")
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
