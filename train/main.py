@@ -447,7 +447,8 @@ class Trainer:
             self._record(epoch, trained, dev)
             self.save(checkpoint.epoch_folder(epoch))
             together.on_rank_0(self.accelerator, self._publish_metrics, self.explain)
-        together.on_rank_0(self.accelerator, self.writer.wait, self.explain)
+        # rank 0 alone: no collective follows, and the others leave the group as they always have
+        self.writer.wait()
         self.accelerator.end_training()
 
     def _record(self, epoch: int, trained: monitor.EpochTotals, dev: Score) -> None:
