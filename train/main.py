@@ -307,9 +307,8 @@ class Trainer:
             self._account_time()
             self.save(checkpoint.step_folder(self.step))
         if preempted:
-            together.on_rank_0(
-                self.accelerator, self.writer.wait, self.explain
-            )  # complete before anyone exits
+            # the checkpoint is complete before anyone exits
+            together.on_rank_0(self.accelerator, self.writer.wait, self.explain)
             raise Preempted(
                 f"checkpoint at step {self.step} ({self.args.out}/{checkpoint.step_folder(self.step)})"
             )
@@ -484,8 +483,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(args.config, args.overrides)
     except ConfigError as error:
-        for line in str(error).splitlines():
-            print(f"error: {line}", file=sys.stderr)
+        write_error_lines(str(error).splitlines())
         return 2
     try:
         resume.check_timeout(args.timeout, config.io_deadline_s)
@@ -514,9 +512,7 @@ def main(argv: list[str] | None = None) -> int:
         message = refusal(error, args)
         if message is None:
             raise
-        # one write: ranks run unbuffered (-u), where print writes the text and its newline apart
-        # and two ranks' lines, printed at the same moment, would interleave
-        sys.stderr.write(f"error: {message}\n")
+        write_error_lines([message])
         if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
             leave_at_once(2)
         return 2
@@ -537,6 +533,13 @@ USER_ERRORS = (
 def refusal(error: BaseException, args: argparse.Namespace) -> str | None:
     """The one line a user's mistake or an outage ends the run with; None for a bug (its traceback)."""
     return s3.refusal(error, [args.data, args.out], USER_ERRORS)
+
+
+def write_error_lines(lines: list[str]) -> None:
+    """``error: <line>`` for each line, all in one write: ranks run unbuffered (-u), where print
+    writes a text and its newline apart, and the lines of ranks that fail at the same moment (a bad
+    setting, a refusal every rank makes) would interleave."""
+    sys.stderr.write("".join(f"error: {line}\n" for line in lines))
 
 
 def leave_at_once(status: int) -> NoReturn:
