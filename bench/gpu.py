@@ -32,8 +32,8 @@ from pathlib import Path
 import torch
 
 from pipeline.build import Settings, build
+from pipeline.synthetic import write_hw3p2
 from shards.reader import BatchStream
-from tests.hw3p2_fixture import write_hw3p2
 from train.config import load_config
 from train.hardware import native_bf16
 from train.main import Trainer, parse_args

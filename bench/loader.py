@@ -23,8 +23,8 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 
 from pipeline.build import Settings, build
+from pipeline.synthetic import write_hw3p2
 from shards.reader import BatchStream
-from tests.hw3p2_fixture import write_hw3p2
 from tests.s3server import running_s3_server
 
 

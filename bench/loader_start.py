@@ -18,8 +18,8 @@ from multiprocessing import popen_spawn_posix, reduction
 from pathlib import Path
 
 from pipeline.build import Settings, build
+from pipeline.synthetic import write_hw3p2
 from shards.reader import BatchStream
-from tests.hw3p2_fixture import write_hw3p2
 
 PIPE_BUFFER = 64 * 1024
 

@@ -32,11 +32,11 @@ import psutil
 
 from pipeline.build import Scanned, plan_shards
 from pipeline.layout import SourceUtterance
+from pipeline.synthetic import write_hw3p2
 from shards.manifest import manifest_bytes, shard_name
 from shards.sample import sample_key
 from shards.stats import FeatureStats
 from tests.dask_cluster import dask_cluster
-from tests.hw3p2_fixture import write_hw3p2
 from tests.s3server import running_s3_server
 
 STORES = {"local": "local", "s3": "S3"}

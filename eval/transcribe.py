@@ -23,7 +23,6 @@ still transcribed, and the exit status is 1.
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -147,7 +146,7 @@ def transcribe(args: argparse.Namespace) -> int:
     place(model, device)
     stats = FeatureStats(card.stats["frames"], np.asarray(card.stats["mean"]), np.asarray(card.stats["m2"]))
     front_end = None if card.front_end is None else FrontEnd(**card.front_end)
-    stride = math.prod(model.config.strides[: model.config.conv_blocks])
+    stride = model.config.time_stride
     inputs: dict[str, np.ndarray] = {}
     failed = 0
     for url in input_files(args.inputs):

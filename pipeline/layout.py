@@ -48,10 +48,6 @@ class SourceSplit:
     utterances: list[SourceUtterance]  # sorted by id
     order: list[str] | None  # ids in test_order.csv order, where the file exists
 
-    @property
-    def order_file(self) -> str:
-        return f"{self.folder}/{ORDER_FILE}"
-
 
 def _npy_entries(fs: AbstractFileSystem, folder: str) -> dict[str, tuple[str, str]]:
     """id → (path, fsspec type: "file", "directory", "other") of every ``*.npy`` directly in ``folder``."""

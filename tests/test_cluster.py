@@ -16,9 +16,9 @@ import psutil
 import pytest
 
 from pipeline.build import Settings, build
+from pipeline.synthetic import write_hw3p2
 from tests.conftest import REPO, pipeline_command, run_killed, s3_tree_bytes, tree_bytes, why_failed
 from tests.dask_cluster import Cluster, dask_cluster
-from tests.hw3p2_fixture import write_hw3p2
 from tests.s3server import free_port
 from tests.throttle import throttling
 

@@ -26,12 +26,12 @@ from eval.decode import CTCBeamDecoder
 from eval.main import _check_once
 from eval.model import load_model
 from pipeline.build import Settings, build
+from pipeline.synthetic import write_hw3p2
 from shards.kaggle import ids_name, read_labels
 from shards.reader import BatchStream
 from shards.store import STAGING
 from shards.vocab import PHONEME_MAP, PHONEMES, to_string
 from tests.conftest import accelerate_launch, launched, read_index, run_killed, why_failed
-from tests.hw3p2_fixture import write_hw3p2
 from tests.outage import CuttableProxy
 from train.checkpoint import epoch_folder
 from train.metric import greedy_decode, score

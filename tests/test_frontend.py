@@ -20,9 +20,9 @@ from pipeline.build import Settings, build
 from pipeline.corpus.build import CorpusSettings, generate
 from pipeline.corpus.text import lexicon_words, random_sentence
 from pipeline.corpus.voices import Request, Spoken, synthesise, voice_by_name
+from pipeline.synthetic import write_hw3p2
 from shards.frontend import FILE, FrontEnd, read_front_end
 from tests.conftest import pipeline_command, why_failed
-from tests.hw3p2_fixture import write_hw3p2
 from train import checkpoint
 
 REPO = Path(__file__).resolve().parents[1]

@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 
 from pipeline.build import Settings, build
+from pipeline.synthetic import write_hw3p2
 from shards import manifest
 from shards.reader import BatchStream, CorruptShard, read_shard, read_split_metadata
 from tests.conftest import pipeline_command, read_split, why_failed
-from tests.hw3p2_fixture import write_hw3p2
 
 
 def _damaged(data: bytes, rng: np.random.Generator) -> bytes:

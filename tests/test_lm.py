@@ -12,8 +12,8 @@ from flashlight.lib.text.dictionary import Dictionary
 from eval.lm import END, START, WORDS, ArpaError, arpa_bytes, estimate, label_sequences, read_arpa
 from eval.token_lm import DENSE_ENTRIES, TokenLM, dense_table
 from pipeline.build import Settings, build
+from pipeline.synthetic import write_hw3p2
 from shards.vocab import PHONEME_MAP, PHONEMES
-from tests.hw3p2_fixture import write_hw3p2
 
 
 def _markov_sentences(count: int, seed: int) -> list[list[str]]:

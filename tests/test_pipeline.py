@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from pipeline.build import Settings, build
+from pipeline.synthetic import LATER, write_hw3p2
 from shards import manifest
 from shards.stats import FeatureStats
 from shards.vocab import parse_transcript
@@ -23,7 +24,6 @@ from tests.conftest import (
     tree_bytes,
     why_failed,
 )
-from tests.hw3p2_fixture import LATER, write_hw3p2
 from tests.outage import CuttableProxy
 from tests.throttle import throttling
 

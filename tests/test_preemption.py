@@ -23,9 +23,9 @@ import torch
 from accelerate import Accelerator
 
 from pipeline.build import Settings, build
+from pipeline.synthetic import write_hw3p2
 from shards.reader import read_split_metadata
 from tests.conftest import accelerate_command, kill_when, launched, why_failed
-from tests.hw3p2_fixture import write_hw3p2
 from tests.outage import CuttableProxy
 from tests.s3server import free_port
 from train import checkpoint, resume

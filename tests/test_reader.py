@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from pipeline.build import Settings, build
+from pipeline.synthetic import write_hw3p2
 from shards import manifest
 from shards.manifest import ShardEntry, SplitIndex
 from shards.plan import (
@@ -31,7 +32,6 @@ from shards.plan import (
 )
 from shards.reader import BatchStream, CorruptShard, read_shard, read_split_metadata
 from tests.conftest import accelerate_launch, read_split, why_failed
-from tests.hw3p2_fixture import write_hw3p2
 
 REPO = Path(__file__).resolve().parents[1]
 

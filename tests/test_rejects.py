@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from pipeline.build import Settings, TooManyRejects, build
+from pipeline.synthetic import write_hw3p2
 from pipeline.validate import ctc_min_frames, unrepresentable_id
 from tests.conftest import pipeline_command, read_split
-from tests.hw3p2_fixture import write_hw3p2
 
 GOOD = np.zeros((50, 13), dtype=np.float32)
 GOOD_TRANSCRIPT = np.array(["<sos>", "SIL", "AA", "B", "SIL", "<eos>"])

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from pipeline.build import Settings, build
+from pipeline.synthetic import write_hw3p2
 from tests.conftest import kill_when, pipeline_command, run_killed, s3_tree_bytes, tree_bytes, why_failed
-from tests.hw3p2_fixture import write_hw3p2
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.synthetic import write_hw3p2
 from tests.conftest import why_failed
-from tests.hw3p2_fixture import write_hw3p2
 
 REPO = Path(__file__).resolve().parents[1]
 SECRET = "wrong-secret-do-not-print"

@@ -15,9 +15,9 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from pipeline.build import Settings, build
+from pipeline.synthetic import write_hw3p2
 from tests import host_syncs
 from tests.conftest import accelerate_command, accelerate_launch, kill_when, why_failed
-from tests.hw3p2_fixture import write_hw3p2
 from train import checkpoint, main, monitor
 from train.preemption import SIGNALS
 

@@ -5,83 +5,109 @@ import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Literal
 
 import yaml
 
 from shards.plan import DEFAULT_MAX_FRAMES
 from shards.retry import IO_DEADLINE_S
 
-PRECISIONS = ("auto", "bf16", "fp16", "fp32")  # train/hardware.py says what each does on each device
-DEVICES = ("auto", "cuda", "cpu")
+
+@dataclass(frozen=True)
+class Range:
+    """What a number setting allows besides its type: from ``low`` to ``high``, each end in or out."""
+
+    low: float
+    high: float = math.inf
+    low_inclusive: bool = True
+    high_inclusive: bool = False
+
+    def problem(self, value: float) -> str | None:
+        above = value > self.low or (self.low_inclusive and value == self.low)
+        below = value < self.high or (self.high_inclusive and value == self.high)
+        if above and below:
+            return None
+        low = f"{'≥' if self.low_inclusive else '>'} {self.low:g}"
+        if self.high == math.inf:
+            return f"allowed: {low}"
+        return f"allowed: {low} and {'≤' if self.high_inclusive else '<'} {self.high:g}"
+
+
+# Each setting's rule is on its field: a number's Range in Annotated, a string's choices as a Literal,
+# true/false by type alone (tested: no field without one, so a new setting cannot skip validation).
+Count = Annotated[int, Range(1)]  # something there must be at least one of
+Amount = Annotated[int, Range(0)]  # zero allowed (zero masks, zero workers)
+Positive = Annotated[float, Range(0, low_inclusive=False)]
+NonNegative = Annotated[float, Range(0)]
+Probability = Annotated[float, Range(0, 1, high_inclusive=True)]
+Fraction = Annotated[float, Range(0, 1)]  # dropout rates and ±perturbation widths
+Precision = Literal["auto", "bf16", "fp16", "fp32"]  # train/hardware.py says what each does on each device
+Device = Literal["auto", "cuda", "cpu"]
 
 
 @dataclass
 class TrainConfig:
     # data
-    max_frames: int = DEFAULT_MAX_FRAMES  # padded frames per batch (batch size x longest utterance)
-    num_workers: int = 2  # loader processes per rank
-    seed: int = 0  # plans, initialisation and augmentation
+    max_frames: Count = DEFAULT_MAX_FRAMES  # padded frames per batch (batch size x longest utterance)
+    num_workers: Amount = 2  # loader processes per rank
+    seed: Amount = 0  # plans, initialisation and augmentation
     # model
-    channels: int = 256  # Conv1d embedding width
-    conv_blocks: int = 2  # residual Conv1d blocks
-    strides: list[int] = field(
-        default_factory=lambda: [1, 2]
-    )  # one per block; their product is the time stride (<= 4)
-    utterance_norm: str = "none"  # none, mean (per-utterance CMN) or mean_var (CMVN), on top of the dataset's
-    kernel_size: int = 3  # of every convolution
-    conv_dropout: float = 0.1  # inside each residual block
-    lstm_layers: int = 4  # bidirectional layers
-    lstm_hidden: int = 256  # per direction
-    lstm_dropout: float = 0.3  # locked (variational) dropout between LSTM layers
-    classifier_hidden: int = 2048  # the MLP head's hidden width
-    classifier_dropout: float = 0.3
+    channels: Count = 256  # Conv1d embedding width
+    conv_blocks: Count = 2  # residual Conv1d blocks
+    strides: list[Literal[1, 2, 4]] = field(default_factory=lambda: [1, 2])  # one per block, product <= 4
+    utterance_norm: Literal["none", "mean", "mean_var"] = (
+        "none"  # per-utterance CMN or CMVN, on top of the dataset's
+    )
+    kernel_size: Count = 3  # of every convolution
+    conv_dropout: Fraction = 0.1  # inside each residual block
+    lstm_layers: Count = 4  # bidirectional layers
+    lstm_hidden: Count = 256  # per direction
+    lstm_dropout: Fraction = 0.3  # locked (variational) dropout between LSTM layers
+    classifier_hidden: Count = 2048  # the MLP head's hidden width
+    classifier_dropout: Fraction = 0.3
     # augmentation (training only)
-    noise_prob: float = 0.3  # share of utterances that get additive noise
-    noise_kind: str = "gaussian"  # gaussian or gumbel
-    noise_std: float = 0.1  # of the noise, in normalised feature units
-    time_masks: int = 2  # time masks per utterance
-    time_mask_max: int = 20  # longest time mask, frames
-    freq_masks: int = 1  # frequency masks per utterance
-    freq_mask_max: int = 3  # widest frequency mask, coefficients
-    mask_prob: float = 0.5  # share of utterances that get masking (each kind drawn on its own)
-    mel_masks: int = 0  # masks on the 40-band log-mel axis per utterance (band means kept)
-    mel_mask_max: int = 8  # widest mel mask, bands
-    warp_prob: float = 0.0  # share of utterances whose mel axis is warped (vocal-tract-length perturbation)
-    warp_max: float = 0.1  # warp factors drawn from [1 - warp_max, 1 + warp_max]
-    stretch_prob: float = 0.0  # share of utterances resampled in time (speed/tempo perturbation)
-    stretch_max: float = 0.1  # speed factors drawn from [1 - stretch_max, 1 + stretch_max]
+    noise_prob: Probability = 0.3  # share of utterances that get additive noise
+    noise_kind: Literal["gaussian", "gumbel"] = "gaussian"
+    noise_std: NonNegative = 0.1  # of the noise, in normalised feature units
+    time_masks: Amount = 2  # time masks per utterance
+    time_mask_max: Amount = 20  # longest time mask, frames
+    freq_masks: Amount = 1  # frequency masks per utterance
+    freq_mask_max: Amount = 3  # widest frequency mask, coefficients
+    mask_prob: Probability = 0.5  # share of utterances that get masking (each kind drawn on its own)
+    mel_masks: Amount = 0  # masks on the 40-band log-mel axis per utterance (band means kept)
+    mel_mask_max: Annotated[int, Range(0, 40, high_inclusive=True)] = 8  # widest mel mask, of 40 bands
+    warp_prob: Probability = (
+        0.0  # share of utterances whose mel axis is warped (vocal-tract-length perturbation)
+    )
+    warp_max: Fraction = 0.1  # warp factors drawn from [1 - warp_max, 1 + warp_max]
+    stretch_prob: Probability = 0.0  # share of utterances resampled in time (speed/tempo perturbation)
+    stretch_max: Fraction = 0.1  # speed factors drawn from [1 - stretch_max, 1 + stretch_max]
     # optimisation
-    epochs: int = 60
-    lr: float = 2e-3  # AdamW
-    weight_decay: float = 1e-2
-    grad_clip: float = 5.0  # max global gradient norm
-    grad_accum: int = 1  # batches per optimiser step
-    scheduler: str = "plateau"  # plateau (on dev distance) or cosine (with warm-up)
-    warmup_steps: int = 500  # cosine only
-    plateau_factor: float = 0.5
-    plateau_patience: int = 2  # epochs without improvement before the rate drops
-    precision: str = "auto"  # auto, bf16, fp16 (CUDA, with a GradScaler) or fp32: train/hardware.py says what each layer runs in
-    device: str = "auto"  # auto (CUDA when torch sees a GPU), cuda (refused without one) or cpu
-    lstm_impl: str = "auto"  # packed (cuDNN), padded (exact equivalent, fast on CPU) or auto
+    epochs: Count = 60
+    lr: Positive = 2e-3  # AdamW
+    weight_decay: NonNegative = 1e-2
+    grad_clip: Positive = 5.0  # max global gradient norm
+    grad_accum: Count = 1  # batches per optimiser step
+    scheduler: Literal["plateau", "cosine"] = "plateau"  # on dev distance, or cosine with warm-up
+    warmup_steps: Amount = 500  # cosine only
+    plateau_factor: Annotated[float, Range(0, 1, low_inclusive=False)] = 0.5
+    plateau_patience: Amount = 2  # epochs without improvement before the rate drops
+    precision: Precision = "auto"  # fp16 is CUDA's, with a GradScaler
+    device: Device = "auto"  # auto: CUDA when torch sees a GPU; cuda is refused without one
+    lstm_impl: Literal["auto", "packed", "padded"] = "auto"  # packed (cuDNN), padded (exact, fast on CPU)
     # checkpoints
-    keep_last: int = 3  # epoch checkpoints kept besides the best
-    checkpoint_every_steps: int = 0  # also checkpoint mid-epoch every N optimiser steps (0 = off)
-    checkpoint_every_minutes: float = 10.0  # ... and every N minutes of training (0 = off)
-    io_deadline_s: float = (
-        IO_DEADLINE_S  # an unreachable object store is waited out this long (reads, writes)
-    )
-    # monitoring (train/monitor.py)
-    report_to: str = (
-        "auto"  # Accelerate trackers: auto (tensorboard if installed), none, tensorboard, wandb, mlflow, all
-    )
-    log_every_steps: int = 50  # optimiser steps between tracker records
+    keep_last: Count = 3  # epoch checkpoints kept besides the best
+    checkpoint_every_steps: Amount = 0  # also checkpoint mid-epoch every N optimiser steps (0 = off)
+    checkpoint_every_minutes: NonNegative = 10.0  # ... and every N minutes of training (0 = off)
+    io_deadline_s: Positive = IO_DEADLINE_S  # an unreachable object store is waited out this long
+    # monitoring (train/monitor.py): Accelerate trackers, auto = tensorboard if installed
+    report_to: Literal["auto", "none", "tensorboard", "wandb", "mlflow", "all"] = "auto"
+    log_every_steps: Count = 50  # optimiser steps between tracker records
 
     @property
     def time_stride(self) -> int:
-        stride = 1
-        for s in self.strides:
-            stride *= s
-        return stride
+        """Input frames per output frame: the product of the convolution strides."""
+        return math.prod(self.strides)
 
     def check(self) -> "TrainConfig":
         """The config itself, or a :class:`ConfigError` listing every problem, one line each."""
@@ -95,109 +121,61 @@ class ConfigError(ValueError):
     """Invalid settings; the message has one line per problem, naming the key, the value and what is allowed."""
 
 
-# What each setting allows besides its type: (low, high, low inclusive, high inclusive) or choices.
-# Every field has a rule (tested), so a new setting cannot skip validation.
-def _at_least(low: float) -> tuple:
-    return (low, math.inf, True, False)
-
-
-_PROBABILITY = (0.0, 1.0, True, True)
-_FRACTION = (0.0, 1.0, True, False)  # dropout rates and ±perturbation widths
-RULES: dict[str, tuple] = {
-    "max_frames": _at_least(1),
-    "num_workers": _at_least(0),
-    "seed": _at_least(0),
-    "channels": _at_least(1),
-    "conv_blocks": _at_least(1),
-    "strides": ("each 1, 2 or 4", {1, 2, 4}),
-    "utterance_norm": ("none", "mean", "mean_var"),
-    "kernel_size": _at_least(1),
-    "conv_dropout": _FRACTION,
-    "lstm_layers": _at_least(1),
-    "lstm_hidden": _at_least(1),
-    "lstm_dropout": _FRACTION,
-    "classifier_hidden": _at_least(1),
-    "classifier_dropout": _FRACTION,
-    "noise_prob": _PROBABILITY,
-    "noise_kind": ("gaussian", "gumbel"),
-    "noise_std": _at_least(0),
-    "time_masks": _at_least(0),
-    "time_mask_max": _at_least(0),
-    "freq_masks": _at_least(0),
-    "freq_mask_max": _at_least(0),
-    "mask_prob": _PROBABILITY,
-    "mel_masks": _at_least(0),
-    "mel_mask_max": (0, 40, True, True),  # bands of the 40-band log-mel
-    "warp_prob": _PROBABILITY,
-    "warp_max": _FRACTION,
-    "stretch_prob": _PROBABILITY,
-    "stretch_max": _FRACTION,
-    "epochs": _at_least(1),
-    "lr": (0.0, math.inf, False, False),
-    "weight_decay": _at_least(0),
-    "grad_clip": (0.0, math.inf, False, False),
-    "grad_accum": _at_least(1),
-    "scheduler": ("plateau", "cosine"),
-    "warmup_steps": _at_least(0),
-    "plateau_factor": (0.0, 1.0, False, False),
-    "plateau_patience": _at_least(0),
-    "precision": PRECISIONS,
-    "device": DEVICES,
-    "lstm_impl": ("auto", "packed", "padded"),
-    "keep_last": _at_least(1),
-    "checkpoint_every_steps": _at_least(0),
-    "checkpoint_every_minutes": _at_least(0),
-    "io_deadline_s": (0.0, math.inf, False, False),
-    "report_to": ("auto", "none", "tensorboard", "wandb", "mlflow", "all"),
-    "log_every_steps": _at_least(1),
-}
+_HINTS = typing.get_type_hints(TrainConfig, include_extras=True)
 _TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
 
 
-def _type_problem(value, hint) -> str | None:
+def setting_rule(name: str) -> tuple[type, Range | tuple | None]:
+    """A setting's type and what it allows besides: a :class:`Range`, a tuple of choices (a list
+    setting's are its items'), or None where the type says it all (true/false)."""
+    hint = _HINTS[name]
+    if typing.get_origin(hint) is Annotated:
+        base, allowed = typing.get_args(hint)[:2]
+        return base, allowed
+    if typing.get_origin(hint) is Literal:
+        choices = typing.get_args(hint)
+        return type(choices[0]), choices
     if typing.get_origin(hint) is list:
+        return list, typing.get_args(typing.get_args(hint)[0])
+    return hint, None
+
+
+def _type_problem(value, kind: type) -> str | None:
+    if kind is list:
         if not isinstance(value, list) or any(_type_problem(v, int) for v in value):
             return "expected a list of integers"
         return None
-    if hint is float:  # an integer is a number too, a boolean is not
+    if kind is float:  # an integer is a number too, a boolean is not
         ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
         return None if ok else "expected a finite number"
-    if hint is int and isinstance(value, bool):
+    if kind is int and isinstance(value, bool):
         return "expected an integer, not true/false"
-    return None if isinstance(value, hint) else f"expected {_TYPE_NAMES[hint]}"
+    return None if isinstance(value, kind) else f"expected {_TYPE_NAMES[kind]}"
 
 
-def _range_problem(value, rule: tuple) -> str | None:
-    if not rule:
+def _allowed_problem(value, allowed: Range | tuple | None) -> str | None:
+    if allowed is None:
         return None
-    if isinstance(rule[1], set):
-        return None if set(value) <= rule[1] else rule[0]
-    if isinstance(rule[0], str):
-        return None if value in rule else "allowed: " + ", ".join(rule)
-    low, high, low_in, high_in = rule
-    if (value > low or (low_in and value == low)) and (value < high or (high_in and value == high)):
-        return None
-    low_text = f"{'≥' if low_in else '>'} {low:g}"
-    return (
-        f"allowed: {low_text}"
-        if high == math.inf
-        else f"allowed: {low_text} and {'≤' if high_in else '<'} {high:g}"
-    )
+    if isinstance(allowed, Range):
+        return allowed.problem(value)
+    if isinstance(value, list):
+        *others, last = map(str, allowed)
+        return None if set(value) <= set(allowed) else f"each {', '.join(others)} or {last}"
+    return None if value in allowed else "allowed: " + ", ".join(map(str, allowed))
 
 
 def problems_of(values: dict) -> list[str]:
     """Every problem of a settings mapping, one line each: the key, the value, what is allowed."""
-    hints = typing.get_type_hints(TrainConfig)
     problems = [
-        f"{key}: unknown setting (known: {', '.join(sorted(hints))})" for key in values if key not in hints
+        f"{key}: unknown setting (known: {', '.join(sorted(_HINTS))})" for key in values if key not in _HINTS
     ]
-    for key, hint in hints.items():
+    for key in _HINTS:
         if key not in values:
             continue
-        value = values[key]
-        problem = _type_problem(value, hint) or _range_problem(value, RULES[key])
+        kind, allowed = setting_rule(key)
+        problem = _type_problem(values[key], kind) or _allowed_problem(values[key], allowed)
         if problem:
-            problems.append(f"{key}={value!r}: {problem}")
+            problems.append(f"{key}={values[key]!r}: {problem}")
     strides = values.get("strides", TrainConfig().strides)
     blocks = values.get("conv_blocks", TrainConfig.conv_blocks)
     if not any(p.startswith(("strides", "conv_blocks")) for p in problems):
@@ -208,17 +186,17 @@ def problems_of(values: dict) -> list[str]:
     return problems
 
 
-def _convert(value: str, hint: type):
+def _convert(value: str, kind: type):
     """A ``key=value`` string as the setting's type; a string that does not convert is left for the check."""
-    if typing.get_origin(hint) is list:
+    if kind is list:
         parts = [v.strip() for v in value.strip().strip("[]").split(",") if v.strip()]
         return [int(v) if v.lstrip("-").isdigit() else v for v in parts]
-    if hint is bool:
+    if kind is bool:
         return {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False}.get(
             value.lower(), value
         )
     try:
-        return hint(value)
+        return kind(value)
     except ValueError:
         return value
 
@@ -257,7 +235,6 @@ def upgraded(values: dict) -> dict:
 
 def load_config(path: str | Path | None, overrides: list[str]) -> TrainConfig:
     """Defaults, then the YAML file, then ``key=value`` overrides, validated as a whole."""
-    hints = typing.get_type_hints(TrainConfig)
     values = upgraded(_read_yaml(path)) if path is not None else {}
     problems = []
     for override in overrides:
@@ -271,14 +248,16 @@ def load_config(path: str | Path | None, overrides: list[str]) -> TrainConfig:
                 values[new] = meaning[converted]
             else:
                 problems.append(
-                    f"{key}={value!r}: expected true or false (now {new}: {', '.join(RULES[new])})"
+                    f"{key}={value!r}: expected true or false (now {new}: {', '.join(setting_rule(new)[1])})"
                 )
-        elif key not in hints:
-            problems.append(f"{key}: unknown setting (known: {', '.join(sorted(hints))})")
+        elif key not in _HINTS:
+            problems.append(f"{key}: unknown setting (known: {', '.join(sorted(_HINTS))})")
         else:
-            values[key] = _convert(value, hints[key])
+            values[key] = _convert(value, setting_rule(key)[0])
     problems += problems_of(values)
     if problems:
         raise ConfigError("\n".join(problems))
-    floats = {k: float(v) for k, v in values.items() if hints[k] is float}  # YAML's 1 for a float setting
+    floats = {
+        k: float(v) for k, v in values.items() if setting_rule(k)[0] is float
+    }  # YAML's 1 for a float setting
     return TrainConfig(**(values | floats))

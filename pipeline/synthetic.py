@@ -1,9 +1,12 @@
-"""Writes a small random data set in the HW3P2 layout, for tests and benchmarks.
+"""Writes a random data set in the HW3P2 layout: ``python -m pipeline.synthetic --dst DIR``.
 
-Features are random (each coefficient with its own offset and scale, so normalisation
-has something to do); transcripts are random phoneme strings short enough for CTC.
+For trying the system on data of HW3P2's shape in seconds (the tests and benchmarks use it too);
+``python -m pipeline.corpus`` makes real speech instead. Features are random (each coefficient with
+its own offset and scale, so normalisation has something to do); transcripts are random phoneme
+strings short enough for CTC.
 """
 
+import argparse
 from pathlib import Path
 
 import numpy as np
@@ -54,3 +57,27 @@ def write_hw3p2(
             order = "file\n" + "".join(f"{i}.npy\n" for i in reversed(ids))
             (root / folder / "test_order.csv").write_text(order)
     return root
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.synthetic", description=__doc__.splitlines()[0])
+    parser.add_argument("--dst", required=True, type=Path, help="local folder to write train/dev/test under")
+    parser.add_argument("--train", type=int, default=40, help="utterances (default 40)")
+    parser.add_argument("--dev", type=int, default=10, help="utterances (default 10)")
+    parser.add_argument("--test", type=int, default=10, help="utterances (default 10)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--later-names",
+        action="store_true",
+        help="train-clean-100/dev-clean/test-clean and [SOS]-style markers, as semesters after spring 2022",
+    )
+    args = parser.parse_args(argv)
+    if min(args.train, args.dev, args.test) < 0:
+        parser.error("utterance counts must be ≥ 0")
+    variant = LATER if args.later_names else S22
+    write_hw3p2(args.dst, (args.train, args.dev, args.test), seed=args.seed, variant=variant)
+    print(f"wrote {args.train + args.dev + args.test} utterances in the HW3P2 layout under {args.dst}")
+
+
+if __name__ == "__main__":
+    main()
