@@ -14,16 +14,14 @@ from tests.conftest import training_state
 from train import checkpoint
 
 
-class SlowStore(Store):
-    """A real local store whose every publish takes ``delay`` seconds and first ``failures`` publishes fail."""
+class FlakyStore(Store):
+    """A real local store whose first ``failures`` publishes fail."""
 
-    def __init__(self, url: str, delay: float = 0.0, failures: int = 0):
+    def __init__(self, url: str, failures: int):
         super().__init__(url)
-        self.delay, self.failures, self.threads = delay, failures, set()
+        self.failures = failures
 
     def publish(self, staged: Path, relative: str) -> None:
-        self.threads.add(threading.current_thread().name)
-        time.sleep(self.delay)
         if self.failures > 0:
             self.failures -= 1
             staged.unlink()
@@ -40,13 +38,14 @@ class GatedStore(Store):
 
     def __init__(self, url: str):
         super().__init__(url)
-        self.gate, self.threads = threading.Event(), set()
+        self.gate, self.threads, self.published = threading.Event(), set(), []
 
     def publish(self, staged: Path, relative: str) -> None:
         self.threads.add(threading.current_thread().name)
         if not self.gate.wait(timeout=10):  # not an OSError: never retried
             raise RuntimeError(f"{relative}: the caller waited for the upload")
         super().publish(staged, relative)
+        self.published.append(relative)
 
 
 def test_a_slow_upload_does_not_stall_the_caller_and_saves_a_snapshot(tmp_path, caplog):
@@ -71,24 +70,35 @@ def test_a_slow_upload_does_not_stall_the_caller_and_saves_a_snapshot(tmp_path, 
 
 
 def test_one_checkpoint_in_flight_and_latest_names_the_newest(tmp_path):
-    store = SlowStore(str(tmp_path), delay=0.2)
+    """Deterministic, not a race: the first upload is held at a shut gate, so a second submit that
+    did not wait for it would return (and start uploading) while the gate is still shut."""
+    store = GatedStore(str(tmp_path))
     writer = checkpoint.CheckpointWriter(store, deadline_s=30)
-    for step in (1, 2, 3):
-        writer.submit(
-            checkpoint.step_folder(step),
-            training_state(step, {"w": torch.ones(1)}),
-            _card(step, torch.ones(1)),
-            1,
-            None,
-        )
+
+    def submit(step: int) -> None:
+        state, card = training_state(step, {"w": torch.ones(1)}), _card(step, torch.ones(1))
+        writer.submit(checkpoint.step_folder(step), state, card, 1, None)
+
+    submit(1)
+    second = threading.Thread(target=submit, args=(2,))
+    second.start()
+    second.join(timeout=2)
+    # Invariant: the second submit waits for the first upload, which cannot finish while the gate is shut
+    assert second.is_alive(), "submit returned while the previous checkpoint was still being written"
+    assert not any("step-00000002" in folder for folder in store.published)
+    store.gate.set()
+    second.join()
+    submit(3)
     writer.wait()
+    steps = [folder.split("/")[1] for folder in store.published if folder.startswith("checkpoints/step-")]
+    assert steps == sorted(steps)  # each checkpoint whole before the next begins
     assert checkpoint.latest(str(tmp_path), "state.pt").endswith("step-00000003/state.pt")
     assert [p.name for p in (tmp_path / "checkpoints").glob("step-*")] == ["step-00000003"]
 
 
 def test_a_failing_store_is_retried_then_reported_and_latest_stays_complete(tmp_path, monkeypatch, caplog):
     monkeypatch.setattr("shards.retry.FIRST_DELAY_S", 0.05)
-    store = SlowStore(str(tmp_path), failures=2)
+    store = FlakyStore(str(tmp_path), failures=2)
     writer = checkpoint.CheckpointWriter(store, deadline_s=30)
     writer.submit(
         checkpoint.epoch_folder(0), training_state(5, {"w": torch.ones(1)}), _card(5, torch.ones(1)), 1, None
