@@ -30,9 +30,10 @@ import fsspec
 import numpy as np
 import psutil
 
-from pipeline.build import Scanned, plan_shards
 from pipeline.layout import SourceUtterance
+from pipeline.scan import Scanned
 from pipeline.synthetic import write_hw3p2
+from pipeline.write import plan_shards
 from shards.manifest import manifest_bytes, shard_name
 from shards.sample import sample_key
 from shards.stats import FeatureStats

@@ -28,6 +28,7 @@ from eval.transcribe import add_arguments as add_transcribe_arguments
 from eval.transcribe import transcribe
 from eval.tune import grid, tune
 from shards import s3
+from shards.errors import UserError
 from shards.kaggle import read_labels
 from shards.retry import with_retries
 from train.metric import score
@@ -69,7 +70,7 @@ def watch(args: argparse.Namespace) -> int:
             )
             try:
                 evaluate(eval_args)
-            except (ValueError, RuntimeError, OSError) as error:  # one bad checkpoint must not stop the watch
+            except (UserError, OSError) as error:  # one bad checkpoint must not stop the watch; a bug does
                 log.error("%s: %s", url, error)
                 continue
             if args.html:
@@ -138,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
             s3.check_access(url)
         if args.command == "tune":
             if args.lm is None:
-                raise ValueError("tune needs --lm (an ARPA file: python -m eval lm)")
+                raise UserError("tune needs --lm (an ARPA file: python -m eval lm)")
             result = tune(args)
             if result is not None:
                 print(json.dumps(result))
@@ -167,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         return watch(args)
     except Exception as error:
-        message = s3.refusal(error, urls, (ValueError, FileNotFoundError))
+        message = s3.refusal(error, urls)
         if message is None:
             raise
         print(f"error: {message}", file=sys.stderr)

@@ -23,6 +23,7 @@ from pathlib import Path
 import fsspec
 import fsspec.asyn
 
+from shards.errors import UserError
 from shards.store import Store
 
 COLUMNS = [
@@ -79,9 +80,7 @@ def _open_lock(path: Path) -> int:
         return os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
     except OSError as error:
         if error.errno == errno.ELOOP:
-            raise ValueError(
-                f"{path}: the leaderboard's lock file is a symbolic link; refusing it"
-            ) from error
+            raise UserError(f"{path}: the leaderboard's lock file is a symbolic link; refusing it") from error
         raise
 
 
@@ -119,7 +118,7 @@ def _append_s3(url: str, row: dict) -> None:
             if "pre-condition" not in str(error).lower() and "precondition" not in str(error).lower():
                 raise
             time.sleep(random.uniform(0, 0.05 * min(attempt + 1, 10)))
-    raise RuntimeError(f"{url}: gave up appending after {ATTEMPTS} conflicting writers")
+    raise UserError(f"{url}: gave up appending after {ATTEMPTS} conflicting writers")
 
 
 def append(url: str, row: dict) -> None:

@@ -21,6 +21,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from shards.errors import UserError
 from shards.reader import BatchStream
 from shards.store import publish_at
 from shards.vocab import PHONEMES
@@ -30,7 +31,7 @@ WORDS = (*PHONEMES[1:], END)  # what a model predicts: the 40 phonemes and the e
 NO_PROBABILITY = -99.0  # log10 of what is never predicted (<s>), as SRILM and KenLM write it
 
 
-class ArpaError(ValueError):
+class ArpaError(UserError, ValueError):
     """An ARPA file this reader cannot use; the message names the file and the line."""
 
 
@@ -80,7 +81,7 @@ def estimate(
     phoneme names; any ``vocabulary`` of tokens, e.g. characters, each predicted even if unseen)."""
     predicted = (*vocabulary, END)
     if order < 1:
-        raise ValueError(f"order must be at least 1, not {order}")
+        raise UserError(f"order must be at least 1, not {order}")
     top: Counter = Counter()  # every n-gram of the order, and the shorter ones an utterance starts with
     for words in sentences:
         padded = [START, *words, END]

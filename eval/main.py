@@ -26,13 +26,14 @@ from eval.decode import make_decoder
 from eval.model import check_normalisation, load_model, model_url, place, run_folder
 from shards import manifest, s3
 from shards.kaggle import HEADERS, ids_bytes, ids_name, labels_bytes, read_labels
+from shards.manifest import DatasetError
 from shards.plan import DEFAULT_MAX_FRAMES
 from shards.progress import Progress
-from shards.reader import BatchStream, CorruptShard, LoaderStartError, read_dataset_stats
+from shards.reader import BatchStream
 from shards.retry import IO_DEADLINE_S, with_retries
+from shards.stats import read_dataset_stats
 from shards.store import publish_at
 from shards.vocab import to_string
-from train.checkpoint import CheckpointError
 from train.hardware import use_cuda
 from train.metric import score
 from train.rendezvous import join_process_group
@@ -131,7 +132,7 @@ def submission_order(data: str, split: str, decoded: set[str]) -> tuple[list[str
     unknown = [i for i in order if i not in decoded and i not in reasons]
     unlisted = sorted(decoded - set(order))
     if unknown or unlisted:
-        raise ValueError(
+        raise DatasetError(
             f"{order_url}: does not match the split: {len(unknown)} listed ids are neither in a shard nor "
             f"in rejects.csv (e.g. {unknown[:3]}), {len(unlisted)} ids in shards are not listed (e.g. {unlisted[:3]})"
         )
@@ -280,9 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         row = evaluate(args)
     except Exception as error:
         urls = [args.checkpoint, args.data, args.submission, args.leaderboard, args.solution, args.lm]
-        message = s3.refusal(
-            error, urls, (CheckpointError, ValueError, FileNotFoundError, CorruptShard, LoaderStartError)
-        )
+        message = s3.refusal(error, urls)
         if message is None:
             raise
         # one write: ranks run unbuffered (-u), where print writes the text and its newline apart

@@ -3,6 +3,7 @@
 import numpy as np
 import torch
 
+from shards.errors import UserError
 from train.checkpoint import CheckpointError, ModelCard, latest
 from train.config import TrainConfig, upgraded
 from train.hardware import allow_tf32
@@ -47,7 +48,7 @@ def check_normalisation(card: ModelCard, dataset_stats: dict, checkpoint_url: st
         card.stats["std"], dataset_stats["std"], rtol=0, atol=1e-12
     )
     if not same:
-        raise ValueError(
+        raise UserError(
             f"{data_url}: normalised with other statistics than {checkpoint_url} was trained on; "
             "re-shard it with `python -m pipeline ... --stats <the training data's stats.json>`"
         )

@@ -34,13 +34,14 @@ from flashlight.lib.text.dictionary import Dictionary
 
 from eval.lm import END, NO_PROBABILITY, START, UNKNOWN, NgramModel, read_arpa
 from eval.prefix_beam import Table
+from shards.errors import UserError
 from shards.vocab import PHONEME_MAP, PHONEMES
 
 DENSE_ENTRIES = 1 << 23  # 32 MiB of float32: 41 classes up to order 4, 7 characters up to order 8
 LN10 = math.log(10)
 
 
-class LMError(ValueError):
+class LMError(UserError, ValueError):
     """An LM this decoder cannot use with its labels; the message names the file and why."""
 
 

@@ -34,6 +34,7 @@ from eval.decode import make_decoder
 from eval.main import add_lm_weights
 from eval.model import load_model, model_url, place
 from pipeline.validate import Rejected, check_features
+from shards.errors import UserError
 from shards.frontend import FrontEnd, recorded_front_end_of
 from shards.stats import FeatureStats
 from shards.vocab import PHONEMES, to_string
@@ -41,7 +42,7 @@ from shards.vocab import PHONEMES, to_string
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif")
 
 
-class FeatureShiftRefused(Exception):
+class FeatureShiftRefused(UserError):
     """The ``.npy`` inputs do not match the model's front end or statistics (and --accept-shift was not given)."""
 
 

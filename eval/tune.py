@@ -18,6 +18,7 @@ from accelerate.utils import gather_object
 from eval.decode import make_decoder
 from eval.main import finish_ranks, model_and_share, start_ranks
 from eval.model import model_url
+from shards.errors import UserError
 from shards.progress import Progress
 from shards.store import Store
 from train.metric import Score
@@ -42,7 +43,7 @@ def posteriors(args: argparse.Namespace, accelerator) -> list[tuple]:
     args.checkpoint = model_url(args.checkpoint)
     model, _, stream = model_and_share(args, accelerator)
     if stream.index.labelled is False:
-        raise ValueError(f"{args.data}/{args.split}: no transcripts to tune against (use dev)")
+        raise UserError(f"{args.data}/{args.split}: no transcripts to tune against (use dev)")
     found = []
     shown = accelerator.is_main_process
     with (

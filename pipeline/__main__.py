@@ -6,9 +6,7 @@ import logging
 import os
 import sys
 
-from pipeline.build import PipelineError, Settings, TooManyRejects, build
-from pipeline.layout import LayoutError
-from pipeline.runner import ClusterError, WorkerFailed
+from pipeline.build import Settings, TooManyRejects, build
 from shards import s3
 
 
@@ -73,11 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: too many rejects: {error}", file=sys.stderr)
         return 1
     except Exception as error:
-        message = s3.refusal(
-            error,
-            [settings.src, settings.dst, settings.stats],
-            (PipelineError, LayoutError, ClusterError, WorkerFailed, ValueError, FileNotFoundError),
-        )
+        message = s3.refusal(error, [settings.src, settings.dst, settings.stats])
         if message is None:
             raise
         print(f"error: {message}", file=sys.stderr)

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 from fsspec import AbstractFileSystem
 
+from shards.errors import UserError
+
 SPLIT_FOLDERS = {
     "train": ("train", "train-clean-100"),
     "dev": ("dev", "dev-clean"),
@@ -25,7 +27,7 @@ SPLIT_FOLDERS = {
 ORDER_FILE = "test_order.csv"
 
 
-class LayoutError(ValueError):
+class LayoutError(UserError, ValueError):
     """The source folder does not have the HW3P2 layout."""
 
 

@@ -27,17 +27,18 @@ import botocore.exceptions
 import fsspec
 
 from shards import s3
+from shards.errors import UserError
 
 log = logging.getLogger("pipeline")
 
 CLUSTER_WAIT_S = 60.0  # a cluster with no worker after this long is an error, not a hang
 
 
-class ClusterError(RuntimeError):
+class ClusterError(UserError):
     """The Dask cluster cannot be reached, or has no worker."""
 
 
-class WorkerFailed(RuntimeError):
+class WorkerFailed(UserError):
     """A task failed on a cluster worker: the message names the worker and the problem (with its URL)."""
 
 
@@ -104,7 +105,7 @@ def _naming_the_worker(task: Callable, urls: list[str], job):
     the driver must not explain it again with its own."""
     try:
         return task(job)
-    except (OSError, RuntimeError, botocore.exceptions.BotoCoreError) as error:
+    except (UserError, OSError, botocore.exceptions.BotoCoreError) as error:  # a bug keeps its traceback
         from distributed import get_worker
 
         problem = s3.explain(error, urls) or str(s3.carried(error))

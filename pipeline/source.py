@@ -15,7 +15,24 @@ from fsspec.implementations.local import LocalFileSystem
 
 from pipeline.layout import SourceUtterance
 from pipeline.validate import CheckedUtterance, Rejected, check_utterance
+from shards import s3
+from shards.errors import UserError
 from shards.retry import is_transient
+from shards.store import Store
+
+
+class InputChanged(UserError):
+    """A source file whose bytes changed between the scan and the write pass."""
+
+
+def open_source_and_store(src: str, dst: str) -> tuple["SourceReader", Store]:
+    """A task's reader of ``src`` and store at ``dst``, checked with this worker's credentials and
+    network, which may not be the driver's."""
+    for url in (src, dst):
+        s3.count_throttling(url)
+        s3.check_access(url)
+    store = Store(dst)
+    return SourceReader(src, store.staging_folder("source-copy")), store
 
 
 class SourceReader:

@@ -10,8 +10,8 @@ import json
 import sys
 
 from shards import s3
+from shards.manifest import read_split_metadata
 from shards.plan import DEFAULT_MAX_FRAMES, plan_epoch
-from shards.reader import read_split_metadata
 
 
 def plan_document(args: argparse.Namespace) -> dict:
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         s3.check_access(args.url)  # credentials, bucket, endpoint: a clear answer before any object is read
         document = plan_document(args)
     except Exception as error:
-        message = s3.refusal(error, [args.url], (FileNotFoundError, ValueError))
+        message = s3.refusal(error, [args.url])
         if message is None:
             raise
         print(f"error: {message}", file=sys.stderr)

@@ -15,6 +15,8 @@ import io
 
 import fsspec
 
+from shards.errors import UserError
+
 HEADERS = {"id,predictions": ("id", "predictions"), "index,label": ("index", "label")}
 
 
@@ -42,24 +44,28 @@ def ids_name(submission: str) -> str:
     return f"{stem}.ids.csv"
 
 
+class KaggleFormatError(UserError, ValueError):
+    """A submission or solution CSV that is not in Kaggle's HW3P2 format; the message names the line."""
+
+
 def read_labels(url: str) -> dict[int, str]:
     """Row position → label string of a submission or solution CSV (either header style)."""
     with fsspec.open(url, "rt", newline="") as handle:
         rows = list(csv.reader(handle))
     if not rows or len(rows[0]) < 2:
-        raise ValueError(f"{url}: expected a CSV with a header and at least two columns (id, label)")
+        raise KaggleFormatError(f"{url}: expected a CSV with a header and at least two columns (id, label)")
     labels: dict[int, str] = {}
     for number, row in enumerate(rows[1:], start=2):
         if len(row) != len(rows[0]):
-            raise ValueError(f"{url}: line {number} has {len(row)} columns, the header {len(rows[0])}")
+            raise KaggleFormatError(f"{url}: line {number} has {len(row)} columns, the header {len(rows[0])}")
         try:
             position = int(row[0])
         except ValueError:
-            raise ValueError(
+            raise KaggleFormatError(
                 f"{url}: line {number}: id {row[0]!r} is not a row number; Kaggle's HW3P2 ids are "
                 "0-based positions in test_order.csv"
             ) from None
         if position in labels:
-            raise ValueError(f"{url}: id {position} appears twice (line {number})")
+            raise KaggleFormatError(f"{url}: id {position} appears twice (line {number})")
         labels[position] = row[1]
     return labels

@@ -17,11 +17,14 @@ import json
 import re
 from dataclasses import asdict, dataclass, field
 
+import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from shards.errors import MissingInput, UserError
 
-class DatasetError(ValueError):
+
+class DatasetError(UserError, ValueError):
     """A dataset file that is malformed, inconsistent or hostile; the message names it."""
 
 
@@ -107,6 +110,20 @@ def manifest_bytes(rows: list[dict]) -> bytes:
 
 def read_manifest(data: bytes) -> pa.Table:
     return pq.read_table(io.BytesIO(data))
+
+
+def read_split_metadata(url: str, split: str) -> tuple[SplitIndex, list[dict]]:
+    """The split's index and manifest rows (shard order), at any fsspec URL; a missing index means
+    an incomplete split."""
+    where = f"{url.rstrip('/')}/{split}"
+    try:
+        with fsspec.open(f"{where}/{INDEX}", "rb") as handle:
+            index = SplitIndex.from_json(handle.read(), f"{where}/{INDEX}")
+        with fsspec.open(f"{where}/{MANIFEST}", "rb") as handle:
+            rows = read_manifest(handle.read()).to_pylist()
+    except FileNotFoundError as error:
+        raise MissingInput(f"{where}: not a complete split ({error})") from error
+    return index, rows
 
 
 @dataclass(frozen=True)

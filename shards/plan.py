@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from shards.manifest import SplitIndex
+from shards.manifest import DatasetError, SplitIndex
 
 DEFAULT_MAX_FRAMES = 40_000  # padded frames per batch: ~40 utterances of HW3P2's ~1,000 frames
 
@@ -138,7 +138,7 @@ def plan_epoch(
 ) -> EpochPlan:
     """The plan for one epoch; ``manifest_rows`` are the split's manifest rows in shard order."""
     if not manifest_rows:
-        raise ValueError(f"split {index.split!r} has no utterances to plan")
+        raise DatasetError(f"split {index.split!r} has no utterances to plan")
     by_shard: dict[str, list[Utt]] = {}
     for row in manifest_rows:
         by_shard.setdefault(row["shard"], []).append(Utt(row["key"], row["id"], row["n_frames"]))

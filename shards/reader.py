@@ -7,29 +7,27 @@
 
 The plan (``shards/plan.py``) fixes every batch before any shard is opened, so all ranks
 yield the same number of batches by construction. Each loader worker is sent the plan's
-recipe, not the plan, rebuilds the plan from the split's metadata, and reads the shards of
-its own batches whole, through fsspec (WebDataset's opener, registered here for ``s3://``),
-reading no more than ``index.json`` says it holds and checking its sha256 before parsing
-anything, opens it as an uncompressed tar, keeps only its samples and yields its batches. Transient read errors are retried with backoff; a corrupt shard is an error naming
-it, or, with ``skip_corrupt``, is logged with its utterance count and its batches are
-replaced by repeats of the worker's other batches (so the counts stay equal).
+recipe, not the plan, rebuilds the plan from the split's metadata (``shards/manifest.py``), and
+runs its own batches through three stages: the runs of batches that share a shard, each shard
+read whole and checked (``shards/shard_file.py``), and the batches collated (``shards/batch.py``).
+Transient read errors are retried with backoff; a corrupt shard is an error naming it, or, with
+``skip_corrupt``, is logged with its utterance count and its batches are replaced by repeats of
+the worker's other batches (so the counts stay equal).
 """
 
-import hashlib
-import io
+import functools
+import itertools
 import logging
-import tarfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from urllib.parse import urlparse
+from operator import attrgetter
 
-import fsspec
-import numpy as np
 import torch
-import webdataset as wds
 
-from shards import manifest, s3, sample
-from shards.manifest import SplitIndex
+from shards import manifest, s3
+from shards.batch import Batch, collate
+from shards.errors import UserError
+from shards.manifest import ShardEntry, read_split_metadata
 from shards.plan import (
     DEFAULT_MAX_FRAMES,
     EpochPlan,
@@ -39,33 +37,14 @@ from shards.plan import (
     worker_slots,
 )
 from shards.retry import IO_DEADLINE_S, with_retries
-from shards.stats import read_stats
+from shards.sample import Utterance
+from shards.shard_file import CorruptShard, read_shard
 
 log = logging.getLogger("shards.reader")
 
 
-def _fsspec_opener(url: str, mode: str = "rb", bufsize: int = 8192, **_) -> object:
-    fs, path = fsspec.core.url_to_fs(url)
-    return fs.open(path, mode, block_size=max(bufsize, 1 << 22))  # 4 MB reads: few requests per shard
-
-
-# webdataset 1.0 has no s3:// opener; registered at import, so spawned workers have it too
-wds.gopen_schemes["s3"] = _fsspec_opener
-
-
-def _open_shard(url: str):
-    """Remote URLs through WebDataset's openers; local paths through fsspec (gopen may refuse them)."""
-    if urlparse(url).scheme in ("", "file"):
-        return _fsspec_opener(url)
-    return wds.gopen(url)
-
-
-class LoaderStartError(RuntimeError):
+class LoaderStartError(UserError, RuntimeError):
     """A loader worker died before its first batch (typically: a spawned worker re-ran an unguarded script)."""
-
-
-class CorruptShard(RuntimeError):
-    """A shard that cannot be read as the index describes it; the message names it."""
 
 
 @dataclass(frozen=True)
@@ -77,113 +56,6 @@ class _WorkerError:
 
 
 _CARRIED_ERRORS = (CorruptShard, manifest.DatasetError, OSError)  # those the commands refuse in one line
-
-
-@dataclass
-class Batch:
-    ids: list[str]
-    features: torch.Tensor  # float32 (B, T, D), zero-padded
-    feature_lengths: torch.Tensor  # int64 (B,)
-    labels: torch.Tensor | None  # int64 (B, L), padded with the blank (0); None if unlabelled
-    label_lengths: torch.Tensor | None  # int64 (B,)
-    repeated: torch.Tensor  # bool (B,): a repeat that only evens out batch counts
-
-    def pin_memory(self) -> "Batch":
-        return self._map(lambda t: t.pin_memory())
-
-    def to(self, device: torch.device | str) -> "Batch":
-        return self._map(lambda t: t.to(device, non_blocking=True))
-
-    def _map(self, function) -> "Batch":
-        labels = None if self.labels is None else function(self.labels)
-        label_lengths = None if self.label_lengths is None else function(self.label_lengths)
-        return Batch(
-            self.ids,
-            function(self.features),
-            function(self.feature_lengths),
-            labels,
-            label_lengths,
-            function(self.repeated),
-        )
-
-
-def collate(utterances: list[sample.Utterance], repeated: bool = False) -> Batch:
-    lengths = torch.tensor([len(u.features) for u in utterances], dtype=torch.int64)
-    dim = utterances[0].features.shape[1]
-    features = torch.zeros(len(utterances), int(lengths.max()), dim, dtype=torch.float32)
-    for i, u in enumerate(utterances):
-        features[i, : len(u.features)] = torch.from_numpy(u.features)
-    labels = label_lengths = None
-    if utterances[0].labels is not None:
-        label_lengths = torch.tensor([len(u.labels) for u in utterances], dtype=torch.int64)
-        labels = torch.zeros(len(utterances), int(label_lengths.max()), dtype=torch.int64)
-        for i, u in enumerate(utterances):
-            labels[i, : len(u.labels)] = torch.from_numpy(u.labels.astype(np.int64))
-    flags = torch.full((len(utterances),), repeated, dtype=torch.bool)
-    return Batch([u.id for u in utterances], features, lengths, labels, label_lengths, flags)
-
-
-def read_split_metadata(url: str, split: str) -> tuple[SplitIndex, list[dict]]:
-    """The split's index and manifest rows (shard order); a missing index means an incomplete split."""
-    where = f"{url.rstrip('/')}/{split}"
-    try:
-        with fsspec.open(f"{where}/{manifest.INDEX}", "rb") as handle:
-            index = SplitIndex.from_json(handle.read(), f"{where}/{manifest.INDEX}")
-        with fsspec.open(f"{where}/{manifest.MANIFEST}", "rb") as handle:
-            rows = manifest.read_manifest(handle.read()).to_pylist()
-    except FileNotFoundError as error:
-        raise FileNotFoundError(f"{where}: not a complete split ({error})") from error
-    return index, rows
-
-
-def read_dataset_stats(url: str) -> dict:
-    """The dataset's ``stats.json`` (feature_dim, frames, mean, std, m2) as a dict, checked."""
-    return read_stats(f"{url.rstrip('/')}/{manifest.STATS}").document()
-
-
-def _verified_bytes(url: str, entry: manifest.ShardEntry) -> bytes:
-    """The shard's raw bytes, read no further than the index's size and checked against its sha256."""
-    with _open_shard(url) as raw:
-        data = raw.read(entry.bytes + 1)  # one byte more tells a longer file from the right one
-    digest = hashlib.sha256(data).hexdigest()
-    if len(data) != entry.bytes or digest != entry.sha256:
-        size = f"{len(data)} bytes" if len(data) <= entry.bytes else f"more than {entry.bytes} bytes"
-        raise CorruptShard(
-            f"{url}: {size} with sha256 {digest[:12]}…, index.json says {entry.bytes} bytes with {entry.sha256[:12]}…"
-        )
-    return data
-
-
-def _read_samples(url: str, entry: manifest.ShardEntry, keys: set[str]) -> dict[str, sample.Utterance]:
-    """The wanted samples of one shard. Nothing is parsed before its size and sha256 match the index,
-    and the tar is opened uncompressed only (a compressed one would expand in memory first)."""
-    data = _verified_bytes(url, entry)
-    members: dict[str, dict[str, bytes]] = {}
-    try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as archive:
-            for member in archive:
-                key, _, extension = member.name.partition(".")
-                if key in keys and member.isfile():
-                    members.setdefault(key, {})[extension] = archive.extractfile(member).read()
-    except tarfile.TarError as error:
-        raise CorruptShard(f"{url}: not an uncompressed tar ({type(error).__name__}: {error})") from error
-    missing = keys - members.keys()
-    if missing:
-        raise CorruptShard(f"{url}: lacks {len(missing)} planned samples, e.g. {sorted(missing)[0]}")
-    try:
-        return {key: sample.decode(parts, f"{url} sample {key}") for key, parts in members.items()}
-    except ValueError as error:
-        raise CorruptShard(str(error)) from error
-
-
-def read_shard(
-    url: str, entry: manifest.ShardEntry, keys: set[str], deadline_s: float = IO_DEADLINE_S
-) -> dict[str, sample.Utterance]:
-    """``_read_samples``, transient I/O failures retried with backoff for up to ``deadline_s``."""
-    try:
-        return with_retries(lambda: _read_samples(url, entry, keys), url, deadline_s)
-    except FileNotFoundError as error:
-        raise CorruptShard(f"{url}: shard missing ({error})") from error
 
 
 class ShardDataset(torch.utils.data.IterableDataset):
@@ -240,55 +112,72 @@ class ShardDataset(torch.utils.data.IterableDataset):
         done = consumed_from_worker(self.skip_first, worker, workers)
         yield from self._batches(batches[done:], {entry.name: entry for entry in index.shards})
 
-    def _batches(
-        self, batches: list[PlannedBatch], entries: dict[str, manifest.ShardEntry]
-    ) -> Iterator[Batch]:
-        owed: list[PlannedBatch] = []  # batches of skipped shards, to be replaced by repeats
-        good: list[Batch] = []  # the last readable shard's batches, to repeat
-        position = 0
-        while position < len(batches):
-            shard = batches[position].shard
-            run = []
-            while position < len(batches) and batches[position].shard == shard:
-                run.append(batches[position])
-                position += 1
-            keys = {u.key for b in run for u in b.utterances}
+    def _batches(self, batches: list[PlannedBatch], entries: dict[str, ShardEntry]) -> Iterator[Batch]:
+        runs = shard_runs(batches)
+        read = self._read_runs(runs, entries)
+        yield from with_stand_ins(collated(read), f"{self.url}/{self.split}")
+
+    def _read_runs(
+        self, runs: Iterable[list[PlannedBatch]], entries: dict[str, ShardEntry]
+    ) -> Iterator[tuple[list[PlannedBatch], dict[str, Utterance] | None]]:
+        """Each run with its shard's samples, or with None where the shard is corrupt and skipped."""
+        for run in runs:
+            shard = run[0].shard
+            keys = {u.key for planned in run for u in planned.utterances}
             try:
                 url = f"{self.url}/{self.split}/{shard}"
-                samples = read_shard(url, entries[shard], keys, self.io_deadline_s)
+                yield run, read_shard(url, entries[shard], keys, self.io_deadline_s)
             except CorruptShard as error:
                 if not self.skip_corrupt:
                     raise
                 log.error("skipping %s (%d utterances): %s", shard, entries[shard].utterances, error)
-                owed += run
-                continue
-            good = []
-            for planned in run:
-                batch = collate([samples[u.key] for u in planned.utterances], planned.repeated)
-                good.append(batch)
-                yield batch
-            yield from _repay(owed, good)
-        yield from _repay(owed, good)
-        if owed:
-            raise CorruptShard(f"{self.url}/{self.split}: every shard of a worker's share is corrupt")
+                yield run, None
 
 
-def _repay(owed: list[PlannedBatch], good: list[Batch]) -> Iterator[Batch]:
-    """Stand-ins for the batches of skipped shards: repeats of the last readable shard's batches."""
-    while owed and good:
-        owed.pop()
-        yield _as_repeat(good[len(owed) % len(good)])
+def shard_runs(batches: list[PlannedBatch]) -> Iterator[list[PlannedBatch]]:
+    """The batches in order, as runs of consecutive batches from one shard (each shard read once)."""
+    for _, run in itertools.groupby(batches, key=attrgetter("shard")):
+        yield list(run)
 
 
-def _as_repeat(batch: Batch) -> Batch:
-    return Batch(
-        batch.ids,
-        batch.features,
-        batch.feature_lengths,
-        batch.labels,
-        batch.label_lengths,
-        torch.ones_like(batch.repeated),
-    )
+def collated(
+    read: Iterable[tuple[list[PlannedBatch], dict[str, Utterance] | None]],
+) -> Iterator[list[Batch] | int]:
+    """Each run's batches, or, for a skipped shard, how many batches it owed."""
+    for run, samples in read:
+        if samples is None:
+            yield len(run)
+        else:
+            yield [collate([samples[u.key] for u in planned.utterances], planned.repeated) for planned in run]
+
+
+def with_stand_ins(runs: Iterable[list[Batch] | int], where: str) -> Iterator[Batch]:
+    """The batches, each skipped shard's replaced by as many repeats of the latest readable shard's,
+    given as soon as one has been read (before it where the skipped shard came first)."""
+    owed, good = 0, []
+    for run in runs:
+        if isinstance(run, int):
+            owed += run
+            continue
+        good = run
+        yield from good
+        yield from _repeats(owed, good)
+        owed = 0
+    if owed and not good:
+        raise CorruptShard(f"{where}: every shard of a worker's share is corrupt")
+    yield from _repeats(owed, good)
+
+
+def _repeats(count: int, good: list[Batch]) -> list[Batch]:
+    """``count`` stand-ins, repeats of ``good``'s batches, the last one's first."""
+    return [good[i % len(good)].as_repeat() for i in reversed(range(count))] if good else []
+
+
+def _count_start(started, worker_id: int) -> None:
+    """A loader worker's first act: count itself as up (it has imported everything and unpickled its
+    dataset)."""
+    with started.get_lock():
+        started.value += 1
 
 
 class BatchStream:
@@ -361,36 +250,23 @@ class BatchStream:
             self.skip_corrupt,
             self.io_deadline_s,
         )
+        context = torch.multiprocessing.get_context("spawn")  # fsspec clients do not survive fork
+        started = context.Value("i", 0) if self.num_workers else None  # workers that came up
         loader = torch.utils.data.DataLoader(
             dataset,
             batch_size=None,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             prefetch_factor=self.prefetch_factor if self.num_workers else None,
-            multiprocessing_context="spawn"
-            if self.num_workers
-            else None,  # fsspec clients do not survive fork
+            multiprocessing_context=context if self.num_workers else None,
+            worker_init_fn=functools.partial(_count_start, started) if self.num_workers else None,
             # its own generator: starting a loader must not draw from the global RNG, or a run resumed
             # mid-epoch (whose loader starts at another moment) would see other dropout and augmentation
             generator=torch.Generator().manual_seed(self.seed),
         )
-        delivered = False
-        try:
-            for batch in loader:
-                if isinstance(batch, _WorkerError):
-                    raise batch.error
-                delivered = True
-                self.consumed += 1
-                yield batch
-        except RuntimeError as error:
-            if delivered or "exited unexpectedly" not in str(error):
-                raise
-            raise LoaderStartError(
-                f"{self.url}/{self.split}: a loader worker exited before delivering its first batch. Loader "
-                "workers are spawned and each re-imports your main script, so a script that iterates a "
-                'BatchStream must do it under `if __name__ == "__main__":`; otherwise rerun with '
-                "num_workers=0 to see the worker's own error"
-            ) from error
+        for batch in self._checked(loader, started):
+            self.consumed += 1
+            yield batch
         if self.consumed != plan.batches_per_rank:
             raise RuntimeError(
                 f"rank {self.rank} yielded {self.consumed} batches, planned {plan.batches_per_rank}"
@@ -398,6 +274,31 @@ class BatchStream:
         self.epoch += 1
         self.consumed = 0
         self.earlier_layouts = []
+
+    def _checked(self, loader: torch.utils.data.DataLoader, started) -> Iterator[Batch]:
+        """The loader's batches, a worker's carried error raised as it was."""
+        for item in self._watched(loader, started):
+            if isinstance(item, _WorkerError):
+                raise item.error
+            yield item
+
+    def _watched(self, loader: torch.utils.data.DataLoader, started) -> Iterator[Batch | _WorkerError]:
+        """The loader's items; a loader that fails before its first item while a worker never came
+        up is a :class:`LoaderStartError` (torch raises a RuntimeError for a worker that died)."""
+        delivered = False
+        try:
+            for item in loader:
+                delivered = True
+                yield item
+        except RuntimeError as failure:
+            if delivered or started is None or started.value == self.num_workers:
+                raise
+            raise LoaderStartError(
+                f"{self.url}/{self.split}: a loader worker exited before delivering its first batch. Loader "
+                "workers are spawned and each re-imports your main script, so a script that iterates a "
+                'BatchStream must do it under `if __name__ == "__main__":`; otherwise rerun with '
+                "num_workers=0 to see the worker's own error"
+            ) from failure
 
     def state_dict(self) -> dict:
         return {
@@ -415,7 +316,7 @@ class BatchStream:
         resume: the rest of the epoch is re-planned); the frame budget and seed make the batches."""
         for key in ("max_frames", "seed"):
             if state[key] != getattr(self, key):
-                raise ValueError(
+                raise UserError(
                     f"cannot resume: the saved position is for {key}={state[key]}, this stream has "
                     f"{getattr(self, key)} (the epoch plan depends on it)"
                 )

@@ -17,6 +17,7 @@ import threading
 import botocore.exceptions
 import fsspec
 
+from shards.errors import UserError
 from shards.retry import StillFailing
 
 ENDPOINT_VARIABLE = "AWS_ENDPOINT_URL"
@@ -81,10 +82,13 @@ def carried(error: BaseException) -> BaseException:
     return error
 
 
-def refusal(error: BaseException, urls: list[str | None], expected: tuple[type, ...]) -> str | None:
-    """The one line a command prints before exiting 2: an object-store failure explained, or the
-    message of an ``expected`` error (which names its file or key); None means a bug: re-raise."""
-    return explain(error, urls) or (str(error) if isinstance(error, (*expected, StillFailing)) else None)
+def refusal(error: BaseException, urls: list[str | None]) -> str | None:
+    """The one line a command prints before exiting 2: an object-store failure explained (which of
+    ``urls``, and why), or the message of an error a user can fix (``shards/errors.py``: the family,
+    a missing file, an outage past its retries); None means a bug, which the command re-raises so
+    that its traceback shows."""
+    family = isinstance(error, UserError | FileNotFoundError | StillFailing)
+    return explain(error, urls) or (str(error) if family else None)
 
 
 _throttled = 0

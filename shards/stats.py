@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import fsspec
 import numpy as np
 
-from shards.manifest import DatasetError
+from shards.errors import MissingInput
+from shards.manifest import STATS, DatasetError
 
 MIN_STD = 1e-8  # a constant coefficient is centred but not blown up
 # The feature-shift rule (docs/design.md, "Feature shift"; measured by bench/feature_shift.py): n
@@ -166,4 +167,9 @@ def read_stats(url: str) -> FeatureStats:
         with fsspec.open(url, "rb") as handle:
             return FeatureStats.from_json(handle.read(), url)
     except FileNotFoundError as error:
-        raise FileNotFoundError(f"{url}: statistics file not found") from error
+        raise MissingInput(f"{url}: statistics file not found") from error
+
+
+def read_dataset_stats(url: str) -> dict:
+    """The dataset's ``stats.json`` (feature_dim, frames, mean, std, m2) as a dict, checked."""
+    return read_stats(f"{url.rstrip('/')}/{STATS}").document()

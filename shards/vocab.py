@@ -6,6 +6,8 @@ Spring 2022 writes ``<sos> SIL ... <eos>``; later semesters write ``[SOS] [SIL] 
 
 from collections.abc import Iterable, Sequence
 
+from shards.errors import UserError
+
 BLANK = 0
 
 PHONEMES: tuple[str, ...] = (
@@ -29,7 +31,7 @@ _END_MARKERS = {"<eos>", "[EOS]"}
 assert len(PHONEME_MAP) == NUM_CLASSES == 41
 
 
-class TranscriptError(ValueError):
+class TranscriptError(UserError, ValueError):
     """A transcript that cannot be turned into label indices; the message names the file."""
 
     def __init__(self, source: str, reason: str):

@@ -101,3 +101,16 @@ def test_the_readme_python_examples_import_what_exists():
         [sys.executable, "-c", "\n".join(imports)], cwd=REPO, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_the_code_map_lists_every_module_and_nothing_else():
+    text = (REPO / "docs" / "design.md").read_text()
+    section = text.split("## Code map", 1)[1].split("\n## ", 1)[0]
+    listed = set(re.findall(r"^\| `([\w/]+\.py)` \|", section, flags=re.MULTILINE))
+    modules = {
+        str(path.relative_to(REPO))
+        for package in ("shards", "pipeline", "train", "eval")
+        for path in (REPO / package).rglob("*.py")
+        if path.name != "__init__.py"
+    }
+    assert listed == modules, f"missing: {sorted(modules - listed)}, gone: {sorted(listed - modules)}"

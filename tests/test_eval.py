@@ -27,6 +27,7 @@ from eval.main import _check_once
 from eval.model import load_model
 from pipeline.build import Settings, build
 from pipeline.synthetic import write_hw3p2
+from shards.errors import UserError
 from shards.kaggle import ids_name, read_labels
 from shards.reader import BatchStream
 from shards.store import STAGING
@@ -47,7 +48,7 @@ def test_scorer_is_levenshtein_over_phoneme_map_strings():
     expected = [Levenshtein.distance(p, s) for p, s in cases.values()]
     assert (result.mean_distance, result.utterances) == (sum(expected) / 4, 4)
     assert result.per == sum(expected) / sum(len(s) for _, s in cases.values())
-    with pytest.raises(ValueError, match="here: 1 ids of the solution are missing"):
+    with pytest.raises(UserError, match="here: 1 ids of the solution are missing"):
         score({0: ".", 1: ".", 2: "."}, solution, "here")
 
 
@@ -559,7 +560,7 @@ def test_leaderboard_lock_file_symlink_is_refused_and_its_target_untouched(tmp_p
     target = tmp_path / "precious.txt"
     target.write_text("keep me")
     (tmp_path / "board.csv.lock").symlink_to(target)
-    with pytest.raises(ValueError, match="lock file is a symbolic link"):
+    with pytest.raises(UserError, match="lock file is a symbolic link"):
         leaderboard.append(str(tmp_path / "board.csv"), dict.fromkeys(leaderboard.COLUMNS, "1"))
     assert target.read_text() == "keep me"
 

@@ -20,7 +20,9 @@ import pytest
 from pipeline.build import Settings, build
 from pipeline.synthetic import write_hw3p2
 from shards import manifest
-from shards.reader import BatchStream, CorruptShard, read_shard, read_split_metadata
+from shards.manifest import read_split_metadata
+from shards.reader import BatchStream
+from shards.shard_file import CorruptShard, read_shard
 from tests.conftest import pipeline_command, read_split, why_failed
 
 

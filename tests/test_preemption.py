@@ -24,7 +24,7 @@ from accelerate import Accelerator
 
 from pipeline.build import Settings, build
 from pipeline.synthetic import write_hw3p2
-from shards.reader import read_split_metadata
+from shards.manifest import read_split_metadata
 from tests.conftest import accelerate_command, kill_when, launched, why_failed
 from tests.outage import CuttableProxy
 from tests.s3server import free_port

@@ -16,11 +16,14 @@ import fsspec
 import numpy as np
 import pytest
 import torch
+from fsspec.implementations.local import LocalFileSystem
 
 from pipeline.build import Settings, build
 from pipeline.synthetic import write_hw3p2
 from shards import manifest
-from shards.manifest import ShardEntry, SplitIndex
+from shards.batch import Batch, collate
+from shards.errors import UserError
+from shards.manifest import ShardEntry, SplitIndex, read_split_metadata
 from shards.plan import (
     DEFAULT_MAX_FRAMES,
     PlannedBatch,
@@ -30,7 +33,9 @@ from shards.plan import (
     plan_epoch,
     rest_of_epoch,
 )
-from shards.reader import BatchStream, CorruptShard, read_shard, read_split_metadata
+from shards.reader import BatchStream, with_stand_ins
+from shards.sample import Utterance
+from shards.shard_file import CorruptShard, read_shard
 from tests.conftest import accelerate_launch, read_split, why_failed
 
 REPO = Path(__file__).resolve().parents[1]
@@ -268,7 +273,7 @@ def test_resume_after_k_batches_continues_exactly(dataset, num_workers, consumed
 
 def test_resume_refuses_another_frame_budget(dataset):
     state = BatchStream(dataset, "train", max_frames=3000).state_dict()
-    with pytest.raises(ValueError, match="max_frames=3000"):
+    with pytest.raises(UserError, match="max_frames=3000"):
         BatchStream(dataset, "train", max_frames=4000).load_state_dict(state)
 
 
@@ -379,7 +384,8 @@ def test_a_compressed_shard_is_never_expanded(dataset, tmp_path, index_updated):
 
 _PEAK_OF_READ = """
 import os, sys, tracemalloc
-from shards.reader import CorruptShard, read_shard, read_split_metadata
+from shards.shard_file import CorruptShard, read_shard
+from shards.manifest import read_split_metadata
 copy, victim = sys.argv[1], sys.argv[2]
 index, rows = read_split_metadata(copy, "train")
 entry = next(e for e in index.shards if e.name == victim)
@@ -420,26 +426,31 @@ def test_a_corrupt_shard_can_be_skipped_and_counts_stay_equal(dataset, tmp_path,
     assert any(b.repeated.all() for b in batches)
 
 
-def test_transient_read_errors_are_retried(dataset, monkeypatch):
-    import webdataset as wds
+class FlakyFileSystem(LocalFileSystem):
+    """``flaky://PATH``: the local file, whose next ``failing`` opens fail as a reset connection would."""
 
-    failures, failing = [], [2]  # the next failing[0] opens fail
+    protocol = "flaky"
+    failing, failures = 0, []
 
-    def flaky_open(url: str, mode: str = "rb", bufsize: int = 8192, **_):
-        if failing[0] > 0:
-            failing[0] -= 1
-            failures.append(url)
+    def _open(self, path, mode="rb", **kwargs):
+        if FlakyFileSystem.failing > 0:
+            FlakyFileSystem.failing -= 1
+            FlakyFileSystem.failures.append(path)
             raise ConnectionResetError("connection reset by peer")
-        return open(url.removeprefix("flaky://"), mode)
+        return super()._open(path, mode, **kwargs)
 
-    monkeypatch.setitem(wds.gopen_schemes, "flaky", flaky_open)
+
+def test_transient_read_errors_are_retried(dataset, monkeypatch):
+    fsspec.register_implementation("flaky", FlakyFileSystem, clobber=True)
+    monkeypatch.setattr(FlakyFileSystem, "failing", 2)
+    monkeypatch.setattr(FlakyFileSystem, "failures", [])
     monkeypatch.setattr("shards.retry.FIRST_DELAY_S", 0.01)
     index, rows = read_split_metadata(dataset, "train")
     entry = index.shards[0]
     keys = {r["key"] for r in rows if r["shard"] == entry.name}
     samples = read_shard(f"flaky://{dataset}/train/{entry.name}", entry, keys)
-    assert len(failures) == 2 and set(samples) == keys
-    failing[0] = 10**9  # the store stays away: past the deadline, an error naming the URL
+    assert len(FlakyFileSystem.failures) == 2 and set(samples) == keys
+    FlakyFileSystem.failing = 10**9  # the store stays away: past the deadline, an error naming the URL
     with pytest.raises(OSError, match=r"flaky://.*: still failing after \d+ s of retries: connection reset"):
         read_shard(f"flaky://{dataset}/train/{entry.name}", entry, keys, deadline_s=0.5)
 
@@ -565,3 +576,26 @@ def test_a_split_rebuilt_under_a_running_reader_is_refused(dataset, tmp_path):
     (copy / "train" / manifest.INDEX).write_text(index.replace(stream.index.fingerprint, "0" * 64))
     with pytest.raises(CorruptShard, match=r"index.json changed while the epoch ran"):
         next(iter(stream))
+
+
+def _one_utterance_batch(name: str) -> Batch:
+    return collate([Utterance(name, np.ones((3, 2), np.float32), np.array([1, 2], np.int16))])
+
+
+def test_skipped_shards_are_stood_in_for_by_the_next_readable_ones_repeats():
+    """The stand-in stage alone: an int is a skipped shard's batch count, a list a read shard's batches."""
+    a, b, c, d = (_one_utterance_batch(name) for name in "abcd")
+    out = list(with_stand_ins([2, [a, b, c], [d], 1], "x/train"))
+    # Invariant: as many batches as planned, each stand-in a flagged repeat of a readable batch
+    assert [batch.ids[0] + "'" * bool(batch.repeated.all()) for batch in out] == [
+        "a",
+        "b",
+        "c",
+        "b'",
+        "a'",
+        "d",
+        "d'",
+    ]
+    assert [batch.ids[0] for batch in with_stand_ins([[a, b], 3], "x")] == ["a", "b", "a", "b", "a"]
+    with pytest.raises(CorruptShard, match="x/train: every shard of a worker's share is corrupt"):
+        list(with_stand_ins([2, 1], "x/train"))

@@ -20,6 +20,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from shards.errors import UserError
 from shards.store import Store  # noqa: E402
 from train.config import load_config  # noqa: E402
 from train.report import figure_png, read_metrics  # noqa: E402
@@ -41,7 +42,7 @@ def parse_vary(text: str) -> tuple[str, list[str]]:
     """``key=v1,v2`` → (key, [v1, v2]); commas inside brackets belong to a value (``strides=[1,2],[2,2]``)."""
     key, sep, values = text.partition("=")
     if not sep or not values:
-        raise ValueError(f"--vary {text!r}: expected key=value1,value2,...")
+        raise UserError(f"--vary {text!r}: expected key=value1,value2,...")
     return key, [v.strip() for v in re.split(r",(?![^\[]*\])", values) if v.strip()]
 
 

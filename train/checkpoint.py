@@ -27,6 +27,7 @@ import fsspec
 import numpy as np
 import torch
 
+from shards.errors import UserError
 from shards.retry import with_retries
 from shards.store import Store
 from shards.vocab import PHONEME_MAP, PHONEMES
@@ -50,7 +51,7 @@ RESUMABLE_CHANGES = {
 }
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint that is missing, unreadable or does not fit; the message names it."""
 
 

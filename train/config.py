@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 
 import yaml
 
+from shards.errors import UserError
 from shards.plan import DEFAULT_MAX_FRAMES
 from shards.retry import IO_DEADLINE_S
 
@@ -117,7 +118,7 @@ class TrainConfig:
         return self
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """Invalid settings; the message has one line per problem, naming the key, the value and what is allowed."""
 
 

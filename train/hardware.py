@@ -15,10 +15,12 @@ run in float32, and the CTC loss always gets float32 log-probabilities):
 
 import torch
 
+from shards.errors import UserError
+
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-class DeviceError(RuntimeError):
+class DeviceError(UserError, RuntimeError):
     """A device or precision this machine cannot give; the message says what is missing."""
 
 

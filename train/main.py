@@ -24,9 +24,9 @@ from accelerate.utils import InitProcessGroupKwargs, gather_object
 
 from shards import s3
 from shards.frontend import read_front_end
-from shards.manifest import DatasetError
-from shards.reader import BatchStream, CorruptShard, LoaderStartError, read_dataset_stats
+from shards.reader import BatchStream
 from shards.retry import with_retries
+from shards.stats import read_dataset_stats
 from shards.store import Store
 from train import checkpoint, hardware, monitor, report, resume, together
 from train.augment import Augment
@@ -519,20 +519,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-USER_ERRORS = (
-    checkpoint.CheckpointError,
-    FileNotFoundError,
-    DatasetError,
-    CorruptShard,
-    LoaderStartError,
-    hardware.DeviceError,
-    together.FailedOnRank0,
-)
-
-
 def refusal(error: BaseException, args: argparse.Namespace) -> str | None:
-    """The one line a user's mistake or an outage ends the run with; None for a bug (its traceback)."""
-    return s3.refusal(error, [args.data, args.out], USER_ERRORS)
+    """The one line a user's mistake or an outage ends the run with; None for a bug (its traceback).
+    Another rank's failure is a line here too: the traceback of a bug is rank 0's."""
+    if isinstance(error, together.FailedOnRank0):
+        return str(error)
+    return s3.refusal(error, [args.data, args.out])
 
 
 def write_error_lines(lines: list[str]) -> None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import Levenshtein
 import torch
 
+from shards.errors import UserError
 from shards.vocab import BLANK, to_string
 
 
@@ -69,7 +70,7 @@ def score(predictions: dict[Hashable, str], references: dict[Hashable, str], whe
     """Kaggle's scoring: every reference must be predicted, and nothing else."""
     missing, extra = references.keys() - predictions.keys(), predictions.keys() - references.keys()
     if missing or extra:
-        raise ValueError(
+        raise UserError(
             f"{where}: {len(missing)} ids of the solution are missing (e.g. {sorted(missing)[:3]}), "
             f"{len(extra)} are not in it (e.g. {sorted(extra)[:3]})"
         )

@@ -29,11 +29,13 @@ import time
 
 import torch
 
+from shards.errors import UserError
+
 PREFIX = "hw3p2-join"  # the agreement's own keys, beside torchrun's in the agent's store
 POLL_S = 0.02
 
 
-class JoinTimeout(RuntimeError):
+class JoinTimeout(UserError, RuntimeError):
     """The other workers of this attempt did not all arrive within the collective timeout."""
 
 

@@ -6,7 +6,8 @@ import os
 import sys
 
 from pipeline.corpus.build import CorpusSettings, generate
-from pipeline.corpus.voices import DEFAULT_VOICES, VoiceUnavailable
+from pipeline.corpus.voices import DEFAULT_VOICES
+from shards.errors import UserError
 
 DEFAULTS = CorpusSettings(dst="")
 
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = parse_args(argv)
     try:
         summary = generate(settings)
-    except (VoiceUnavailable, FileNotFoundError, ValueError) as error:
+    except (UserError, FileNotFoundError) as error:  # shards/errors.py: what a user can fix
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(

@@ -33,6 +33,7 @@ from pipeline.corpus.voices import (
 )
 from pipeline.validate import ctc_min_frames
 from shards import kaggle
+from shards.errors import UserError
 from shards.frontend import FrontEnd, publish_front_end
 from shards.progress import Progress
 from shards.store import Store
@@ -152,7 +153,7 @@ def _babble_pool(settings: CorpusSettings, words: list[str]) -> list[np.ndarray]
             results = synthesise(voice_by_name(voice), requests, Path(folder))
             pool += [results[r.key].audio for r in requests if isinstance(results[r.key], Spoken)]
     if not pool:
-        raise RuntimeError("no babble talker could be synthesised with the chosen voices")
+        raise UserError("no babble talker could be synthesised with the chosen voices")
     return pool
 
 

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
+from shards.errors import MissingInput, UserError
+
 FESTIVAL_LEXICON = Path("/usr/share/festival/dicts/cmu/cmudict-0.4.out")
 _ENTRY = re.compile(r'^\("([a-z]+)" ', re.MULTILINE)
 
@@ -12,14 +14,12 @@ _ENTRY = re.compile(r'^\("([a-z]+)" ', re.MULTILINE)
 def lexicon_words(path: Path = FESTIVAL_LEXICON) -> list[str]:
     """Plain lower-case words of a Festival lexicon file (or one word per line), sorted and unique."""
     if not path.exists():
-        raise FileNotFoundError(
-            f"{path}: lexicon not found (Debian package festlex-cmu; make setup installs it)"
-        )
+        raise MissingInput(f"{path}: lexicon not found (Debian package festlex-cmu; make setup installs it)")
     text = path.read_text(encoding="latin-1")
     words = _ENTRY.findall(text) if text.startswith("MNCL") else text.split()
     words = sorted({w for w in words if w.isalpha() and w.islower() and (len(w) > 1 or w in "ai")})
     if not words:
-        raise ValueError(f"{path}: no words found")
+        raise UserError(f"{path}: no words found")
     return words
 
 

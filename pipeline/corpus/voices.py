@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from shards.errors import UserError
 from shards.vocab import PHONEMES
 
 SAMPLE_RATE = 16000
@@ -48,7 +49,7 @@ class SynthesisFailed(Exception):
         self.detail = detail
 
 
-class VoiceUnavailable(RuntimeError):
+class VoiceUnavailable(UserError, RuntimeError):
     pass
 
 
