@@ -168,11 +168,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         return watch(args)
     except Exception as error:
-        message = s3.refusal(error, urls)
-        if message is None:
-            raise
-        print(f"error: {message}", file=sys.stderr)
-        return 2
+        return s3.refused(error, urls)
 
 
 if __name__ == "__main__":

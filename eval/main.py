@@ -281,13 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         row = evaluate(args)
     except Exception as error:
         urls = [args.checkpoint, args.data, args.submission, args.leaderboard, args.solution, args.lm]
-        message = s3.refusal(error, urls)
-        if message is None:
-            raise
-        # one write: ranks run unbuffered (-u), where print writes the text and its newline apart
-        # and two ranks' lines, printed at the same moment, would interleave
-        sys.stderr.write(f"error: {message}\n")
-        return 2
+        return s3.refused(error, urls)
     if row is not None:
         print(json.dumps(row))
     return 0

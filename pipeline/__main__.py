@@ -8,6 +8,7 @@ import sys
 
 from pipeline.build import Settings, TooManyRejects, build
 from shards import s3
+from shards.errors import write_error_lines
 
 
 def parse_args(argv: list[str] | None = None) -> Settings:
@@ -68,14 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         summary = build(settings)
     except TooManyRejects as error:
-        print(f"error: too many rejects: {error}", file=sys.stderr)
+        write_error_lines([f"too many rejects: {error}"])
         return 1
     except Exception as error:
-        message = s3.refusal(error, [settings.src, settings.dst, settings.stats])
-        if message is None:
-            raise
-        print(f"error: {message}", file=sys.stderr)
-        return 2
+        return s3.refused(error, [settings.src, settings.dst, settings.stats])
     print(f"done: {summary.line()} → {settings.dst}")
     return 0
 

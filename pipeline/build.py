@@ -23,6 +23,7 @@ import fsspec
 from pipeline.layout import SourceSplit, discover
 from pipeline.runner import TaskRunner
 from pipeline.scan import Scanned, SplitScan, scan_split
+from pipeline.source import check_source_and_destination
 from pipeline.write import write_split
 from shards import manifest, s3
 from shards.errors import UserError
@@ -88,9 +89,7 @@ def build(settings: Settings) -> BuildSummary:
     """Run the whole pipeline; returns per-split kept/rejected counts, and how busy the store was."""
     given = read_stats(settings.stats) if settings.stats else None
     throttled_before = s3.throttled()
-    for url in (settings.src, settings.dst):  # credentials, bucket, endpoint: fail now, not after the scan
-        s3.count_throttling(url)
-        s3.check_access(url)
+    check_source_and_destination(settings.src, settings.dst)  # fail now, not after the scan
     front_end = read_front_end(settings.src)
     log.info("front end of %s: %s", settings.src, describe(front_end))
     if given is not None:
@@ -108,10 +107,10 @@ def build(settings: Settings) -> BuildSummary:
         if not any(scan.kept for scan in scans.values()):
             raise PipelineError(f"{settings.src}: no usable utterance in any split")
         dim = given.dim if given else _common_dim(scans)
-        kept = {name: [s for s in scan.kept if s.dim == dim] for name, scan in scans.items()}
+        kept, rejections = _of_dimension(scans, dim)
         if given is not None:
             _check_shift(settings, given, kept)  # before anything is written
-        summaries = _publish_rejects(store, settings, splits, scans, dim, source_root)
+        summaries = _publish_rejects(store, settings, splits, kept, rejections, source_root)
         stats_json = _publish_statistics(store, given or _training_stats(kept, dim, settings.src), front_end)
         for split in splits:
             write_split(runner, store, split, kept[split.name], stats_json, settings.shard_mb, dim)
@@ -127,18 +126,13 @@ def _common_dim(scans: dict[str, SplitScan]) -> int:
     return max(counts, key=lambda dim: (counts[dim], -dim))
 
 
-def _publish_rejects(
-    store: Store,
-    settings: Settings,
-    splits: list[SourceSplit],
-    scans: dict[str, SplitScan],
-    dim: int,
-    source_root: str,
-) -> list[SplitSummary]:
-    """``rejects.csv`` (the refused and the other-dimension utterances, files relative to the
-    source), and each split's counts; a split over the reject limit stops the run."""
+def _of_dimension(scans: dict[str, SplitScan], dim: int) -> tuple[dict[str, list[Scanned]], list[Rejection]]:
+    """Each split's utterances of ``dim`` coefficients, and every rejection: the scan's, then each
+    utterance of another dimension."""
+    kept: dict[str, list[Scanned]] = {}
     rejections: list[Rejection] = []
     for name, scan in scans.items():
+        kept[name] = [s for s in scan.kept if s.dim == dim]
         rejections += scan.rejected
         rejections += [
             Rejection(
@@ -147,15 +141,23 @@ def _publish_rejects(
             for s in scan.kept
             if s.dim != dim
         ]
+    return kept, rejections
+
+
+def _publish_rejects(
+    store: Store,
+    settings: Settings,
+    splits: list[SourceSplit],
+    kept: dict[str, list[Scanned]],
+    rejections: list[Rejection],
+    source_root: str,
+) -> list[SplitSummary]:
+    """``rejects.csv`` (files relative to the source), and each split's counts; a split over the
+    reject limit stops the run."""
     rejections = [replace(r, file=r.file.removeprefix(source_root).lstrip("/")) for r in rejections]
     store.publish_bytes(manifest.rejects_bytes(rejections), manifest.REJECTS)
     summaries = [
-        SplitSummary(
-            s.name,
-            sum(k.dim == dim for k in scans[s.name].kept),
-            sum(r.split == s.name for r in rejections),
-        )
-        for s in splits
+        SplitSummary(s.name, len(kept[s.name]), sum(r.split == s.name for r in rejections)) for s in splits
     ]
     too_many = [s for s in summaries if s.rejected_fraction > settings.max_reject_fraction]
     if too_many:

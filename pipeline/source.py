@@ -25,12 +25,18 @@ class InputChanged(UserError):
     """A source file whose bytes changed between the scan and the write pass."""
 
 
-def open_source_and_store(src: str, dst: str) -> tuple["SourceReader", Store]:
-    """A task's reader of ``src`` and store at ``dst``, checked with this worker's credentials and
-    network, which may not be the driver's."""
+def check_source_and_destination(src: str, dst: str) -> None:
+    """Both URLs reachable with this process's credentials and network (a clear line now, not a
+    failure after the scan), and the object store's throttling answers counted."""
     for url in (src, dst):
         s3.count_throttling(url)
         s3.check_access(url)
+
+
+def open_source_and_store(src: str, dst: str) -> tuple["SourceReader", Store]:
+    """A task's reader of ``src`` and store at ``dst``, checked with this worker's credentials and
+    network, which may not be the driver's."""
+    check_source_and_destination(src, dst)
     store = Store(dst)
     return SourceReader(src, store.staging_folder("source-copy")), store
 

@@ -68,11 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         s3.check_access(args.url)  # credentials, bucket, endpoint: a clear answer before any object is read
         document = plan_document(args)
     except Exception as error:
-        message = s3.refusal(error, [args.url])
-        if message is None:
-            raise
-        print(f"error: {message}", file=sys.stderr)
-        return 2
+        return s3.refused(error, [args.url])
     json.dump(document, sys.stdout, indent=1)
     print()
     return 0

@@ -9,6 +9,8 @@ bug and keeps its traceback. An object-store failure (credentials, a missing buc
 past the deadline) is explained as one line too (``shards/s3.py``).
 """
 
+import sys
+
 
 class UserError(Exception):
     """Something the user can fix, named in the message."""
@@ -16,3 +18,10 @@ class UserError(Exception):
 
 class MissingInput(UserError, FileNotFoundError):
     """A file or URL the user named, or one it must contain, is not there."""
+
+
+def write_error_lines(lines: list[str]) -> None:
+    """``error: <line>`` for each line, all in one write: ranks run unbuffered (-u), where print
+    writes a text and its newline apart, and the lines of ranks that fail at the same moment (a bad
+    setting, a refusal every rank makes) would interleave."""
+    sys.stderr.write("".join(f"error: {line}\n" for line in lines))

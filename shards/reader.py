@@ -24,7 +24,7 @@ from operator import attrgetter
 
 import torch
 
-from shards import manifest, s3
+from shards import s3
 from shards.batch import Batch, collate
 from shards.errors import UserError
 from shards.manifest import ShardEntry, read_split_metadata
@@ -55,7 +55,7 @@ class _WorkerError:
     error: Exception
 
 
-_CARRIED_ERRORS = (CorruptShard, manifest.DatasetError, OSError)  # those the commands refuse in one line
+_CARRIED_ERRORS = (UserError, OSError)  # those the commands refuse in one line (shards/errors.py)
 
 
 class ShardDataset(torch.utils.data.IterableDataset):

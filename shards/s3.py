@@ -17,7 +17,7 @@ import threading
 import botocore.exceptions
 import fsspec
 
-from shards.errors import UserError
+from shards.errors import UserError, write_error_lines
 from shards.retry import StillFailing
 
 ENDPOINT_VARIABLE = "AWS_ENDPOINT_URL"
@@ -89,6 +89,16 @@ def refusal(error: BaseException, urls: list[str | None]) -> str | None:
     that its traceback shows."""
     family = isinstance(error, UserError | FileNotFoundError | StillFailing)
     return explain(error, urls) or (str(error) if family else None)
+
+
+def refused(error: BaseException, urls: list[str | None]) -> int:
+    """Exit status 2 with the error's one line written (:func:`refusal`), or ``error`` raised
+    again with its traceback when it is a bug. A command's ``except Exception`` ends with it."""
+    message = refusal(error, urls)
+    if message is None:
+        raise error
+    write_error_lines([message])
+    return 2
 
 
 _throttled = 0

@@ -10,7 +10,7 @@ import pytest
 from eval.lm import ArpaError
 from eval.token_lm import LMError
 from eval.transcribe import FeatureShiftRefused
-from pipeline.build import FeatureShiftError, PipelineError, TooManyRejects
+from pipeline.build import FeatureShiftError, PipelineError, Settings, TooManyRejects, build
 from pipeline.corpus.voices import VoiceUnavailable
 from pipeline.layout import LayoutError
 from pipeline.runner import ClusterError, WorkerFailed
@@ -28,12 +28,31 @@ from train.checkpoint import CheckpointError
 from train.config import ConfigError
 from train.hardware import DeviceError
 from train.rendezvous import JoinTimeout
+from train.together import FailedOnRank0
 
 USER_FIXABLE = [
-    ArpaError, LMError, FeatureShiftRefused, FeatureShiftError, PipelineError, TooManyRejects,
-    VoiceUnavailable, LayoutError, ClusterError, WorkerFailed, InputChanged, MissingInput, DatasetError,
-    LoaderStartError, CorruptShard, KaggleFormatError, CheckpointError, ConfigError, DeviceError, JoinTimeout,
-]  # fmt: skip
+    ArpaError,
+    LMError,
+    FeatureShiftRefused,
+    FeatureShiftError,
+    PipelineError,
+    TooManyRejects,
+    VoiceUnavailable,
+    LayoutError,
+    ClusterError,
+    WorkerFailed,
+    InputChanged,
+    MissingInput,
+    DatasetError,
+    LoaderStartError,
+    CorruptShard,
+    KaggleFormatError,
+    CheckpointError,
+    FailedOnRank0,
+    ConfigError,
+    DeviceError,
+    JoinTimeout,
+]
 
 
 @pytest.mark.parametrize("kind", USER_FIXABLE, ids=lambda kind: kind.__name__)
@@ -69,6 +88,12 @@ COMMANDS = {
     "evaluate": ("eval.main", "eval.main.model_url", ["--checkpoint", "{tmp}/none", "--data", "{shards}"]),
     "score": ("eval.__main__", "eval.__main__.read_labels", ["score", "{tmp}/a.csv", "{tmp}/b.csv"]),
     "plan": ("shards.__main__", "shards.__main__.read_split_metadata", ["plan", "{shards}"]),
+    "ablate": (
+        "train.ablate",
+        "train.ablate.load_config",
+        ["--data", "{shards}", "--out", "{tmp}/ab", "--vary", "lr=-1"],
+    ),
+    "corpus": ("pipeline.corpus.__main__", "pipeline.corpus.__main__.generate", ["--dst", "{tmp}/corpus"]),
 }
 _RUN = """
 import importlib, sys
@@ -84,8 +109,6 @@ sys.exit(importlib.import_module(module_name).main(argv))
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> dict[str, str]:
-    from pipeline.build import Settings, build
-
     tmp = tmp_path_factory.mktemp("errors")
     raw = write_hw3p2(tmp / "raw", counts=(8, 2, 2), frames=(40, 80))
     build(Settings(str(raw), str(tmp / "shards")))
@@ -114,9 +137,12 @@ def test_each_command_shows_a_bugs_traceback(command, data):
     assert not any(line.startswith("error:") for line in result.stderr.splitlines())
 
 
-@pytest.mark.parametrize("command", ["evaluate", "score"])
-def test_each_command_gives_a_users_mistake_one_line(command, data):
+@pytest.mark.parametrize(
+    "command, named",
+    [("evaluate", "{tmp}/none"), ("score", "{tmp}/b.csv"), ("ablate", "lr=-1.0: allowed: > 0")],
+)
+def test_each_command_gives_a_users_mistake_one_line(command, named, data):
     result = _run(command, data, inject=False)
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
-    assert len(errors) == 1 and data["tmp"] in errors[0], errors
+    assert len(errors) == 1 and named.format(**data) in errors[0], errors

@@ -20,6 +20,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from shards import s3  # noqa: E402
 from shards.errors import UserError
 from shards.store import Store  # noqa: E402
 from train.config import load_config  # noqa: E402
@@ -93,9 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         varied = [parse_vary(text) for text in args.vary]
         for _, _, _, overrides in runs(args.base, varied):
             load_config(args.config, overrides)  # every variation is valid before anything runs
-    except (ValueError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    except Exception as error:
+        return s3.refused(error, [args.data, args.out])
     out = args.out.rstrip("/")
     rows = []
     for name, key, value, overrides in runs(args.base, varied):

@@ -23,6 +23,7 @@ from accelerate import Accelerator
 from accelerate.utils import InitProcessGroupKwargs, gather_object
 
 from shards import s3
+from shards.errors import write_error_lines
 from shards.frontend import read_front_end
 from shards.reader import BatchStream
 from shards.retry import with_retries
@@ -520,18 +521,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def refusal(error: BaseException, args: argparse.Namespace) -> str | None:
-    """The one line a user's mistake or an outage ends the run with; None for a bug (its traceback).
-    Another rank's failure is a line here too: the traceback of a bug is rank 0's."""
-    if isinstance(error, together.FailedOnRank0):
-        return str(error)
+    """The one line a user's mistake or an outage ends the run with; None for a bug (its traceback)."""
     return s3.refusal(error, [args.data, args.out])
-
-
-def write_error_lines(lines: list[str]) -> None:
-    """``error: <line>`` for each line, all in one write: ranks run unbuffered (-u), where print
-    writes a text and its newline apart, and the lines of ranks that fail at the same moment (a bad
-    setting, a refusal every rank makes) would interleave."""
-    sys.stderr.write("".join(f"error: {line}\n" for line in lines))
 
 
 def leave_at_once(status: int) -> NoReturn:

@@ -19,11 +19,14 @@ from collections.abc import Callable
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
 
+from shards.errors import UserError
+
 POLL_S = 2.0
 
 
-class FailedOnRank0(Exception):
-    """Rank 0's work failed; on the other ranks, this carries its message."""
+class FailedOnRank0(UserError):
+    """Rank 0's work failed; on the other ranks, this carries its message as one line (the traceback
+    of a bug is rank 0's to show)."""
 
 
 def on_rank_0(

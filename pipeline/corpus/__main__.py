@@ -7,7 +7,7 @@ import sys
 
 from pipeline.corpus.build import CorpusSettings, generate
 from pipeline.corpus.voices import DEFAULT_VOICES
-from shards.errors import UserError
+from shards import s3
 
 DEFAULTS = CorpusSettings(dst="")
 
@@ -49,9 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = parse_args(argv)
     try:
         summary = generate(settings)
-    except (UserError, FileNotFoundError) as error:  # shards/errors.py: what a user can fix
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    except Exception as error:
+        return s3.refused(error, [settings.dst])
     print(
         f"done: {summary['utterances']} utterances, {summary['hours']:.2f} h, "
         f"{summary['mean_frames_per_phoneme']} frames/phoneme, {summary['failed_attempts']} failed attempts "
