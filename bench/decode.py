@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from eval import lm
-from eval.decode import make_decoder
+from eval.decode import Decoding
 from eval.model import load_model, model_url
 from shards.reader import BatchStream
 from train.metric import Score
@@ -65,7 +65,7 @@ def main() -> None:
         settings += [(name, p, 50, 10, path) for p in (1, 2)]
     for name, threads, width, top_n, path in settings:
         alpha, beta = (args.alpha, args.beta) if path else (0.0, 0.0)
-        decoder = make_decoder(width, threads, top_n, path, alpha, beta)
+        decoder = Decoding(width, top_n, threads, path, alpha, beta).decoder()
         decoder.best(outputs[0][0][:2], outputs[0][1][:2])  # numba compiled, the pool started, before timing
         score = Score()
         start, cpu_start = time.perf_counter(), time.process_time()

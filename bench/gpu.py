@@ -214,8 +214,17 @@ def cases_for(device: torch.device) -> list[dict]:
 
 def print_table(results: dict) -> None:
     print(f"\n{results['device']}")
-    columns = ("precision", "lstm_impl", "real_frames_per_s", "lstm_dtype", "host_syncs_per_step",
-               "peak_gpu_memory_gib", "steps", "mean_loss", "loss_finite")  # fmt: skip
+    columns = (
+        "precision",
+        "lstm_impl",
+        "real_frames_per_s",
+        "lstm_dtype",
+        "host_syncs_per_step",
+        "peak_gpu_memory_gib",
+        "steps",
+        "mean_loss",
+        "loss_finite",
+    )
     print(" | ".join(columns))
     for case in results["cases"]:
         reason = case.get("skipped") or case.get("error")
@@ -223,8 +232,10 @@ def print_table(results: dict) -> None:
             print(f"{case['precision']} | {case['lstm_impl']} | {reason}")
         else:
             print(" | ".join(str(case[c]) for c in columns))
-    print(f"loader alone ({results['loader_workers']} workers): {results['loader_frames_per_s']:,.0f} real frames/s; "
-          f"fastest case consumes {results['fastest_case_frames_per_s']:,.0f}")  # fmt: skip
+    print(
+        f"loader alone ({results['loader_workers']} workers): {results['loader_frames_per_s']:,.0f} real frames/s; "
+        f"fastest case consumes {results['fastest_case_frames_per_s']:,.0f}"
+    )
     if results["two_ranks"]:
         print(f"2 NCCL ranks, one epoch: {results['two_ranks']}")
 

@@ -63,9 +63,13 @@ def _time_notebook(url: str, workers: int, batch_size: int) -> tuple[float, int,
     start = time.perf_counter()
     dataset = NotebookDataset(url)
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, shuffle=True, num_workers=workers, collate_fn=_pad,
+        dataset,
+        batch_size=batch_size,
+        shuffle=True,
+        num_workers=workers,
+        collate_fn=_pad,
         multiprocessing_context="spawn" if workers else None,
-    )  # fmt: skip
+    )
     real = padded = 0
     for features, lengths in loader:
         real += int(lengths.sum())

@@ -41,8 +41,12 @@ from tests.dask_cluster import dask_cluster
 from tests.s3server import running_s3_server
 
 STORES = {"local": "local", "s3": "S3"}
-PLACEMENTS = {"pool1": "1 local process(es)", "pool2": "2 local process(es)",
-              "cluster1": "cluster of 1", "cluster2": "cluster of 2"}  # fmt: skip
+PLACEMENTS = {
+    "pool1": "1 local process(es)",
+    "pool2": "2 local process(es)",
+    "cluster1": "cluster of 1",
+    "cluster2": "cluster of 2",
+}
 CASES = ["copies", *(f"{store}-{placement}" for store in STORES for placement in PLACEMENTS)]
 
 
@@ -115,8 +119,15 @@ def _driver_cost(utterances: int, dim: int = 13) -> dict[str, float]:
     rows, position = [], 0
     for number, members in enumerate(shards):
         for s in members:
-            rows.append({"key": sample_key(position), "id": s.source.id, "shard": shard_name(number),
-                         "n_frames": s.n_frames, "n_phonemes": s.n_phonemes})  # fmt: skip
+            rows.append(
+                {
+                    "key": sample_key(position),
+                    "id": s.source.id,
+                    "shard": shard_name(number),
+                    "n_frames": s.n_frames,
+                    "n_phonemes": s.n_phonemes,
+                }
+            )
             position += 1
     manifest_bytes(rows)
     cost["manifest rows and Parquet (s)"] = time.perf_counter() - start
@@ -152,8 +163,13 @@ def main() -> None:
     parser.add_argument("--test", type=int, help="default: a tenth of --train")
     parser.add_argument("--frames", type=int, nargs=2, default=(200, 1600))
     parser.add_argument("--driver", type=int, default=1_000_000, help="utterances for the driver's cost")
-    parser.add_argument("--cases", nargs="+", choices=CASES, default=CASES,
-                        help="what to time (default: all); copies = the plain copies and the write-pass reads")  # fmt: skip
+    parser.add_argument(
+        "--cases",
+        nargs="+",
+        choices=CASES,
+        default=CASES,
+        help="what to time (default: all); copies = the plain copies and the write-pass reads",
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     counts = (args.train, args.dev or args.train // 10, args.test or args.train // 10)
@@ -181,8 +197,10 @@ def main() -> None:
 
         def run(placement: str, options: list[str]) -> None:
             case = PLACEMENTS[placement]
-            for store, src, dst, fs in (("local", str(raw), str(work / placement), local),
-                                        ("s3", "s3://bench/raw", f"s3://bench/{placement}", s3)):  # fmt: skip
+            for store, src, dst, fs in (
+                ("local", str(raw), str(work / placement), local),
+                ("s3", "s3://bench/raw", f"s3://bench/{placement}", s3),
+            ):
                 if f"{store}-{placement}" not in args.cases:
                     continue
                 where = STORES[store]

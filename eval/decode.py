@@ -12,6 +12,7 @@ without the GIL, as ctcdecode's runs in C++ threads): nothing is spawned, so a s
 ``close()``, the ``with`` block, or the interpreter.
 """
 
+import dataclasses
 import os
 import threading
 from collections.abc import Sequence
@@ -22,6 +23,7 @@ import torch
 
 from eval.prefix_beam import Hypothesis, PrefixSearch, Table
 from eval.token_lm import TokenLM
+from shards.errors import UserError
 from shards.vocab import BLANK, PHONEME_MAP
 from train.metric import greedy_decode
 
@@ -215,26 +217,40 @@ class GreedyDecoder:
         pass
 
 
-def make_decoder(
-    beam: int, processes: int, top_n: int, lm: str | None, alpha: float, beta: float
-) -> CTCBeamDecoder | GreedyDecoder:
-    """Evaluation's decoder over the model's log-probabilities and the HW3P2 labels. Beam width 0
-    or 1 means greedy (an LM needs a beam); ``beta`` is a per-phoneme bonus with or without an
-    LM. Evaluation expands only the ``top_n`` likeliest labels per frame: on the demo model's dev
-    split top-n 10 decodes 4x faster than 40 for +0.003 distance."""
-    if beam <= 1:
-        if lm is not None or beta != 0.0:
-            raise ValueError("an LM or beta needs a beam search: --beam 2 or more")
-        return GreedyDecoder()
-    return CTCBeamDecoder(
-        PHONEME_MAP,
-        model_path=lm,
-        alpha=alpha,
-        beta=beta,
-        cutoff_top_n=top_n,
-        beam_width=beam,
-        num_processes=processes,
-        blank_id=BLANK,
-        log_probs_input=True,
-        bonus_without_lm=True,
-    )
+@dataclasses.dataclass(frozen=True)
+class Decoding:
+    """Evaluation's decoding of the model's log-probabilities into HW3P2 labels: beam width (0 or 1
+    greedy: an LM needs a beam), the labels a beam expands per frame, decoding threads, a phoneme
+    LM with its weight, and ``beta``, a per-phoneme bonus with or without an LM. Evaluation expands
+    only the ``top_n`` likeliest labels per frame: on the demo model's dev split top-n 10 decodes
+    4x faster than 40 for +0.003 distance."""
+
+    beam: int = 50
+    top_n: int = 10
+    decoders: int = 1
+    lm: str | None = None
+    alpha: float = 0.0
+    beta: float = 0.0
+
+    def decoder(self) -> CTCBeamDecoder | GreedyDecoder:
+        if self.beam <= 1:
+            if self.lm is not None or self.beta != 0.0:
+                raise UserError("an LM or beta needs a beam search: --beam 2 or more")
+            return GreedyDecoder()
+        return CTCBeamDecoder(
+            PHONEME_MAP,
+            model_path=self.lm,
+            alpha=self.alpha,
+            beta=self.beta,
+            cutoff_top_n=self.top_n,
+            beam_width=self.beam,
+            num_processes=self.decoders,
+            blank_id=BLANK,
+            log_probs_input=True,
+            bonus_without_lm=True,
+        )
+
+    def cells(self) -> dict:
+        """The leaderboard's record of the LM and its weights: empty where unused (as rows before them)."""
+        lm = self.lm or ""
+        return {"lm": lm, "alpha": self.alpha if lm else "", "beta": self.beta if lm or self.beta else ""}

@@ -43,6 +43,7 @@ COLUMNS = [
     "alpha",
     "beta",
 ]
+FIRST_COLUMNS = ("time", "run", "checkpoint", "epoch", "split", "beam", "distance")  # every version's
 ATTEMPTS = 200
 
 
@@ -60,16 +61,28 @@ def _original(text: str) -> str:
     return text[1:] if text[:1] == "'" and text.lstrip("'")[:1] in FORMULA_STARTS else text
 
 
-def _parse(data: bytes) -> list[dict]:
-    reader = csv.DictReader(io.StringIO(data.decode("utf-8"), newline=""))
+class NotALeaderboard(UserError):
+    """The file at a leaderboard's URL is something else: it is neither read as one nor rewritten."""
+
+
+def _parse(data: bytes, where: str) -> list[dict]:
+    try:
+        reader = csv.DictReader(io.StringIO(data.decode("utf-8"), newline=""))
+        missing = [c for c in FIRST_COLUMNS if c not in (reader.fieldnames or FIRST_COLUMNS)]
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise NotALeaderboard(f"{where}: not a leaderboard CSV ({error})") from None
+    if missing:
+        raise NotALeaderboard(
+            f"{where}: not a leaderboard CSV (no {', '.join(missing)} column); refusing to read or rewrite it"
+        )
     return [{key: _original(value or "") for key, value in row.items() if key is not None} for row in reader]
 
 
-def _with_row(existing: bytes, row: dict) -> bytes:
+def _with_row(existing: bytes, row: dict, where: str) -> bytes:
     text = io.StringIO(newline="")
     writer = csv.DictWriter(text, COLUMNS, lineterminator="\r\n")  # RFC 4180; also quotes cells holding a CR
     writer.writeheader()
-    for old in [*_parse(existing), row]:
+    for old in [*_parse(existing, where), row]:
         writer.writerow({column: _neutralised(old.get(column, "")) for column in COLUMNS})
     return text.getvalue().encode()
 
@@ -90,7 +103,7 @@ def _append_local(path: Path, row: dict) -> None:
     try:
         fcntl.flock(lock, fcntl.LOCK_EX)
         existing = path.read_bytes() if path.exists() else b""
-        Store(str(path.parent)).publish_bytes(_with_row(existing, row), path.name)
+        Store(str(path.parent)).publish_bytes(_with_row(existing, row, str(path)), path.name)
     finally:
         os.close(lock)
 
@@ -112,7 +125,7 @@ def _append_s3(url: str, row: dict) -> None:
         except FileNotFoundError:
             existing, condition = b"", {"IfNoneMatch": "*"}
         try:
-            fs.call_s3("put_object", Bucket=bucket, Key=key, Body=_with_row(existing, row), **condition)
+            fs.call_s3("put_object", Bucket=bucket, Key=key, Body=_with_row(existing, row, url), **condition)
             return
         except OSError as error:  # s3fs turns 412 Precondition Failed into an OSError
             if "pre-condition" not in str(error).lower() and "precondition" not in str(error).lower():
@@ -133,7 +146,7 @@ def read(url: str) -> list[dict]:
     """Every row, each with every column of COLUMNS (empty where an older file lacks it)."""
     try:
         with fsspec.open(url, "rb") as handle:
-            rows = _parse(handle.read())
+            rows = _parse(handle.read(), url)
     except FileNotFoundError:
         return []
     return [{column: row.get(column, "") for column in COLUMNS} for row in rows]

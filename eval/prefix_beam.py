@@ -62,9 +62,35 @@ def _candidates(row: np.ndarray, top_n: int, cutoff_prob: float) -> np.ndarray:
 
 
 @numba.njit(cache=True, nogil=True)
-def advance(emissions, first_frame, beam_width, top_n, cutoff_prob, blank, table, dense, row_of,
-            contexts, alpha, beta, nodes, parent, label, context, depth, lm_logp, peak_logp, peak_frame,
-            children, next_blank, next_other, stamp, beam, blank_score, other_score):  # fmt: skip
+def advance(
+    emissions,
+    first_frame,
+    beam_width,
+    top_n,
+    cutoff_prob,
+    blank,
+    table,
+    dense,
+    row_of,
+    contexts,
+    alpha,
+    beta,
+    nodes,
+    parent,
+    label,
+    context,
+    depth,
+    lm_logp,
+    peak_logp,
+    peak_frame,
+    children,
+    next_blank,
+    next_other,
+    stamp,
+    beam,
+    blank_score,
+    other_score,
+):
     """Runs ``emissions`` (n, C) natural-log posteriors, frame ``first_frame`` onwards, from the
     beam (``beam``, ``blank_score``, ``other_score``) over a trie of ``nodes`` nodes.
 
@@ -215,9 +241,18 @@ class PrefixSearch:
         self.beam = np.zeros(1, np.int64)
         self.blank_score, self.other_score = np.zeros(1), np.full(1, NEG_INF)
 
-    _NODE_ARRAYS = {"parent": np.int64, "label": np.int64, "context": np.int64, "depth": np.int64,
-                    "lm_logp": np.float64, "peak_logp": np.float64, "peak_frame": np.int64,
-                    "next_blank": np.float64, "next_other": np.float64, "stamp": np.int64}  # fmt: skip
+    _NODE_ARRAYS = {
+        "parent": np.int64,
+        "label": np.int64,
+        "context": np.int64,
+        "depth": np.int64,
+        "lm_logp": np.float64,
+        "peak_logp": np.float64,
+        "peak_frame": np.int64,
+        "next_blank": np.float64,
+        "next_other": np.float64,
+        "stamp": np.int64,
+    }
 
     def _grow(self, capacity: int) -> None:
         for name, dtype in self._NODE_ARRAYS.items():
@@ -239,12 +274,34 @@ class PrefixSearch:
             self._grow(self.nodes + chunk.shape[0] * self.beam_width * self.top_n)
             table = self.table
             ran, self.nodes, self.beam, self.blank_score, self.other_score = advance(
-                chunk, self.frames_done, self.beam_width, self.top_n, self.cutoff_prob, self.blank,
-                table.rows, table.dense, table.row_of, table.contexts, self.alpha, self.beta, self.nodes,
-                self.parent, self.label, self.context, self.depth, self.lm_logp, self.peak_logp,
-                self.peak_frame, self.children, self.next_blank, self.next_other, self.stamp,
-                self.beam, self.blank_score, self.other_score,
-            )  # fmt: skip
+                chunk,
+                self.frames_done,
+                self.beam_width,
+                self.top_n,
+                self.cutoff_prob,
+                self.blank,
+                table.rows,
+                table.dense,
+                table.row_of,
+                table.contexts,
+                self.alpha,
+                self.beta,
+                self.nodes,
+                self.parent,
+                self.label,
+                self.context,
+                self.depth,
+                self.lm_logp,
+                self.peak_logp,
+                self.peak_frame,
+                self.children,
+                self.next_blank,
+                self.next_other,
+                self.stamp,
+                self.beam,
+                self.blank_score,
+                self.other_score,
+            )
             done += ran
             self.frames_done += ran
             if ran < chunk.shape[0]:

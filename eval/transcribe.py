@@ -22,6 +22,7 @@ still transcribed, and the exit status is 1.
 """
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -30,9 +31,8 @@ import fsspec
 import numpy as np
 import torch
 
-from eval.decode import make_decoder
-from eval.main import add_lm_weights
 from eval.model import load_model, model_url, place
+from eval.options import Decoding, Url, add_decoding_arguments
 from pipeline.validate import Rejected, check_features
 from shards.errors import UserError
 from shards.frontend import FrontEnd, recorded_front_end_of
@@ -46,18 +46,28 @@ class FeatureShiftRefused(UserError):
     """The ``.npy`` inputs do not match the model's front end or statistics (and --accept-shift was not given)."""
 
 
+@dataclasses.dataclass(frozen=True)
+class Transcription:
+    checkpoint: str  # a model.pt, or a run folder (its latest)
+    inputs: list[str]  # .npy files, folders of them, audio files
+    decoding: Decoding = Decoding()
+    format: str = "text"  # or jsonl
+    accept_shift: bool = False  # transcribe .npy features that do not match the model's statistics anyway
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--checkpoint", required=True, help="URL of a model.pt, or of a run folder (its latest)"
+        "--checkpoint", type=Url, required=True, help="URL of a model.pt, or of a run folder (its latest)"
     )
     parser.add_argument(
-        "inputs", nargs="+", metavar="INPUT", help="an MFCC .npy file, a folder of them, or an audio file"
+        "inputs",
+        type=Url,
+        nargs="+",
+        metavar="INPUT",
+        help="an MFCC .npy file, a folder of them, or an audio file",
     )
-    parser.add_argument("--beam", type=int, default=50, help="beam width; 1 = greedy")
-    parser.add_argument("--top-n", type=int, default=10, help="labels per frame a beam may expand")
-    parser.add_argument("--lm", help="token LM (ARPA or KenLM binary) for the beam search")
-    add_lm_weights(parser)
-    parser.add_argument("--format", choices=("text", "jsonl"), default="text")
+    add_decoding_arguments(parser)
+    parser.add_argument("--format", choices=("text", "jsonl"), default=Transcription.format)
     parser.add_argument(
         "--accept-shift",
         action="store_true",
@@ -141,8 +151,9 @@ def _check_shift(inputs: dict[str, np.ndarray], stats: FeatureStats) -> None:
         )
 
 
-def transcribe(args: argparse.Namespace) -> int:
-    model, card = load_model(model_url(args.checkpoint))
+def transcribe(request: Transcription) -> int:
+    """Each input's line on stdout; 1 when an input was refused, 2 when the features do not fit the model."""
+    model, card = load_model(model_url(request.checkpoint))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     place(model, device)
     stats = FeatureStats(card.stats["frames"], np.asarray(card.stats["mean"]), np.asarray(card.stats["m2"]))
@@ -150,20 +161,20 @@ def transcribe(args: argparse.Namespace) -> int:
     stride = model.config.time_stride
     inputs: dict[str, np.ndarray] = {}
     failed = 0
-    for url in input_files(args.inputs):
+    for url in input_files(request.inputs):
         try:
             inputs[url] = _features(url, card.feature_dim, front_end)
         except Rejected as rejected:
             print(f"error: {rejected}", file=sys.stderr)
             failed += 1
     try:
-        if not args.accept_shift:
+        if not request.accept_shift:
             _check_front_ends(list(inputs), front_end)
             _check_shift(inputs, stats)
     except FeatureShiftRefused as refused:
         print(f"error: {refused}", file=sys.stderr)
         return 2
-    decoder = make_decoder(args.beam, 1, args.top_n, args.lm, args.alpha, args.beta)
+    decoder = request.decoding.decoder()
     for url, features in inputs.items():
         normalised = torch.from_numpy(stats.normalise(features))[None].to(device)
         with torch.no_grad():
@@ -171,15 +182,21 @@ def transcribe(args: argparse.Namespace) -> int:
         (best, *_) = decoder.best(log_probs, lengths)[0]
         name = Path(fsspec.core.url_to_fs(url)[1]).name
         phonemes = " ".join(PHONEMES[k] for k in best.labels)
-        if args.format == "text":
+        if request.format == "text":
             print(f"{name}\t{phonemes}")
             continue
         frames = [frame * stride for frame in best.frames] if best.frames else None
         seconds = None
         if frames is not None and front_end is not None:
             seconds = [round(frame * front_end.seconds_per_frame, 3) for frame in frames]
-        record = {"input": name, "phonemes": phonemes, "string": to_string(best.labels),
-                  "score": -best.score, "frames": frames, "seconds": seconds}  # fmt: skip
+        record = {
+            "input": name,
+            "phonemes": phonemes,
+            "string": to_string(best.labels),
+            "score": -best.score,
+            "frames": frames,
+            "seconds": seconds,
+        }
         print(json.dumps(record))
     decoder.close()
     return 1 if failed else 0

@@ -8,16 +8,16 @@ then decodes those posteriors with the LM and is scored on all ranks together. R
 
 import argparse
 import csv
+import dataclasses
 import io
 import logging
 
 import numpy as np
-import torch
 from accelerate.utils import gather_object
 
-from eval.decode import make_decoder
-from eval.main import finish_ranks, model_and_share, start_ranks
 from eval.model import model_url
+from eval.options import Decoding, Reading, Url, add_decoding_arguments, add_reading_arguments
+from eval.ranks import forward, model_and_share, ranks
 from shards.errors import UserError
 from shards.progress import Progress
 from shards.store import Store
@@ -38,28 +38,53 @@ def grid(text: str) -> list[float]:
     return [round(start + i * step, 6) for i in range(int(round((stop - start) / step)) + 1)]
 
 
-def posteriors(args: argparse.Namespace, accelerator) -> list[tuple]:
+@dataclasses.dataclass(frozen=True)
+class Tuning:
+    checkpoint: str  # a model.pt, or a run folder (its latest)
+    data: str
+    lm: str | None  # required: the grid weighs it
+    out: str  # folder for tune.csv and tune.png
+    split: str = "dev"
+    alphas: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+    betas: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0)
+    decoding: Decoding = Decoding()  # its lm, alpha and beta are the grid's
+    reading: Reading = Reading()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--checkpoint", type=Url, required=True, help="URL of a model.pt, or of a run folder (its latest)"
+    )
+    parser.add_argument("--data", type=Url, required=True)
+    parser.add_argument("--split", default=Tuning.split)
+    add_decoding_arguments(parser, weights=False)
+    add_reading_arguments(parser)
+    parser.add_argument(
+        "--alpha", dest="alphas", type=grid, default=Tuning.alphas, help="LM weights, start:stop:step"
+    )
+    parser.add_argument(
+        "--beta", dest="betas", type=grid, default=Tuning.betas, help="bonuses per phoneme, start:stop:step"
+    )
+    parser.add_argument(
+        "--out", type=Url, required=True, help="folder for tune.csv and tune.png (local or URL)"
+    )
+
+
+def posteriors(request: Tuning, accelerator) -> list[tuple]:
     """This rank's share of the split: (log-probs, lengths, references, repeated) per batch."""
-    args.checkpoint = model_url(args.checkpoint)
-    model, _, stream = model_and_share(args, accelerator)
+    checkpoint = model_url(request.checkpoint)
+    model, _, stream = model_and_share(checkpoint, request.data, request.split, request.reading, accelerator)
     if stream.index.labelled is False:
-        raise UserError(f"{args.data}/{args.split}: no transcripts to tune against (use dev)")
+        raise UserError(f"{request.data}/{request.split}: no transcripts to tune against (use dev)")
     found = []
-    shown = accelerator.is_main_process
-    with (
-        torch.no_grad(),
-        Progress(len(stream), f"posteriors {args.split}", "batch", shown=shown, log=log) as bar,
-    ):
-        for batch in stream:
-            log_probs, lengths = model(batch.features.to(accelerator.device), batch.feature_lengths)
-            references = [batch.labels[i, : batch.label_lengths[i]].tolist() for i in range(len(batch.ids))]
-            found.append((log_probs.cpu(), lengths.cpu(), references, batch.repeated.tolist()))
-            bar.update()
+    for batch, log_probs, lengths in forward(model, stream, accelerator, f"posteriors {request.split}"):
+        references = [batch.labels[i, : batch.label_lengths[i]].tolist() for i in range(len(batch.ids))]
+        found.append((log_probs.cpu(), lengths.cpu(), references, batch.repeated.tolist()))
     return found
 
 
-def score_point(share: list[tuple], args: argparse.Namespace, alpha: float, beta: float) -> Score:
-    decoder = make_decoder(args.beam, args.decoders, args.top_n, args.lm, alpha, beta)
+def score_point(share: list[tuple], decoding: Decoding) -> Score:
+    decoder = decoding.decoder()
     score = Score()
     for log_probs, lengths, references, repeated in share:
         for i, hypotheses in enumerate(decoder.best(log_probs, lengths)):
@@ -69,39 +94,45 @@ def score_point(share: list[tuple], args: argparse.Namespace, alpha: float, beta
     return score
 
 
-def tune(args: argparse.Namespace) -> dict | None:
-    accelerator = start_ranks()
-    result = _tune(args, accelerator)
-    finish_ranks(accelerator)
-    return result
-
-
-def _tune(args: argparse.Namespace, accelerator) -> dict | None:
-    share = posteriors(args, accelerator)
-    rows = []
-    points = [(a, b) for a in args.alpha for b in args.beta]
-    with Progress(len(points), "grid", "point", shown=accelerator.is_main_process, log=log) as grid_progress:
-        for alpha, beta in points:
-            total = Score()
-            for part in gather_object([score_point(share, args, alpha, beta)]):
-                total = total.merge(part)
-            rows.append({"alpha": alpha, "beta": beta, "distance": round(total.mean_distance, 4), "per": round(total.per, 5)})  # fmt: skip
-            if accelerator.is_main_process:
-                log.info(
-                    "alpha %g beta %g: distance %.4f, PER %.3f%%",
-                    alpha,
-                    beta,
-                    total.mean_distance,
-                    100 * total.per,
+def tune(request: Tuning) -> dict | None:
+    """Every grid point scored on all ranks together; rank 0 writes the table and heat map and
+    returns the best point (None on the others)."""
+    if request.lm is None:
+        raise UserError("tune needs --lm (an ARPA file: python -m eval lm)")
+    with ranks() as accelerator:
+        share = posteriors(request, accelerator)
+        rows = []
+        points = [(a, b) for a in request.alphas for b in request.betas]
+        with Progress(len(points), "grid", "point", shown=accelerator.is_main_process, log=log) as progress:
+            for alpha, beta in points:
+                decoding = dataclasses.replace(request.decoding, lm=request.lm, alpha=alpha, beta=beta)
+                total = Score()
+                for part in gather_object([score_point(share, decoding)]):
+                    total = total.merge(part)
+                rows.append(
+                    {
+                        "alpha": alpha,
+                        "beta": beta,
+                        "distance": round(total.mean_distance, 4),
+                        "per": round(total.per, 5),
+                    }
                 )
-            grid_progress.update()
-    if not accelerator.is_main_process:
-        return None
-    store = Store(args.out)
-    store.publish_bytes(_table_bytes(rows), "tune.csv")
-    store.publish_bytes(_heat_map(rows, args), "tune.png")
-    best = min(rows, key=lambda row: (row["distance"], row["alpha"], row["beta"]))
-    return {"best": best, "points": len(rows), "out": args.out}
+                if accelerator.is_main_process:
+                    log.info(
+                        "alpha %g beta %g: distance %.4f, PER %.3f%%",
+                        alpha,
+                        beta,
+                        total.mean_distance,
+                        100 * total.per,
+                    )
+                progress.update()
+        if not accelerator.is_main_process:
+            return None
+        store = Store(request.out)
+        store.publish_bytes(_table_bytes(rows), "tune.csv")
+        store.publish_bytes(_heat_map(rows, request), "tune.png")
+        best = min(rows, key=lambda row: (row["distance"], row["alpha"], row["beta"]))
+        return {"best": best, "points": len(rows), "out": request.out}
 
 
 def _table_bytes(rows: list[dict]) -> bytes:
@@ -112,8 +143,8 @@ def _table_bytes(rows: list[dict]) -> bytes:
     return text.getvalue().encode()
 
 
-def _heat_map(rows: list[dict], args: argparse.Namespace) -> bytes:
-    alphas, betas = args.alpha, args.beta
+def _heat_map(rows: list[dict], request: Tuning) -> bytes:
+    alphas, betas = request.alphas, request.betas
     per = np.array([[100 * r["per"] for r in rows if r["alpha"] == a] for a in alphas])
     figure, axis = plt.subplots(figsize=(1.2 + 0.9 * len(betas), 1.2 + 0.6 * len(alphas)))
     image = axis.imshow(per, cmap="viridis_r", aspect="auto")
@@ -124,8 +155,14 @@ def _heat_map(rows: list[dict], args: argparse.Namespace) -> bytes:
     axis.add_patch(
         plt.Rectangle((best[1] - 0.5, best[0] - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2)
     )
-    axis.set(xticks=range(len(betas)), xticklabels=[f"{b:g}" for b in betas], xlabel="beta (bonus per phoneme)",
-             yticks=range(len(alphas)), yticklabels=[f"{a:g}" for a in alphas], ylabel="alpha (LM weight)",
-             title=f"{args.split} PER % (beam {args.beam})")  # fmt: skip
+    axis.set(
+        xticks=range(len(betas)),
+        xticklabels=[f"{b:g}" for b in betas],
+        xlabel="beta (bonus per phoneme)",
+        yticks=range(len(alphas)),
+        yticklabels=[f"{a:g}" for a in alphas],
+        ylabel="alpha (LM weight)",
+        title=f"{request.split} PER % (beam {request.decoding.beam})",
+    )
     figure.colorbar(image, ax=axis, label="PER %")
     return figure_png(figure)

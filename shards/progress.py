@@ -36,8 +36,9 @@ class Progress:
         self.log = log or logging.getLogger("progress")
         terminal = sys.stderr.isatty()
         self.writes_lines = shown and not terminal
-        self.bar = tqdm(total=total, initial=done, desc=name, unit=unit, mininterval=1,
-                        disable=not (shown and terminal))  # fmt: skip
+        self.bar = tqdm(
+            total=total, initial=done, desc=name, unit=unit, mininterval=1, disable=not (shown and terminal)
+        )
         self.started = self.last_line = time.monotonic()
 
     def update(self, n: int = 1, figures: dict[str, str] | None = None) -> None:

@@ -31,46 +31,72 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-# module → the tests that hold its guarantees (fast ones: each mutant runs them)
-MODULES: dict[str, tuple[str, str]] = {
+# module → the tests that hold its guarantees (fast ones: each mutant runs them), as files, or as
+# node ids where a file also holds slow tests: a name that no longer exists fails the selection's
+# check (tests/test_mutation.py) instead of silently dropping out, as a `-k` string would let it
+MODULES: dict[str, tuple[str, list[str]]] = {
     "store": (
         "shards/store.py",
-        "tests/test_store.py tests/test_checkpoint.py tests/test_page.py tests/test_rejects.py",
+        ["tests/test_store.py", "tests/test_checkpoint.py", "tests/test_page.py", "tests/test_validate.py"],
     ),
-    "kaggle": ("shards/kaggle.py", "tests/test_eval.py -k 'kaggle or every_id or ids_file'"),
-    "progress": ("shards/progress.py", "tests/test_progress.py"),
+    "kaggle": ("shards/kaggle.py", ["tests/test_kaggle.py"]),
+    "progress": ("shards/progress.py", ["tests/test_progress.py"]),
     "validate": (
         "pipeline/validate.py",
-        "tests/test_rejects.py tests/test_hostile.py -k 'npy or rejected or utf or ctc_needs or unrepresentable'",
+        [
+            "tests/test_validate.py",
+            "tests/test_hostile.py::test_randomly_damaged_npy_files_are_each_kept_or_rejected",
+            "tests/test_hostile.py::test_non_utf8_file_names_are_rejected_and_reported_visibly",
+        ],
     ),
-    "checkpoint": (
-        "train/checkpoint.py",
-        "tests/test_checkpoint.py tests/test_config.py -k 'checkpoint or latest or resume or bf16'",
+    "checkpoint": ("train/checkpoint.py", ["tests/test_checkpoint.py", "tests/test_config.py"]),
+    # the quick ones first: pytest -x keeps this order, so most mutants die within seconds
+    "leaderboard": ("eval/leaderboard.py", ["tests/test_leaderboard.py", "tests/test_page.py"]),
+    "plan": ("shards/plan.py", ["tests/test_plan.py"]),
+    "preemption": (
+        "train/preemption.py",
+        [
+            "tests/test_preemption.py::test_the_watch_reports_a_signal_and_a_due_checkpoint_one_step_later",
+            "tests/test_preemption.py::test_a_second_signal_to_the_watch_exits_at_once_with_128_plus_its_number",
+            "tests/test_preemption.py::test_sigterm_to_one_rank_stops_both_at_one_step_and_the_rerun_finishes_the_same",
+            "tests/test_preemption.py::test_a_second_signal_to_a_training_rank_exits_at_once",
+        ],
     ),
-    "leaderboard": (
-        "eval/leaderboard.py",
-        # the quick ones first: pytest -x keeps this order, so most mutants die within seconds
-        "tests/test_eval.py::test_leaderboard_cells_are_never_formulas_and_read_back_unchanged"
-        " tests/test_eval.py::test_leaderboard_lock_file_symlink_is_refused_and_its_target_untouched"
-        " tests/test_eval.py::test_an_older_leaderboard_file_stays_readable_and_gains_the_new_columns"
-        " tests/test_eval.py::test_the_board_ranks_lowest_distance_first_unscored_last_and_reads_empty_before_any_row"
-        " tests/test_eval.py::test_a_board_edited_by_hand_reads_back_as_written"
-        " tests/test_page.py tests/test_eval.py::test_four_writers_lose_no_leaderboard_row",
-    ),
-    "plan": (
-        "shards/plan.py",
-        "tests/test_reader.py -k 'plan and not command or replanned or splitting or padding'",
-    ),
-    "preemption": ("train/preemption.py", "tests/test_preemption.py -k 'watch or sigterm or second_signal'"),
     "decode": (
         "eval/decode.py",
-        "tests/test_decode.py -k 'ctcdecode or every_beam or blank_anywhere or cutoff or timesteps"
-        " or never_loses or greedy_matches or threads or signature or out_of_range or edges or another_shape"
-        " or exact_zeros or online_decoding or change_nothing or evaluations_decoder or alpha_0'",
+        [
+            "tests/test_decode.py::test_ctcdecode_signature_is_its_order_and_defaults",
+            "tests/test_decode.py::test_ctcdecode_positional_order_and_defaults",
+            "tests/test_decode.py::test_settings_out_of_range_are_refused",
+            "tests/test_decode.py::test_the_edges_of_each_range_are_accepted",
+            "tests/test_decode.py::test_probs_of_another_shape_are_refused",
+            "tests/test_decode.py::test_softmax_input_takes_exact_zeros_and_refuses_any_negative_value",
+            "tests/test_decode.py::test_ctcdecode_greedy_results_are_the_best_paths",
+            "tests/test_decode.py::test_ctcdecode_beam_search_decoder_1_and_2",
+            "tests/test_decode.py::test_ctcdecode_beam_search_decoder_batch_and_batch_log",
+            "tests/test_decode.py::test_ctcdecode_online_decoder_no_lm_one_call_and_two_calls",
+            "tests/test_decode.py::test_ctcdecode_online_decoder_a_lot_of_calls_check_size",
+            "tests/test_decode.py::test_ctcdecode_lm_cases_refuse_a_word_lm_naming_its_words",
+            "tests/test_decode.py::test_every_beam_is_a_labelling_with_its_exact_probability_best_first",
+            "tests/test_decode.py::test_a_blank_anywhere_gives_the_same_labellings",
+            "tests/test_decode.py::test_cutoff_prob_keeps_the_fewest_labels_that_reach_it",
+            "tests/test_decode.py::test_timesteps_are_where_each_label_peaks",
+            "tests/test_decode.py::test_beam_search_never_loses_to_greedy",
+            "tests/test_decode.py::test_greedy_matches_a_straightforward_reference",
+            "tests/test_decode.py::test_threads_give_what_one_thread_gives",
+            "tests/test_decode.py::test_a_script_without_a_main_guard_decodes_on_threads",
+            "tests/test_decode.py::test_online_decoding_needs_a_state_per_item_and_is_empty_until_the_end",
+            "tests/test_decode.py::test_without_an_lm_alpha_and_beta_change_nothing_as_in_ctcdecode",
+            "tests/test_decode.py::test_evaluations_decoder_is_greedy_below_beam_2_and_the_beam_takes_log_probs_and_a_bonus",
+            "tests/test_decode.py::test_an_lm_at_alpha_0_and_beta_0_is_no_lm",
+        ],
     ),
     "hardware": (
         "train/hardware.py",
-        "tests/test_hardware.py tests/test_model.py::test_the_lstm_leaves_a_cuda_bf16_autocast_and_keeps_every_other",
+        [
+            "tests/test_hardware.py",
+            "tests/test_model.py::test_the_lstm_leaves_a_cuda_bf16_autocast_and_keeps_every_other",
+        ],
     ),
 }
 TIMEOUT_S = 600.0  # per mutant: a mutant that hangs a collective is killed by it (counted as killed)
@@ -83,11 +109,18 @@ def _worktree(out: Path, name: str = "tree") -> Path:
     return tree
 
 
-def _test_command(tests: str) -> str:
-    return f"{sys.executable} -m pytest -x -q -p no:cacheprovider {tests}"
+def _test_command(tests: list[str]) -> str:
+    return f"{sys.executable} -m pytest -x -q -p no:cacheprovider {' '.join(tests)}"
 
 
-def _config(tree: Path, module: str, tests: str) -> str:
+def _check_baseline(name: str, tree: Path, tests: list[str], env: dict) -> None:
+    """The selection passes on the unmutated tree; else every mutant would count as killed."""
+    baseline = subprocess.run(_test_command(tests), shell=True, cwd=tree, env=env, capture_output=True)
+    if baseline.returncode != 0:
+        raise SystemExit(f"{name}: its tests fail on the tree itself, unmutated: {_test_command(tests)}")
+
+
+def _config(tree: Path, module: str, tests: list[str]) -> str:
     command = _test_command(tests)
     return "\n".join(
         [
@@ -118,6 +151,7 @@ def run_module(name: str, tree: Path, out: Path) -> dict:
     env = {**os.environ, "PYTHONPATH": str(tree)}
     config, session = out / f"{name}.toml", out / f"{name}.sqlite"
     config.write_text(_config(tree, module, tests))
+    _check_baseline(name, tree, tests, env)
     if not session.exists():
         _cosmic_ray("init", str(config), str(session), cwd=tree, env=env)
     started = time.monotonic()
@@ -154,9 +188,7 @@ def recheck_module(name: str, out: Path) -> dict:
     )
     subprocess.run(["git", "-C", str(tree), "checkout", "-q", "--detach", head.stdout.strip()], check=True)
     env = {**os.environ, "PYTHONPATH": str(tree)}
-    baseline = subprocess.run(_test_command(tests), shell=True, cwd=tree, env=env, capture_output=True)
-    if baseline.returncode != 0:  # else every survivor would count as killed
-        raise SystemExit(f"{name}: its tests fail on HEAD itself, unmutated: {_test_command(tests)}")
+    _check_baseline(name, tree, tests, env)
     text = (out / f"{name}.survivors.txt").read_text()
     survivors = [f"--- mutation diff ---{d}" for d in text.split("--- mutation diff ---") if d.strip()]
     still, gone, started = [], 0, time.monotonic()
@@ -165,8 +197,10 @@ def recheck_module(name: str, out: Path) -> dict:
             # fuzz 3: a hunk at the end of a file carries a blank context line past the last one
             # (cosmic-ray's diffs), which patch would otherwise reject; the changed line must match
             ["patch", "-s", "--fuzz=3", "--no-backup-if-mismatch", "-r", "-", str(tree / module)],
-            input=diff, text=True, capture_output=True,
-        )  # fmt: skip
+            input=diff,
+            text=True,
+            capture_output=True,
+        )
         try:
             if applied.returncode != 0:
                 gone += 1  # the code it mutated has changed since
@@ -180,8 +214,11 @@ def recheck_module(name: str, out: Path) -> dict:
             pass  # a hang is a kill, as in cosmic-ray's run
         finally:
             subprocess.run(["git", "-C", str(tree), "checkout", "--", module], check=True)
-        print(f"{name}: {k}/{len(survivors)} survivors rechecked, {len(still)} still pass, "
-              f"{time.monotonic() - started:.0f} s", flush=True)  # fmt: skip
+        print(
+            f"{name}: {k}/{len(survivors)} survivors rechecked, {len(still)} still pass, "
+            f"{time.monotonic() - started:.0f} s",
+            flush=True,
+        )
     (out / f"{name}.survivors-now.txt").write_text("\n".join(still))
     killed = len(survivors) - len(still) - gone
     return {

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from bench import gpu
-from tests.conftest import why_failed
+from tests.processes import why_failed
 from train.hardware import native_bf16
 
 REPO = Path(__file__).resolve().parents[1]
@@ -17,8 +17,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_the_gpu_check_runs_its_tiny_form_on_the_cpu(tmp_path):
     table = tmp_path / "gpu.json"
-    result = subprocess.run([sys.executable, "-m", "bench.gpu", "--tiny", "--json", str(table)], cwd=REPO,
-                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.gpu", "--tiny", "--json", str(table)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, why_failed(result.stdout + result.stderr)
     results = json.loads(table.read_text())
     precisions = ["bf16", "fp32"] if native_bf16(torch.device("cpu")) else ["fp32"]
@@ -60,9 +65,13 @@ def test_each_case_is_written_as_it_ends_and_a_failed_one_keeps_its_reason(tmp_p
     written = json.loads(table.read_text())["cases"]
     assert written == [
         cases[0],
-        {"precision": "fp16", "lstm_impl": "packed", "error": "OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"},
+        {
+            "precision": "fp16",
+            "lstm_impl": "packed",
+            "error": "OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB",
+        },
         {"precision": "fp32", "lstm_impl": "packed", "loss_finite": True},
-    ]  # fmt: skip
+    ]
 
 
 @pytest.mark.parametrize(("capability", "skipped"), [((7, 5), True), ((8, 0), False), ((9, 0), False)])

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from shards.store import Store
-from tests.conftest import training_state
+from tests.checkpoints import training_state
 from train import checkpoint
 
 

@@ -17,10 +17,11 @@ import pytest
 
 from pipeline.build import Settings, build
 from pipeline.synthetic import write_hw3p2
-from tests.conftest import REPO, pipeline_command, run_killed, s3_tree_bytes, tree_bytes, why_failed
 from tests.dask_cluster import Cluster, dask_cluster
+from tests.processes import REPO, pipeline_command, run_killed, why_failed
 from tests.s3server import free_port
 from tests.throttle import throttling
+from tests.written import s3_tree_bytes, tree_bytes
 
 SHARD_MB = 0.1
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from shards.store import Store
-from tests.conftest import training_state
+from tests.checkpoints import training_state
 from train import checkpoint
 from train.config import ConfigError, TrainConfig, load_config, setting_rule
 
@@ -172,3 +172,23 @@ def test_loading_a_config_imports_neither_torch_nor_webdataset():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_config_file_and_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("lr: 1.0e-3\nstrides: [1, 2]\nepochs: 3\n")
+    config = load_config(path, ["epochs=5", "strides=[2,2]", "precision=fp32", "lr=5e-4"])
+    assert (config.epochs, config.strides, config.precision, config.lr, config.lstm_layers) == (
+        5,
+        [2, 2],
+        "fp32",
+        5e-4,
+        4,
+    )
+    with pytest.raises(ValueError, match="learning_rate: unknown setting"):
+        path.write_text("learning_rate: 1\n")
+        load_config(path, [])
+    with pytest.raises(ValueError, match="time stride 8; allowed: at most 4"):
+        load_config(None, ["conv_blocks=3", "strides=[2,2,2]"])
+    with pytest.raises(ValueError, match="epoch: unknown setting"):
+        load_config(None, ["epoch=3"])

@@ -16,7 +16,8 @@ from pipeline.build import Settings, build
 from pipeline.corpus import voices
 from pipeline.corpus.build import CorpusSettings, generate
 from shards.vocab import PHONEME_MAP, parse_transcript, to_string
-from tests.conftest import kill_when, tree_bytes
+from tests.processes import kill_when
+from tests.written import tree_bytes
 
 TINY = dict(counts=(10, 3, 4), seed=5, workers=2)
 

@@ -13,10 +13,11 @@ import pytest
 import torch
 
 from eval import token_lm
-from eval.decode import CTCBeamDecoder, DecoderState, GreedyDecoder, OnlineCTCBeamDecoder, make_decoder
+from eval.decode import CTCBeamDecoder, DecoderState, Decoding, GreedyDecoder, OnlineCTCBeamDecoder
 from eval.lm import END, arpa_bytes, estimate
 from eval.prefix_beam import _candidates
 from eval.token_lm import LMError
+from shards.errors import UserError
 from shards.vocab import BLANK as BLANK_INDEX
 from shards.vocab import PHONEME_MAP, PHONEMES
 from train.metric import collapse
@@ -151,8 +152,18 @@ def test_ctcdecode_positional_order_and_defaults():
 
 def test_ctcdecode_signature_is_its_order_and_defaults():
     parameters = inspect.signature(CTCBeamDecoder).parameters
-    ctcdecode = {"labels": inspect.Parameter.empty, "model_path": None, "alpha": 0, "beta": 0, "cutoff_top_n": 40,
-                 "cutoff_prob": 1.0, "beam_width": 100, "num_processes": 4, "blank_id": 0, "log_probs_input": False}  # fmt: skip
+    ctcdecode = {
+        "labels": inspect.Parameter.empty,
+        "model_path": None,
+        "alpha": 0,
+        "beta": 0,
+        "cutoff_top_n": 40,
+        "cutoff_prob": 1.0,
+        "beam_width": 100,
+        "num_processes": 4,
+        "blank_id": 0,
+        "log_probs_input": False,
+    }
     positional = [n for n, p in parameters.items() if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
     assert positional == list(ctcdecode)
     assert {name: parameters[name].default for name in ctcdecode} == ctcdecode
@@ -160,9 +171,17 @@ def test_ctcdecode_signature_is_its_order_and_defaults():
 
 @pytest.mark.parametrize(
     "setting",
-    [{"beam_width": 0}, {"cutoff_top_n": 0}, {"cutoff_prob": 0.0}, {"cutoff_prob": -0.5}, {"cutoff_prob": 1.5},
-     {"blank_id": -1}, {"blank_id": len(VOCAB)}, {"blank_id": len(VOCAB) + 1}],
-)  # fmt: skip
+    [
+        {"beam_width": 0},
+        {"cutoff_top_n": 0},
+        {"cutoff_prob": 0.0},
+        {"cutoff_prob": -0.5},
+        {"cutoff_prob": 1.5},
+        {"blank_id": -1},
+        {"blank_id": len(VOCAB)},
+        {"blank_id": len(VOCAB) + 1},
+    ],
+)
 def test_settings_out_of_range_are_refused(setting):
     with pytest.raises(ValueError, match=next(iter(setting))):
         CTCBeamDecoder(VOCAB, **{"blank_id": BLANK, **setting})
@@ -170,8 +189,15 @@ def test_settings_out_of_range_are_refused(setting):
 
 def test_the_edges_of_each_range_are_accepted():
     probs = torch.FloatTensor([PROBS_1, PROBS_2])  # two items: num_processes 0 still decodes on threads
-    for setting in ({"beam_width": 1}, {"cutoff_top_n": 1}, {"cutoff_prob": 1e-6}, {"cutoff_prob": 1.0},
-                    {"blank_id": 0}, {"blank_id": len(VOCAB) - 1}, {"num_processes": 0}):  # fmt: skip
+    for setting in (
+        {"beam_width": 1},
+        {"cutoff_top_n": 1},
+        {"cutoff_prob": 1e-6},
+        {"cutoff_prob": 1.0},
+        {"blank_id": 0},
+        {"blank_id": len(VOCAB) - 1},
+        {"num_processes": 0},
+    ):
         *_, out_lens = CTCBeamDecoder(VOCAB, **{"blank_id": BLANK, **setting}).decode(probs)
         assert out_lens[:, 0].min() > 0, setting
 
@@ -219,16 +245,16 @@ def test_evaluations_decoder_is_greedy_below_beam_2_and_the_beam_takes_log_probs
     logits[..., BLANK_INDEX] += 4  # mostly blank: a short best labelling, which a bonus lengthens
     log_probs, lengths = logits.log_softmax(-1), torch.tensor([12])
     for beam in (0, 1):
-        greedy = make_decoder(beam, 1, 10, None, 0.0, 0.0)
+        greedy = Decoding(beam, 10).decoder()
         assert isinstance(greedy, GreedyDecoder)
         (best,) = greedy.best(log_probs, lengths)[0]
         assert (best.frames, best.score) == ([], 0.0)  # transcribe's "score 0 greedy"
         for lm, beta in (("phones.arpa", 0.0), (None, 0.5), (None, -0.5)):
-            with pytest.raises(ValueError, match="needs a beam search"):
-                make_decoder(beam, 1, 10, lm, 0.0, beta)
-    beam = make_decoder(2, 1, 10, None, 0.0, 0.0)
+            with pytest.raises(UserError, match="needs a beam search"):
+                Decoding(beam, 10, lm=lm, beta=beta).decoder()
+    beam = Decoding(2, 10).decoder()
     plain = beam.decode(log_probs, lengths)  # log-probabilities: no "negative values" refusal
-    with_bonus = make_decoder(2, 1, 10, None, 0.0, 5.0).best(log_probs, lengths)[0][0]
+    with_bonus = Decoding(2, 10, beta=5.0).decoder().best(log_probs, lengths)[0][0]
     assert len(with_bonus.labels) > int(plain[3][0, 0])  # a per-phoneme bonus without an LM
 
 
@@ -381,8 +407,9 @@ def test_lm_beam_search_maximises_ctc_plus_lm_plus_bonus(seed, form, tmp_path, m
     alpha, beta = [(0.8, 0.0), (0.5, 1.5), (1.2, -1.0), (0.3, 2.0)][seed]
     arpa = _character_lm(tmp_path, 5, seed)
     path = _kenlm_binary(arpa) if form == "binary" else arpa
-    decoder = CTCBeamDecoder("abc_", path, alpha, beta, beam_width=400, blank_id=3, log_probs_input=True,
-                             num_processes=1)  # fmt: skip
+    decoder = CTCBeamDecoder(
+        "abc_", path, alpha, beta, beam_width=400, blank_id=3, log_probs_input=True, num_processes=1
+    )
     assert decoder._lm.dense == (form == "dense")
     assert (decoder.character_based(), decoder.max_order(), decoder.dict_size()) == (True, 5, 0)
     truth = _labelling_log_probs(log_probs, blank=3)

@@ -85,8 +85,19 @@ def test_anything_else_is_a_bug(bug):
 COMMANDS = {
     "pipeline": ("pipeline.__main__", "pipeline.build.discover", ["--src", "{raw}", "--dst", "{tmp}/out"]),
     "train": ("train.main", "train.main.read_dataset_stats", ["--data", "{shards}", "--out", "{tmp}/run"]),
-    "evaluate": ("eval.main", "eval.main.model_url", ["--checkpoint", "{tmp}/none", "--data", "{shards}"]),
-    "score": ("eval.__main__", "eval.__main__.read_labels", ["score", "{tmp}/a.csv", "{tmp}/b.csv"]),
+    "evaluate": (
+        "eval.main",
+        "eval.evaluate.model_url",
+        ["--checkpoint", "{tmp}/none", "--data", "{shards}"],
+    ),
+    "score": ("eval.cli", "eval.cli.read_labels", ["score", "{tmp}/a.csv", "{tmp}/b.csv"]),
+    "leaderboard": ("eval.cli", "eval.leaderboard._parse", ["leaderboard", "{tmp}/b.csv"]),
+    "lm": ("eval.cli", "eval.lm.label_sequences", ["lm", "--data", "{tmp}/none", "--out", "{tmp}/lm.arpa"]),
+    "transcribe": (
+        "eval.cli",
+        "eval.transcribe.load_model",
+        ["transcribe", "--checkpoint", "{tmp}/none.pt", "{tmp}/a.csv"],
+    ),
     "plan": ("shards.__main__", "shards.__main__.read_split_metadata", ["plan", "{shards}"]),
     "ablate": (
         "train.ablate",
@@ -139,7 +150,14 @@ def test_each_command_shows_a_bugs_traceback(command, data):
 
 @pytest.mark.parametrize(
     "command, named",
-    [("evaluate", "{tmp}/none"), ("score", "{tmp}/b.csv"), ("ablate", "lr=-1.0: allowed: > 0")],
+    [
+        ("evaluate", "{tmp}/none"),
+        ("score", "{tmp}/b.csv"),
+        ("leaderboard", "{tmp}/b.csv"),
+        ("lm", "{tmp}/none"),
+        ("transcribe", "{tmp}/none.pt"),
+        ("ablate", "lr=-1.0: allowed: > 0"),
+    ],
 )
 def test_each_command_gives_a_users_mistake_one_line(command, named, data):
     result = _run(command, data, inject=False)

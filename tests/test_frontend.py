@@ -22,7 +22,7 @@ from pipeline.corpus.text import lexicon_words, random_sentence
 from pipeline.corpus.voices import Request, Spoken, synthesise, voice_by_name
 from pipeline.synthetic import write_hw3p2
 from shards.frontend import FILE, FrontEnd, read_front_end
-from tests.conftest import pipeline_command, why_failed
+from tests.processes import pipeline_command, why_failed
 from train import checkpoint
 
 REPO = Path(__file__).resolve().parents[1]

@@ -23,7 +23,8 @@ from shards import manifest
 from shards.manifest import read_split_metadata
 from shards.reader import BatchStream
 from shards.shard_file import CorruptShard, read_shard
-from tests.conftest import pipeline_command, read_split, why_failed
+from tests.processes import pipeline_command, why_failed
+from tests.written import read_split
 
 
 def _damaged(data: bytes, rng: np.random.Generator) -> bytes:

@@ -108,10 +108,22 @@ def test_the_lm_command_estimates_from_the_shards(tmp_path):
     raw = write_hw3p2(tmp_path / "raw", counts=(40, 10, 4), frames=(60, 200), seed=8)
     build(Settings(str(raw), str(tmp_path / "shards"), shard_mb=0.1))
     result = subprocess.run(
-        [sys.executable, "-m", "eval", "lm", "--data", str(tmp_path / "shards"), "--order", "3",
-         "--out", str(tmp_path / "lm" / "phones.arpa")],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "eval",
+            "lm",
+            "--data",
+            str(tmp_path / "shards"),
+            "--order",
+            "3",
+            "--out",
+            str(tmp_path / "lm" / "phones.arpa"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     figures = json.loads(result.stdout.splitlines()[-1])
     assert figures["train_utterances"] == 40 and len(figures["ngrams"]) == 3
     model = read_arpa((tmp_path / "lm" / "phones.arpa").read_bytes(), "phones.arpa")

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from eval import leaderboard
-from tests.conftest import why_failed
+from tests.processes import why_failed
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_MODEL = "epochs=1 channels=16 lstm_layers=1 lstm_hidden=16 classifier_hidden=32 max_frames=4000"
@@ -41,12 +41,22 @@ def test_make_eval_with_its_defaults_builds_everything_it_needs(tmp_path):
     assert scored.returncode == 0, scored.stderr
     assert f"mean Levenshtein distance {float(row['distance']):.4f}" in scored.stdout
     # make lm from the same shards, then the same evaluation with it: a second row naming the LM
-    made = subprocess.run(["make", "--no-print-directory", "lm", f"DEMO={demo}", "ORDER=2"], cwd=REPO,
-                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    made = subprocess.run(
+        ["make", "--no-print-directory", "lm", f"DEMO={demo}", "ORDER=2"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert made.returncode == 0, why_failed(made.stdout + made.stderr)
     lm_file = demo / "lm" / "phones-2.arpa"
-    with_lm = subprocess.run([*command, f"LM={lm_file}", "ALPHA=0.5", "BETA=1"], cwd=REPO,
-                             capture_output=True, text=True, timeout=600)  # fmt: skip
+    with_lm = subprocess.run(
+        [*command, f"LM={lm_file}", "ALPHA=0.5", "BETA=1"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert with_lm.returncode == 0, why_failed(with_lm.stdout + with_lm.stderr)
     rows = leaderboard.read(str(demo / "run" / "leaderboard.csv"))
     assert [(r["lm"], r["alpha"], r["beta"]) for r in rows] == [("", "", ""), (str(lm_file), "0.5", "1.0")]
@@ -56,8 +66,14 @@ def test_make_eval_with_its_defaults_builds_everything_it_needs(tmp_path):
 
 def _dry_run(*arguments: str, env: dict | None = None) -> str:
     """What `make -n` would run (recipes printed, nothing executed)."""
-    result = subprocess.run(["make", "-n", "--no-print-directory", *arguments], cwd=REPO,
-                            capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
+    result = subprocess.run(
+        ["make", "-n", "--no-print-directory", *arguments],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     return result.stdout
 
@@ -102,8 +118,13 @@ def test_make_test_checks_the_oldest_python_the_code_needs_against_requires_pyth
     assert f"-t={requires}-" in check and "--violations" in check
     module = tmp_path / "probe.py"  # a 3.11-only name must turn the check red
     module.write_text("from typing import Self\n")
-    result = subprocess.run(["make", "--no-print-directory", "python-version", f"PYTHON_SOURCES={module}"],
-                            cwd=REPO, capture_output=True, text=True, timeout=300)  # fmt: skip
+    result = subprocess.run(
+        ["make", "--no-print-directory", "python-version", f"PYTHON_SOURCES={module}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode != 0 and "typing.Self" in result.stdout
 
 
@@ -111,8 +132,13 @@ def test_setup_without_a_venv_module_says_what_to_install(tmp_path):
     python = tmp_path / "python-without-venv"  # as Debian's python3 without python3-venv answers
     python.write_text("#!/bin/sh\necho 'The virtual environment was not created successfully' >&2\nexit 1\n")
     python.chmod(0o755)
-    result = subprocess.run(["make", "--no-print-directory", "setup", f"PYTHON={python}", f"VENV={tmp_path}/venv"],
-                            cwd=REPO, capture_output=True, text=True, timeout=60)  # fmt: skip
+    result = subprocess.run(
+        ["make", "--no-print-directory", "setup", f"PYTHON={python}", f"VENV={tmp_path}/venv"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode != 0
     assert "cannot create a virtual environment" in result.stderr and "python3-venv" in result.stderr
     assert not (tmp_path / "venv").exists()

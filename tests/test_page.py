@@ -104,7 +104,12 @@ def test_the_page_shows_each_runs_best_row_the_history_and_curves_and_fetches_no
     assert len(history) - 1 == len(rows)
     # Invariant: user input is text, never markup; nothing is fetched, nothing runs
     assert not [tag for tag, _ in reader.tags if tag in ("script", "iframe", "object", "link", "base")]
-    references = [value for _, attributes in reader.tags for name, value in attributes.items() if name in ("src", "href")]  # fmt: skip
+    references = [
+        value
+        for _, attributes in reader.tags
+        for name, value in attributes.items()
+        if name in ("src", "href")
+    ]
     assert references and all(value.startswith("data:image/png;base64,") for value in references)
     assert base64.b64decode(references[0].split(",", 1)[1])[:4] == b"\x89PNG"
     assert not [
@@ -113,7 +118,11 @@ def test_the_page_shows_each_runs_best_row_the_history_and_curves_and_fetches_no
     assert not list(page.parent.glob(".staging/*"))  # published atomically, nothing left staged
     # Invariant: the page's own policy lets a browser fetch and run nothing (an injected tag would be inert too):
     # it comes first in <head>, defaults every kind to 'none', and allows only inline styles and data: images
-    policies = [attributes["content"] for tag, attributes in reader.tags if tag == "meta" and attributes.get("http-equiv") == "Content-Security-Policy"]  # fmt: skip
+    policies = [
+        attributes["content"]
+        for tag, attributes in reader.tags
+        if tag == "meta" and attributes.get("http-equiv") == "Content-Security-Policy"
+    ]
     assert len(policies) == 1 and [tag for tag, _ in reader.tags][:3] == ["html", "head", "meta"]
     directives = {name: sources for name, *sources in (d.split() for d in policies[0].split(";"))}
     assert directives.pop("default-src") == ["'none'"]

@@ -15,17 +15,10 @@ from pipeline.synthetic import LATER, write_hw3p2
 from shards import manifest
 from shards.stats import FeatureStats
 from shards.vocab import parse_transcript
-from tests.conftest import (
-    REPO,
-    pipeline_command,
-    read_index,
-    read_split,
-    s3_tree_bytes,
-    tree_bytes,
-    why_failed,
-)
 from tests.outage import CuttableProxy
+from tests.processes import REPO, pipeline_command, why_failed
 from tests.throttle import throttling
+from tests.written import read_index, read_split, s3_tree_bytes, tree_bytes
 
 
 @pytest.fixture(scope="module")

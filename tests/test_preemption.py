@@ -25,8 +25,8 @@ from accelerate import Accelerator
 from pipeline.build import Settings, build
 from pipeline.synthetic import write_hw3p2
 from shards.manifest import read_split_metadata
-from tests.conftest import accelerate_command, kill_when, launched, why_failed
 from tests.outage import CuttableProxy
+from tests.processes import accelerate_command, kill_when, launched, why_failed
 from tests.s3server import free_port
 from train import checkpoint, resume
 from train.preemption import SIGNALS, PreemptionWatch
@@ -226,15 +226,27 @@ def test_resume_rules(data, whole_one_rank, tmp_path):
     run = [sys.executable, *_script(data, finished_run)]
     never = subprocess.run([*run, "--resume", "never"], capture_output=True, text=True)
     assert never.returncode == 2 and "holds a checkpoint and --resume never refuses it" in never.stderr
-    must = subprocess.run([sys.executable, *_script(data, tmp_path / "empty"), "--resume", "must"], capture_output=True, text=True)  # fmt: skip
+    must = subprocess.run(
+        [sys.executable, *_script(data, tmp_path / "empty"), "--resume", "must"],
+        capture_output=True,
+        text=True,
+    )
     assert must.returncode == 2 and "no checkpoint in this run folder" in must.stderr
     other = subprocess.run([*run, "lstm_hidden=24", "lr=1e-3"], capture_output=True, text=True)
     # Invariant: a different config is an error naming each difference
     assert other.returncode == 2
     assert "saved with other settings: lr: 0.002 → 0.001; lstm_hidden: 16 → 24" in other.stderr
     elsewhere = tmp_path / "other-shards"  # the same layout and settings, other utterances
-    build(Settings(str(write_hw3p2(tmp_path / "other-raw", counts=(48, 8, 4), frames=(60, 300), seed=13)), str(elsewhere), shard_mb=0.2))  # fmt: skip
-    other_data = subprocess.run([sys.executable, *_script(str(elsewhere), finished_run)], capture_output=True, text=True)  # fmt: skip
+    build(
+        Settings(
+            str(write_hw3p2(tmp_path / "other-raw", counts=(48, 8, 4), frames=(60, 300), seed=13)),
+            str(elsewhere),
+            shard_mb=0.2,
+        )
+    )
+    other_data = subprocess.run(
+        [sys.executable, *_script(str(elsewhere), finished_run)], capture_output=True, text=True
+    )
     # Invariant: a checkpoint continues only on the data it was trained on
     assert other_data.returncode == 2 and "Traceback" not in other_data.stderr, why_failed(other_data.stderr)
     assert (
@@ -435,8 +447,11 @@ def test_an_outage_at_an_epoch_s_end_past_the_deadline_ends_every_rank_with_its_
     smallest = deadline_s + resume.TIMEOUT_MARGIN_S
     too_short = subprocess.run(
         [sys.executable, *_script(data, out, f"io_deadline_s={deadline_s}"), "--timeout", str(smallest - 1)],
-        capture_output=True, text=True, env=env, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert too_short.returncode == 2 and f"--timeout {smallest - 1} s must be at least" in too_short.stderr
     proxy.down_on(f"PUT /{s3_bucket.removeprefix('s3://')}/run/{checkpoint.epoch_folder(0)}/".encode())
     script = [*_script(data, out, f"io_deadline_s={deadline_s}"), "--timeout", str(smallest)]

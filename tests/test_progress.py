@@ -66,8 +66,17 @@ def _lines(
 
 def test_a_line_every_every_s_with_the_exact_rate_and_eta(caplog, monkeypatch):
     """A clock the test moves: lines exactly when every_s has passed, rate and ETA from the resumed start."""
-    slow = _lines(monkeypatch, caplog, [0.0, 10.0, 15.0, 29.0, 45.0], 10, [1, 1, 3, 3], name="decode",
-                  figures={"per": "6%"}, done=2, every_s=15)  # fmt: skip
+    slow = _lines(
+        monkeypatch,
+        caplog,
+        [0.0, 10.0, 15.0, 29.0, 45.0],
+        10,
+        [1, 1, 3, 3],
+        name="decode",
+        figures={"per": "6%"},
+        done=2,
+        every_s=15,
+    )
     # at 15 s: 2 done since the start (4 of 10), 7.5 s each, 6 to go; at 45 s: 8 done, 5.6 s each
     assert slow == [
         "decode: 4/10 utt, 7.5 s/utt, per 6%, ETA 45 s",

@@ -1,11 +1,7 @@
-"""The streaming reader: balanced batch plans, exact resumption, local and S3, real ranks."""
+"""shards/reader.py: the stream: batches as planned, exact resumption, local and S3, real ranks, loader workers."""
 
-import gzip
-import hashlib
-import io
 import json
 import pickle
-import re
 import subprocess
 import sys
 import time
@@ -16,27 +12,21 @@ import fsspec
 import numpy as np
 import pytest
 import torch
-from fsspec.implementations.local import LocalFileSystem
 
 from pipeline.build import Settings, build
 from pipeline.synthetic import write_hw3p2
 from shards import manifest
 from shards.batch import Batch, collate
 from shards.errors import UserError
-from shards.manifest import ShardEntry, SplitIndex, read_split_metadata
+from shards.manifest import read_split_metadata
 from shards.plan import (
-    DEFAULT_MAX_FRAMES,
-    PlannedBatch,
-    PlanRecipe,
-    Utt,
-    _even_out,
     plan_epoch,
-    rest_of_epoch,
 )
 from shards.reader import BatchStream, with_stand_ins
 from shards.sample import Utterance
-from shards.shard_file import CorruptShard, read_shard
-from tests.conftest import accelerate_launch, read_split, why_failed
+from shards.shard_file import CorruptShard
+from tests.processes import accelerate_launch, why_failed
+from tests.written import read_split
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -56,165 +46,6 @@ def dataset(raw, tmp_path_factory) -> str:
 
 def _ids(stream: BatchStream) -> list[list[str]]:
     return [batch.ids for batch in stream]
-
-
-# --- the plan ------------------------------------------------------------------------
-
-
-def _synthetic_split(lengths: list[int], per_shard: int) -> tuple[SplitIndex, list[dict]]:
-    """Index and manifest rows of a length-sorted split, as the pipeline would write them."""
-    rows, shards = [], []
-    ordered = sorted(lengths)
-    for number, start in enumerate(range(0, len(ordered), per_shard)):
-        name = f"shard-{number:06d}.tar"
-        chunk = ordered[start : start + per_shard]
-        rows += [
-            {"key": f"{start + i:09d}", "id": f"u{start + i}", "shard": name, "n_frames": n}
-            for i, n in enumerate(chunk)
-        ]
-        shards.append(ShardEntry(name, len(chunk), sum(chunk), 0, 0, "", chunk[0], chunk[-1]))
-    return SplitIndex("train", True, 13, "", shards), rows
-
-
-@pytest.mark.parametrize("world_size", [1, 2, 3, 8])
-@pytest.mark.parametrize("num_workers", [0, 1, 3])
-@pytest.mark.parametrize(("utterances", "per_shard"), [(1000, 120), (7, 3), (30, 100)])
-def test_plan_is_balanced_and_covers_every_utterance(world_size, num_workers, utterances, per_shard):
-    rng = np.random.default_rng(utterances)
-    index, rows = _synthetic_split(rng.integers(50, 2000, size=utterances).tolist(), per_shard)
-    plan = plan_epoch(
-        index, rows, world_size=world_size, num_workers=num_workers, max_frames=6000, seed=0, epoch=0
-    )
-    slots = world_size * max(num_workers, 1)
-    # Invariant: every rank and every loader worker yields the same number of batches
-    assert len({len(slot) for slot in plan.slots}) == 1 and len(plan.slots) == slots
-    batches = [b for slot in plan.slots for b in slot]
-    seen = Counter(u.id for b in batches for u in b.utterances)
-    # Invariant: every utterance at least once; only flagged repeats more than once, fewer than one per slot
-    assert set(seen) == {r["id"] for r in rows}
-    assert sum(seen.values()) - len(rows) == plan.repeated_utterances()
-    assert sum(b.repeated for b in batches) <= slots - 1
-    # Invariant: a batch stays inside one shard and inside the budget (unless it is one long utterance)
-    shard_of = {r["id"]: r["shard"] for r in rows}
-    for b in batches:
-        assert {shard_of[u.id] for u in b.utterances} == {b.shard}
-        assert b.padded_frames <= 6000 or len(b.utterances) == 1
-
-
-def _consumed_ids(plan, consumed: int) -> list[str]:
-    return [u.id for r in range(plan.world_size) for b in plan.rank_batches(r)[:consumed] if not b.repeated for u in b.utterances]  # fmt: skip
-
-
-@pytest.mark.parametrize(
-    ("before", "after", "again"),
-    [((2, 2), (3, 1), None), ((4, 0), (1, 3), None), ((1, 1), (8, 2), None), ((3, 2), (2, 2), (5, 1))],
-)
-@pytest.mark.parametrize("fraction", [0.0, 0.3, 0.99, 1.0])
-@pytest.mark.parametrize("lengths", [(50, 2000), (3100, 5000)])  # the second: one per batch, so repeats
-def test_the_rest_of_an_epoch_replanned_on_another_layout_sees_every_utterance_once(
-    before, after, again, fraction, lengths
-):
-    """Elastic resume: the batches no rank took, over new ranks and workers (and again)."""
-    rng = np.random.default_rng(7)
-    index, rows = _synthetic_split(rng.integers(*lengths, size=301).tolist(), 40)
-    plan = plan_epoch(
-        index, rows, world_size=before[0], num_workers=before[1], max_frames=6000, seed=0, epoch=3
-    )
-    taken = int(fraction * plan.batches_per_rank)
-    seen = _consumed_ids(plan, taken)
-    for world_size, num_workers in [after] + ([again] if again else []):
-        plan = rest_of_epoch(plan, taken, world_size=world_size, num_workers=num_workers)
-        slots = world_size * max(num_workers, 1)
-        # Invariant: the new layout's every rank and worker yields the same number of batches
-        assert len(plan.slots) == slots and len({len(slot) for slot in plan.slots}) == 1
-        assert sum(b.repeated for slot in plan.slots for b in slot) <= slots - 1
-        taken = plan.batches_per_rank // 2
-        seen += _consumed_ids(plan, taken)
-    rest = [u.id for r in range(plan.world_size) for b in plan.rank_batches(r)[taken:] if not b.repeated for u in b.utterances]  # fmt: skip
-    # Invariant: consumed before, consumed after and still to come: every utterance exactly once
-    assert sorted(seen + rest) == sorted(r["id"] for r in rows)
-
-
-def test_splitting_beats_repeating_when_it_can():
-    index, rows = _synthetic_split([100] * 40, per_shard=40)  # 40 equal utterances → 4 batches of 10
-    plan = plan_epoch(index, rows, world_size=3, num_workers=2, max_frames=1000, seed=0, epoch=0)
-    # Invariant: 4 batches for 6 slots are evened out by splitting, never by repeating
-    assert plan.repeated_utterances() == 0 and plan.batches_per_rank == 2
-
-
-def test_plan_cuts_each_batch_as_long_as_fits_the_budget_counted_with_padding():
-    """Budget 40 frames: four of 10 fit exactly (4 × 10), a fifth would not; 12 and 20 pad to 40; 50
-    is over the budget alone and makes a batch of its own."""
-    index, rows = _synthetic_split([10, 10, 10, 10, 12, 20, 50], per_shard=7)
-    plan = plan_epoch(index, rows, world_size=1, num_workers=1, max_frames=40, seed=0, epoch=0)
-    batches = sorted(plan.slots[0], key=lambda b: b.utterances[0].n_frames)
-    assert [[u.n_frames for u in b.utterances] for b in batches] == [[10, 10, 10, 10], [12, 20], [50]]
-    assert [(b.frames, b.padded_frames) for b in batches] == [(40, 40), (32, 40), (50, 50)]
-    assert plan.padding_efficiency() == 122 / 130
-
-
-def _batch(sizes: list[int]) -> list[PlannedBatch]:
-    """Batches of the given numbers of utterances, each utterance named by its batch and place."""
-    return [
-        PlannedBatch("s", tuple(Utt(f"{b}.{i}", f"{b}.{i}", 10) for i in range(n)))
-        for b, n in enumerate(sizes)
-    ]
-
-
-def test_splitting_halves_the_batches_with_most_utterances_then_repeats_the_smallest():
-    # 4 batches for 3 slots: 2 more needed; the two largest (the 5, and the first 3) are split in halves
-    evened = _even_out(_batch([3, 1, 3, 5]), 3)
-    assert [[u.id for u in b.utterances] for b in evened] == [
-        ["0.0"], ["0.1", "0.2"], ["1.0"], ["2.0", "2.1", "2.2"], ["3.0", "3.1"], ["3.2", "3.3", "3.4"],
-    ]  # fmt: skip
-    assert not any(b.repeated for b in evened)
-    # 3 batches for 5 slots: one can be split, the other missing one repeats the smallest (the first of 1)
-    evened = _even_out(_batch([2, 1, 1]), 5)
-    assert [([u.id for u in b.utterances], b.repeated) for b in evened] == [
-        (["0.0"], False), (["0.1"], False), (["1.0"], False), (["2.0"], False), (["1.0"], True),
-    ]  # fmt: skip
-
-
-def test_plan_slot_j_goes_to_rank_j_div_workers_and_worker_j_mod_workers():
-    index, rows = _synthetic_split(list(range(100, 1300, 10)), per_shard=30)
-    plan = plan_epoch(index, rows, world_size=2, num_workers=3, max_frames=3000, seed=0, epoch=0)
-    assert [plan.worker_batches(j // 3, j % 3) for j in range(6)] == plan.slots
-    assert len({id(plan.worker_batches(r, w)) for r in range(2) for w in range(3)}) == 6
-
-
-def test_a_plan_recipe_replans_from_the_earliest_layout_through_each_later_one():
-    index, rows = _synthetic_split(list(range(100, 2500, 7)), per_shard=40)
-    first = plan_epoch(index, rows, world_size=2, num_workers=2, max_frames=4000, seed=5, epoch=1)
-    second = rest_of_epoch(first, 3, world_size=3, num_workers=1)
-    expected = rest_of_epoch(second, 2, world_size=1, num_workers=2)
-    recipe = PlanRecipe(1, 2, 4000, 5, 1, earlier_layouts=((2, 2, 3), (3, 1, 2)))
-    assert recipe.plan(index, rows) == expected != first
-    assert PlanRecipe(2, 2, 4000, 5, 1).plan(index, rows) == first
-
-
-def test_the_rest_of_a_plan_refuses_a_consumed_count_outside_the_epoch():
-    index, rows = _synthetic_split(list(range(100, 1300, 10)), per_shard=30)
-    plan = plan_epoch(index, rows, world_size=2, num_workers=1, max_frames=3000, seed=0, epoch=0)
-    for consumed in (-1, plan.batches_per_rank + 1):
-        with pytest.raises(
-            ValueError, match=f"{consumed} batches consumed of an epoch of {plan.batches_per_rank}"
-        ):
-            rest_of_epoch(plan, consumed, world_size=1, num_workers=1)
-    assert rest_of_epoch(plan, plan.batches_per_rank, world_size=1, num_workers=1).batches_per_rank == 0
-
-
-def test_padding_efficiency_at_the_default_budget():
-    # HW3P2-like lengths: 28,539 utterances, roughly log-normal around 1,200 frames, 64 MB shards
-    rng = np.random.default_rng(0)
-    lengths = np.clip(rng.lognormal(np.log(1200), 0.45, size=28539), 150, 3500).astype(int).tolist()
-    index, rows = _synthetic_split(lengths, per_shard=1200)
-    plan = plan_epoch(
-        index, rows, world_size=4, num_workers=4, max_frames=DEFAULT_MAX_FRAMES, seed=0, epoch=0
-    )
-    assert plan.padding_efficiency() >= 0.97
-
-
-# --- reading -------------------------------------------------------------------------
 
 
 def test_batches_match_the_plan_and_the_shards(dataset):
@@ -278,7 +109,12 @@ def test_resume_refuses_another_frame_budget(dataset):
 
 
 def _real_ids(batches) -> list[str]:
-    return [i for batch in batches for i, repeated in zip(batch.ids, batch.repeated.tolist(), strict=True) if not repeated]  # fmt: skip
+    return [
+        i
+        for batch in batches
+        for i, repeated in zip(batch.ids, batch.repeated.tolist(), strict=True)
+        if not repeated
+    ]
 
 
 def test_elastic_resume_on_other_ranks_and_workers_reads_every_utterance_once(dataset):
@@ -317,142 +153,6 @@ def test_same_batches_from_local_disk_and_s3(raw, dataset, s3_bucket):
         BatchStream(f"{s3_bucket}/shards", "train", world_size=2, rank=0, num_workers=2, max_frames=3000)
     )
     assert remote == local
-
-
-def _truncate(data: bytes) -> bytes:
-    return data[: len(data) // 2]
-
-
-def _flip_a_feature_byte(data: bytes) -> bytes:
-    position = data.index(b"NUMPY") + 400  # inside the first feature array: still a valid tar
-    return data[:position] + bytes([data[position] ^ 0xFF]) + data[position + 1 :]
-
-
-def _corrupt_copy(dataset: str, tmp_path: Path, damage=_truncate) -> tuple[Path, str]:
-    copy = tmp_path / "copy"
-    fs = fsspec.filesystem("file")
-    fs.copy(dataset, str(copy), recursive=True)
-    index, _ = read_split_metadata(str(copy), "train")
-    victim = copy / "train" / index.shards[1].name
-    victim.write_bytes(damage(victim.read_bytes()))
-    return copy, index.shards[1].name
-
-
-@pytest.mark.parametrize(
-    ("damage", "message"),
-    [
-        (_truncate, r"\d+ bytes with sha256 \w+…, index.json says"),
-        (_flip_a_feature_byte, r"\d+ bytes with sha256 \w+…, index.json says"),
-    ],
-)
-def test_a_corrupt_shard_is_an_error_naming_it(dataset, tmp_path, damage, message):
-    copy, victim = _corrupt_copy(dataset, tmp_path, damage)
-    with pytest.raises(CorruptShard, match=rf"train/{victim}: {message}"):
-        _ids(BatchStream(str(copy), "train", max_frames=3000))
-
-
-def _gzip_bomb(_: bytes) -> bytes:
-    """A 64 MB tar of zeros, gzip-compressed to about 64 KB."""
-    buffer = io.BytesIO()
-    with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as packed:
-        for _ in range(64):
-            packed.write(bytes(1 << 20))
-    return buffer.getvalue()
-
-
-@pytest.mark.parametrize("index_updated", [False, True])
-def test_a_compressed_shard_is_never_expanded(dataset, tmp_path, index_updated):
-    copy, victim = _corrupt_copy(dataset, tmp_path, _gzip_bomb)
-    if index_updated:  # the index vouches for the bomb's bytes: still opened as a plain tar only
-        path = copy / "train" / manifest.INDEX
-        document = json.loads(path.read_text())
-        data = (copy / "train" / victim).read_bytes()
-        entry = next(e for e in document["shards"] if e["name"] == victim)
-        entry.update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
-        path.write_text(json.dumps(document))
-    # measured in a process of its own: tracemalloc.stop() while other threads allocate (s3fs's loop,
-    # pyarrow's pool) crashes CPython before 3.12.9 (gh-128679), which took a whole test run down
-    result = subprocess.run(
-        [sys.executable, "-c", _PEAK_OF_READ, str(copy), victim], capture_output=True, text=True
-    )
-    assert result.returncode == 0, result.stderr
-    peak, message = result.stdout.split(" ", 1)
-    assert ("not an uncompressed tar" if index_updated else "index.json says") in message
-    # Invariant: memory stays at the compressed size; the 64 MB inside are never produced
-    assert int(peak) < 8 << 20
-
-
-_PEAK_OF_READ = """
-import os, sys, tracemalloc
-from shards.shard_file import CorruptShard, read_shard
-from shards.manifest import read_split_metadata
-copy, victim = sys.argv[1], sys.argv[2]
-index, rows = read_split_metadata(copy, "train")
-entry = next(e for e in index.shards if e.name == victim)
-keys = {r["key"] for r in rows if r["shard"] == victim}
-tracemalloc.start()
-try:
-    read_shard(f"{copy}/train/{victim}", entry, keys)
-except CorruptShard as error:
-    print(tracemalloc.get_traced_memory()[1], error, flush=True)
-    os._exit(0)  # no tracemalloc.stop(), no finalisation with tracing on
-os._exit(1)
-"""
-
-
-@pytest.mark.parametrize(
-    "name", ["../../elsewhere/x.tar", "/etc/passwd", "shard-000001.tar.gz", "shard-1.tar"]
-)
-def test_index_naming_anything_but_its_own_shards_is_refused(dataset, tmp_path, name):
-    copy, _ = _corrupt_copy(dataset, tmp_path, lambda data: data)
-    path = copy / "train" / manifest.INDEX
-    document = json.loads(path.read_text())
-    document["shards"][0]["name"] = name
-    path.write_text(json.dumps(document))
-    with pytest.raises(
-        ValueError, match=f"shard name '{re.escape(name)}' is not of the form shard-NNNNNN.tar"
-    ):
-        BatchStream(str(copy), "train")
-
-
-def test_a_corrupt_shard_can_be_skipped_and_counts_stay_equal(dataset, tmp_path, caplog):
-    copy, victim = _corrupt_copy(dataset, tmp_path)
-    index, _ = read_split_metadata(str(copy), "train")
-    skipped = next(s for s in index.shards if s.name == victim)
-    stream = BatchStream(str(copy), "train", max_frames=3000, skip_corrupt=True)
-    batches = list(stream)
-    assert len(batches) == len(BatchStream(dataset, "train", max_frames=3000))
-    assert f"skipping {victim} ({skipped.utterances} utterances)" in caplog.text
-    assert any(b.repeated.all() for b in batches)
-
-
-class FlakyFileSystem(LocalFileSystem):
-    """``flaky://PATH``: the local file, whose next ``failing`` opens fail as a reset connection would."""
-
-    protocol = "flaky"
-    failing, failures = 0, []
-
-    def _open(self, path, mode="rb", **kwargs):
-        if FlakyFileSystem.failing > 0:
-            FlakyFileSystem.failing -= 1
-            FlakyFileSystem.failures.append(path)
-            raise ConnectionResetError("connection reset by peer")
-        return super()._open(path, mode, **kwargs)
-
-
-def test_transient_read_errors_are_retried(dataset, monkeypatch):
-    fsspec.register_implementation("flaky", FlakyFileSystem, clobber=True)
-    monkeypatch.setattr(FlakyFileSystem, "failing", 2)
-    monkeypatch.setattr(FlakyFileSystem, "failures", [])
-    monkeypatch.setattr("shards.retry.FIRST_DELAY_S", 0.01)
-    index, rows = read_split_metadata(dataset, "train")
-    entry = index.shards[0]
-    keys = {r["key"] for r in rows if r["shard"] == entry.name}
-    samples = read_shard(f"flaky://{dataset}/train/{entry.name}", entry, keys)
-    assert len(FlakyFileSystem.failures) == 2 and set(samples) == keys
-    FlakyFileSystem.failing = 10**9  # the store stays away: past the deadline, an error naming the URL
-    with pytest.raises(OSError, match=r"flaky://.*: still failing after \d+ s of retries: connection reset"):
-        read_shard(f"flaky://{dataset}/train/{entry.name}", entry, keys, deadline_s=0.5)
 
 
 def test_two_accelerate_ranks_get_equal_batches_covering_everything(raw, s3_bucket, tmp_path):

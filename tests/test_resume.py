@@ -14,7 +14,8 @@ import pytest
 
 from pipeline.build import Settings, build
 from pipeline.synthetic import write_hw3p2
-from tests.conftest import kill_when, pipeline_command, run_killed, s3_tree_bytes, tree_bytes, why_failed
+from tests.processes import kill_when, pipeline_command, run_killed, why_failed
+from tests.written import s3_tree_bytes, tree_bytes
 
 
 @pytest.fixture(scope="module")
@@ -94,9 +95,11 @@ def _scale_one_train_utterance(raw: Path) -> None:
 
 @pytest.mark.parametrize(
     ("shard_mb", "change_inputs"),
-    [pytest.param("0.08", None, id="other-shard-size"),
-     pytest.param("0.05", _scale_one_train_utterance, id="changed-features")],
-)  # fmt: skip
+    [
+        pytest.param("0.08", None, id="other-shard-size"),
+        pytest.param("0.05", _scale_one_train_utterance, id="changed-features"),
+    ],
+)
 def test_a_run_killed_mid_split_then_rerun_on_changed_work_rewrites_the_shards_it_marked(
     raw, tmp_path, shard_mb, change_inputs
 ):

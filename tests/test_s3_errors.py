@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.synthetic import write_hw3p2
-from tests.conftest import why_failed
+from tests.processes import why_failed
 
 REPO = Path(__file__).resolve().parents[1]
 SECRET = "wrong-secret-do-not-print"
@@ -44,12 +44,33 @@ def _commands(bucket: str, raw: Path) -> dict[str, list[str]]:
         "eval": [str(REPO / "eval" / "main.py"), "--checkpoint", run, "--data", data],
         "eval score": ["-m", "eval", "score", f"{bucket}/submission.csv", f"{bucket}/solution.csv"],
         "eval leaderboard": ["-m", "eval", "leaderboard", f"{bucket}/board.csv"],
-        "eval watch": ["-m", "eval", "watch", "--runs", f"{bucket}/runs", "--data", data, "--leaderboard",
-                       f"{bucket}/board.csv", "--once"],
-        "eval tune": ["-m", "eval", "tune", "--checkpoint", run, "--data", data, "--lm", f"{bucket}/lm.arpa",
-                      "--out", f"{bucket}/tune"],
+        "eval watch": [
+            "-m",
+            "eval",
+            "watch",
+            "--runs",
+            f"{bucket}/runs",
+            "--data",
+            data,
+            "--leaderboard",
+            f"{bucket}/board.csv",
+            "--once",
+        ],
+        "eval tune": [
+            "-m",
+            "eval",
+            "tune",
+            "--checkpoint",
+            run,
+            "--data",
+            data,
+            "--lm",
+            f"{bucket}/lm.arpa",
+            "--out",
+            f"{bucket}/tune",
+        ],
         "eval lm": ["-m", "eval", "lm", "--data", data, "--out", f"{bucket}/lm.arpa"],
-    }  # fmt: skip
+    }
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import sys
 import numpy as np
 
 from shards.vocab import PHONEMES
-from tests.conftest import pipeline_command, why_failed
+from tests.processes import pipeline_command, why_failed
 
 
 def test_the_command_writes_a_folder_the_pipeline_shards_whole(tmp_path):

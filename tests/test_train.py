@@ -17,7 +17,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from pipeline.build import Settings, build
 from pipeline.synthetic import write_hw3p2
 from tests import host_syncs
-from tests.conftest import accelerate_command, accelerate_launch, kill_when, why_failed
+from tests.processes import accelerate_command, accelerate_launch, kill_when, why_failed
 from train import checkpoint, main, monitor
 from train.preemption import SIGNALS
 
@@ -55,16 +55,25 @@ def test_one_process_writes_checkpoints_metrics_curves_and_tensorboard(data, tmp
     out = tmp_path / "run"
     result = subprocess.run(
         _train(data, str(out), "epochs=2", "keep_last=1", "log_every_steps=2", "report_to=tensorboard"),
-        check=True, capture_output=True, text=True,
-    )  # fmt: skip
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     assert (
         "%|" not in result.stderr
     )  # not a terminal: no tqdm bar in the log (text mode turns its \r into \n)
     (events,) = (out / monitor.TRACKER_FOLDER).glob("events.out.tfevents.*")
     accumulated = EventAccumulator(str(events)).Reload()
     scalars = accumulated.Tags()["scalars"]
-    for tag in ("train/loss", "train/lr", "train/grad_norm", "train/frames_per_s", "train/padding_efficiency",
-                "dev/per", "dev/distance"):  # fmt: skip
+    for tag in (
+        "train/loss",
+        "train/lr",
+        "train/grad_norm",
+        "train/frames_per_s",
+        "train/padding_efficiency",
+        "dev/per",
+        "dev/distance",
+    ):
         assert tag in scalars, tag
     steps = [event.step for event in accumulated.Scalars("train/loss")]
     dev = accumulated.Scalars("dev/per")
@@ -198,44 +207,26 @@ def test_two_accelerate_ranks_train_from_s3(data, s3_bucket):
     # Invariant: the dev score training reports is the saved model's (every rank validated with the
     # BatchNorm statistics the checkpoint holds), as evaluation of that model.pt finds it
     evaluation = subprocess.run(
-        [sys.executable, str(REPO / "eval" / "main.py"), "--checkpoint", f"{out}/{checkpoint.epoch_folder(0)}/model.pt",
-         "--data", f"{s3_bucket}/shards", "--split", "dev", "--beam", "1", "--num-workers", "0"],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(REPO / "eval" / "main.py"),
+            "--checkpoint",
+            f"{out}/{checkpoint.epoch_folder(0)}/model.pt",
+            "--data",
+            f"{s3_bucket}/shards",
+            "--split",
+            "dev",
+            "--beam",
+            "1",
+            "--num-workers",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert evaluation.returncode == 0, why_failed(evaluation.stderr)
     assert json.loads(evaluation.stdout.splitlines()[-1])["distance"] == float(metrics[0]["dev_distance"])
-
-
-def test_replicas_one_float_apart_are_caught_on_every_rank():
-    """The loop's once-an-epoch check (the line the test above relies on) on real gloo ranks: one
-    weight one float32 step off on rank 1 is an error on both ranks."""
-    probe = [str(REPO / "tests" / "replica_probe.py")]
-    same = accelerate_launch([*probe, "same"])
-    assert same.returncode == 0, why_failed(same.stderr)
-    assert sorted(same.stdout.splitlines()) == ["rank 0 of 2: identical", "rank 1 of 2: identical"]
-    for moved in ("diverge", "buffer"):  # a weight, or a BatchNorm running mean (saved and validated with)
-        diverged = accelerate_launch([*probe, moved])
-        assert diverged.returncode != 0
-        assert sorted(diverged.stdout.splitlines()) == [
-            f"rank {r} of 2: model replicas differ across ranks: weights or buffers were not synchronised"
-            for r in (0, 1)
-        ], why_failed(diverged.stderr)
-
-
-def test_rank_0_s_store_work_outlasting_the_collective_timeout_is_waited_out_together():
-    """Rank 0's checkpoint and metrics writes may retry an outage for io_deadline_s, more than once
-    between two steps: the other ranks wait for them in collectives of seconds each (train/together.py),
-    so that no collective outlasts the timeout. The probe's collective timeout is 3 s, its work 8 s."""
-    probe = [str(REPO / "tests" / "together_probe.py")]
-    lines = {mode: sorted(accelerate_launch([*probe, mode]).stdout.splitlines()) for mode in ("together", "alone", "fails")}  # fmt: skip
-    assert lines["together"] == ["rank 0: done", "rank 1: done"]
-    # the stand-in for the old loop (rank 0 works, then a barrier) shows the probe can fail: rank 1 times out
-    assert lines["alone"][1].startswith("rank 1: RuntimeError: ") and "Timed out" in lines["alone"][1]
-    # Invariant: a failure reaches every rank, with the line rank 0 prints for it
-    assert lines["fails"] == [
-        "rank 0: OSError: s3://bucket/run/metrics.csv: still failing",
-        "rank 1: FailedOnRank0: explained: s3://bucket/run/metrics.csv: still failing",
-    ]
 
 
 def test_parse_vary_keeps_bracketed_lists_whole():
@@ -276,10 +267,16 @@ def _metrics(out) -> list[dict]:
 
 def test_timed_checkpoints_come_mid_epoch_and_only_when_asked(data, tmp_path):
     """checkpoint_every_minutes: due at every step here (0.06 s), so mid-epoch step checkpoints are written."""
-    timed = subprocess.run(_train(data, str(tmp_path / "timed"), "epochs=1", "checkpoint_every_minutes=0.001"),
-                           capture_output=True, text=True)  # fmt: skip
-    untimed = subprocess.run(_train(data, str(tmp_path / "untimed"), "epochs=1", "checkpoint_every_minutes=0"),
-                             capture_output=True, text=True)  # fmt: skip
+    timed = subprocess.run(
+        _train(data, str(tmp_path / "timed"), "epochs=1", "checkpoint_every_minutes=0.001"),
+        capture_output=True,
+        text=True,
+    )
+    untimed = subprocess.run(
+        _train(data, str(tmp_path / "untimed"), "epochs=1", "checkpoint_every_minutes=0"),
+        capture_output=True,
+        text=True,
+    )
     assert timed.returncode == untimed.returncode == 0, why_failed(timed.stderr + untimed.stderr)
     steps = int(_metrics(tmp_path / "timed")[0]["step"])
     mid_epoch = [line for line in timed.stderr.splitlines() if "/step-" in line and "written in" in line]
@@ -289,8 +286,11 @@ def test_timed_checkpoints_come_mid_epoch_and_only_when_asked(data, tmp_path):
 
 def test_grad_accum_takes_one_optimiser_step_per_n_batches(data, tmp_path):
     for n in (1, 2):
-        subprocess.run(_train(data, str(tmp_path / f"accum-{n}"), "epochs=1", f"grad_accum={n}"), check=True,
-                       capture_output=True)  # fmt: skip
+        subprocess.run(
+            _train(data, str(tmp_path / f"accum-{n}"), "epochs=1", f"grad_accum={n}"),
+            check=True,
+            capture_output=True,
+        )
     batches = int(_metrics(tmp_path / "accum-1")[0]["step"])
     assert batches >= 4 and int(_metrics(tmp_path / "accum-2")[0]["step"]) == -(-batches // 2)
 
@@ -299,8 +299,20 @@ def test_the_plateau_scheduler_lowers_the_rate_when_dev_stops_improving(data, tm
     """The rate after each epoch is ReduceLROnPlateau's rule applied to the dev distances (patience 0,
     factor 0.5); at lr 1e-6 dev barely moves, so the rule does drop it."""
     out = tmp_path / "plateau"
-    subprocess.run(_train(data, str(out), "epochs=4", "scheduler=plateau", "plateau_patience=0", "plateau_factor=0.5",
-                          "lr=1e-6", "warmup_steps=0"), check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        _train(
+            data,
+            str(out),
+            "epochs=4",
+            "scheduler=plateau",
+            "plateau_patience=0",
+            "plateau_factor=0.5",
+            "lr=1e-6",
+            "warmup_steps=0",
+        ),
+        check=True,
+        capture_output=True,
+    )
     rows = _metrics(out)
     best, rate, expected = math.inf, 1e-6, []
     for row in rows:
@@ -345,9 +357,13 @@ def _as_if_on_a_gpu(trainer: main.Trainer) -> None:
 
 @pytest.mark.parametrize(
     "settings",
-    [("lstm_impl=packed", "precision=fp32"), ("lstm_impl=packed", "precision=bf16"), ("lstm_impl=padded", "precision=fp32")],
+    [
+        ("lstm_impl=packed", "precision=fp32"),
+        ("lstm_impl=packed", "precision=bf16"),
+        ("lstm_impl=padded", "precision=fp32"),
+    ],
     ids=["packed-fp32", "packed-bf16", "padded-fp32"],
-)  # fmt: skip
+)
 def test_a_training_step_never_waits_for_the_device(data, tmp_path, settings):
     """Every host read of a device tensor, copy back to the host and blocking copy to the device that
     the training step makes (tests/host_syncs.py: on a GPU each one is the host waiting for it),

@@ -243,8 +243,12 @@ class Trainer:
             log.warning(
                 "%s was saved by %d ranks, resuming on %d: the rest of epoch %d is re-planned over %d ranks "
                 "(every utterance still once), and random streams restart from the seed and step",
-                url, state.world_size, self.world, self.train_stream.epoch, self.world,
-            )  # fmt: skip
+                url,
+                state.world_size,
+                self.world,
+                self.train_stream.epoch,
+                self.world,
+            )
             # rank 0 carries the old ranks' totals, so that the epoch's sums stay right
             saved = [monitor.EpochTotals.from_dict(p) for p in state.progress]
             self.totals = monitor.EpochTotals.over_ranks(saved) if self.rank == 0 else monitor.EpochTotals()
@@ -387,8 +391,12 @@ class Trainer:
         self.augment.train()
         self.clock = time.monotonic()
         self.epoch_batches = len(self.train_stream)
-        bar = monitor.EpochProgress(len(self.train_stream), self.train_stream.consumed,
-                                    f"epoch {self.train_stream.epoch}", self.accelerator.is_main_process)  # fmt: skip
+        bar = monitor.EpochProgress(
+            len(self.train_stream),
+            self.train_stream.consumed,
+            f"epoch {self.train_stream.epoch}",
+            self.accelerator.is_main_process,
+        )
         with bar:
             for batch in self.train_stream:
                 bar.add(self.train_step(batch), self.loss_shown)
@@ -472,10 +480,15 @@ class Trainer:
         )
         log.info("epoch %d: %s", epoch, self.history[-1])
         self.accelerator.log(
-            {"dev/distance": dev.mean_distance, "dev/per": dev.per, "train/epoch_loss": trained.mean_loss,
-             "epoch/seconds": trained.seconds, "epoch/number": epoch},
+            {
+                "dev/distance": dev.mean_distance,
+                "dev/per": dev.per,
+                "train/epoch_loss": trained.mean_loss,
+                "epoch/seconds": trained.seconds,
+                "epoch/number": epoch,
+            },
             step=self.step,
-        )  # fmt: skip
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

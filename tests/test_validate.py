@@ -13,7 +13,8 @@ import pytest
 from pipeline.build import Settings, TooManyRejects, build
 from pipeline.synthetic import write_hw3p2
 from pipeline.validate import ctc_min_frames, unrepresentable_id
-from tests.conftest import pipeline_command, read_split
+from tests.processes import pipeline_command
+from tests.written import read_split
 
 GOOD = np.zeros((50, 13), dtype=np.float32)
 GOOD_TRANSCRIPT = np.array(["<sos>", "SIL", "AA", "B", "SIL", "<eos>"])

@@ -1,0 +1,91 @@
+"""What the eval commands share: arguments that name files or URLs, and the options of the two
+requests every decoding command makes (how to read a split: :class:`Reading`; how to decode it:
+eval.decode's :class:`Decoding`).
+
+An argument declared ``type=Url`` is checked for access (credentials, bucket, endpoint) before the
+command does any work: :func:`urls_in` finds every one, so a new option cannot be missed. Each
+command turns its parsed arguments into a typed request with :func:`request_of`; a request's
+defaults are the command line's.
+"""
+
+import argparse
+import dataclasses
+import typing
+from typing import TypeVar
+
+from eval.decode import Decoding
+from shards.plan import DEFAULT_MAX_FRAMES
+from shards.retry import IO_DEADLINE_S
+
+
+class Url(str):
+    """A local path or an fsspec URL given on the command line."""
+
+
+def urls_in(args: argparse.Namespace) -> list[str]:
+    """Every ``Url`` among the parsed arguments (single or repeated), in the parser's order."""
+    found = []
+    for value in vars(args).values():
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, Url):
+                found.append(str(item))
+    return found
+
+
+@dataclasses.dataclass(frozen=True)
+class Reading:
+    """How a split is read: padded frames per batch, loader processes per rank, and how long an
+    unreachable store is waited out (shard reads and every write)."""
+
+    max_frames: int = DEFAULT_MAX_FRAMES
+    num_workers: int = 1
+    io_deadline_s: float = IO_DEADLINE_S
+
+
+def add_decoding_arguments(parser: argparse.ArgumentParser, weights: bool = True) -> None:
+    """:class:`Decoding`'s options; ``weights=False`` leaves ``--alpha``/``--beta`` to the command."""
+    parser.add_argument("--beam", type=int, default=Decoding.beam, help="beam width; 1 = greedy")
+    parser.add_argument(
+        "--top-n", type=int, default=Decoding.top_n, help="labels per frame a beam may expand"
+    )
+    parser.add_argument("--decoders", type=int, default=Decoding.decoders, help="beam-search threads")
+    parser.add_argument(
+        "--lm", type=Url, help="phoneme n-gram, ARPA (python -m eval lm), for the beam search"
+    )
+    if weights:
+        parser.add_argument(
+            "--alpha", type=float, default=Decoding.alpha, help="LM weight (natural-log probabilities)"
+        )
+        parser.add_argument("--beta", type=float, default=Decoding.beta, help="bonus per phoneme")
+
+
+def add_reading_arguments(parser: argparse.ArgumentParser) -> None:
+    """:class:`Reading`'s options."""
+    parser.add_argument("--max-frames", type=int, default=Reading.max_frames, help="padded frames per batch")
+    parser.add_argument(
+        "--num-workers", type=int, default=Reading.num_workers, help="loader processes per rank"
+    )
+    parser.add_argument(
+        "--io-deadline-s",
+        type=float,
+        default=Reading.io_deadline_s,
+        help="seconds an unreachable object store is waited out (shard reads, every write)",
+    )
+
+
+Request = TypeVar("Request")
+
+
+def request_of(kind: type[Request], args: argparse.Namespace, **given) -> Request:
+    """A request of ``kind`` from parsed arguments: each field from the argument of its name, or
+    from ``given``; a field that is itself a request is built from the same arguments."""
+    types = typing.get_type_hints(kind)
+    values = {}
+    for field in dataclasses.fields(kind):
+        if field.name in given:
+            values[field.name] = given[field.name]
+        elif dataclasses.is_dataclass(types[field.name]):
+            values[field.name] = request_of(types[field.name], args)
+        else:
+            values[field.name] = getattr(args, field.name)
+    return kind(**values)

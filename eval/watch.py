@@ -1,0 +1,102 @@
+"""``python -m eval watch --runs URL --data URL --leaderboard URL [--every S | --once]``: scheduled
+evaluation.
+
+Each look finds every ``<runs>/<run>/checkpoints/epoch-*/model.pt`` that has no leaderboard row for
+its split, beam, LM and weights yet, and evaluates it in this process (cron it with ``--once``). One
+bad checkpoint is logged and skipped; a bug stops the watch.
+"""
+
+import argparse
+import dataclasses
+import logging
+import time
+
+import fsspec
+
+from eval import leaderboard, page
+from eval.evaluate import Evaluation, evaluate
+from eval.options import Decoding, Reading, Url, add_decoding_arguments, add_reading_arguments
+from shards.errors import UserError
+from shards.retry import with_retries
+
+log = logging.getLogger("eval.watch")
+
+
+@dataclasses.dataclass(frozen=True)
+class Watch:
+    runs: str  # holds run folders (<run>/checkpoints/...)
+    data: str
+    leaderboard: str
+    split: str = "dev"
+    decoding: Decoding = Decoding()
+    reading: Reading = Reading()
+    solution: str | None = None
+    html: str | None = None  # the board's page, rewritten after each new row
+    every: float = 600.0  # seconds between looks
+    once: bool = False
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--runs", type=Url, required=True, help="URL holding run folders (<run>/checkpoints/...)"
+    )
+    parser.add_argument("--data", type=Url, required=True)
+    parser.add_argument("--leaderboard", type=Url, required=True)
+    parser.add_argument("--split", default=Watch.split)
+    add_decoding_arguments(parser)
+    add_reading_arguments(parser)
+    parser.add_argument("--solution", type=Url)
+    parser.add_argument(
+        "--html", type=Url, help="rewrite this leaderboard page after each new row (local or URL)"
+    )
+    when = parser.add_mutually_exclusive_group()
+    when.add_argument("--every", type=float, default=Watch.every, help="seconds between looks")
+    when.add_argument("--once", action="store_true")
+
+
+def new_checkpoints(request: Watch) -> list[str]:
+    """Checkpoints under ``runs`` without a leaderboard row for (split, beam, LM and weights), oldest
+    run and epoch first."""
+    fs, root = fsspec.core.url_to_fs(request.runs)
+    found = sorted(fs.glob(f"{root.rstrip('/')}/*/checkpoints/epoch-*/model.pt"))
+    prefix = request.runs.split("://", 1)[0] + "://" if "://" in request.runs else ""
+    cells = {k: str(v) for k, v in request.decoding.cells().items()}
+    wanted = (request.split, str(request.decoding.beam), cells["lm"], cells["alpha"], cells["beta"])
+    done = {
+        (r["checkpoint"], r["split"], r["beam"], r["lm"], r["alpha"], r["beta"])
+        for r in leaderboard.read(request.leaderboard)
+    }
+    return [prefix + path for path in found if (prefix + path, *wanted) not in done]
+
+
+def evaluation_of(request: Watch, checkpoint: str) -> Evaluation:
+    return Evaluation(
+        checkpoint=checkpoint,
+        data=request.data,
+        split=request.split,
+        decoding=request.decoding,
+        reading=request.reading,
+        solution=request.solution,
+        leaderboard=request.leaderboard,
+    )
+
+
+def publish_page(request: Watch) -> None:
+    html, board = request.html, request.leaderboard
+    with_retries(lambda: page.publish(board, html), html, request.reading.io_deadline_s)
+
+
+def watch(request: Watch) -> int:
+    while True:
+        for url in new_checkpoints(request):
+            log.info("evaluating %s", url)
+            try:
+                evaluate(evaluation_of(request, url))
+            except (UserError, OSError) as error:  # one bad checkpoint must not stop the watch; a bug does
+                log.error("%s: %s", url, error)
+                continue
+            if request.html:
+                publish_page(request)
+        if request.once:
+            return 0
+        time.sleep(request.every)

@@ -1,0 +1,48 @@
+"""shards/kaggle.py: Kaggle's submission and solution files, read by row position."""
+
+import pytest
+
+from shards.kaggle import ids_name, read_labels
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("id,predictions\n0,.ab.\n1,\n", {0: ".ab.", 1: ""}),  # Spring 2022 submission
+        ("index,label\n1,.b.\n0,.a.\n", {0: ".a.", 1: ".b."}),  # later semesters, any row order
+        ("id,label,Usage\n0,.a.,Public\n1,.b.,Private\n", {0: ".a.", 1: ".b."}),  # Kaggle solution
+    ],
+)
+def test_kaggle_files_are_read_by_row_position(tmp_path, text, expected):
+    path = tmp_path / "s.csv"
+    path.write_text(text)
+    assert read_labels(str(path)) == expected
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("id,label\n0,.a.\n0,.b.\n", "id 0 appears twice"),
+        ("id,label\ntest-000016,.a.\n", "'test-000016' is not a row number"),
+        ("id,label\n0,.a.,x\n", "line 2 has 3 columns, the header 2"),
+        (
+            "id,label,Usage\n0,.a.,Public\n1,.b.\n",
+            "line 3 has 2 columns, the header 3",
+        ),  # short, not only long
+        ("id\n0\n", "at least two columns"),
+        ("id\n0,.a.\n", "at least two columns"),  # the header decides, not the first row
+    ],
+)
+def test_malformed_kaggle_files_are_named(tmp_path, text, message):
+    path = tmp_path / "s.csv"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=f"{path}.*{message}"):
+        read_labels(str(path))
+
+
+@pytest.mark.parametrize(
+    "submission, ids",
+    [("out/submission.csv", "out/submission.ids.csv"), ("s3://b/run/sub", "s3://b/run/sub.ids.csv")],
+)
+def test_the_ids_file_sits_beside_the_submission(submission, ids):
+    assert ids_name(submission) == ids
