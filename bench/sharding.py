@@ -102,6 +102,7 @@ def _driver_cost(utterances: int, dim: int = 13) -> dict[str, float]:
             n_frames=int(n),
             dim=dim,
             n_phonemes=int(n) // 8,
+            ctc_frames=int(n) // 8,
             digest=f"{k:064x}",
             stats=FeatureStats(int(n), rng.normal(size=dim), rng.uniform(1, 2, size=dim) * n),
         )

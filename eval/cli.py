@@ -1,4 +1,4 @@
-"""``python -m eval {evaluate, score, leaderboard, watch, tune, lm, transcribe}``: one parser, one
+"""``python -m eval {evaluate, score, leaderboard, watch, tune, lm, average, transcribe}``: one parser, one
 handler per command, every ``Url`` argument access-checked before any work.
 
     python -m eval evaluate --checkpoint URL --data URL [--split test] [--beam 50] [--submission URL] [--leaderboard URL]
@@ -7,6 +7,7 @@ handler per command, every ``Url`` argument access-checked before any work.
     python -m eval watch --runs URL --data URL --leaderboard URL [--html PAGE] [--split dev] [--every S | --once]
     python -m eval tune --checkpoint URL --data URL --lm URL --alpha a:b:s --beta c:d:s --out URL
     python -m eval lm --data URL --order N --out URL
+    python -m eval average --run URL (--last K | --best K | --epochs A-B) --out URL
     python -m eval transcribe --checkpoint URL INPUT... [--beam 50] [--lm URL --alpha A --beta B] [--format jsonl]
 
 A user's mistake (shards.errors.UserError, a missing file, a lasting outage) is one ``error:``
@@ -19,8 +20,8 @@ import json
 import logging
 from collections.abc import Callable
 
-from eval import evaluate, leaderboard, lm, page, transcribe, tune, watch
-from eval.options import Decoding, Url, request_of, urls_in
+from eval import average_checkpoints, evaluate, leaderboard, lm, page, transcribe, tune, watch
+from eval.options import Decoding, Url, add_weights_argument, request_of, urls_in
 from shards import s3
 from shards.kaggle import read_labels
 from train.metric import score
@@ -111,6 +112,31 @@ def run_lm(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_average_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--run", type=Url, required=True, help="run folder (<run>/checkpoints/epoch-*/model.pt)"
+    )
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--last", type=_at_least_one, help="the newest K epoch checkpoints")
+    which.add_argument("--best", type=_at_least_one, help="the K with the lowest dev distance")
+    which.add_argument("--epochs", help="epochs A-B, both included")
+    parser.add_argument(
+        "--out", type=Url, required=True, help="where to write the averaged model.pt (local or URL)"
+    )
+    add_weights_argument(parser)
+
+
+def _at_least_one(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a count of at least 1")
+    return int(text)
+
+
+def run_average(args: argparse.Namespace) -> int:
+    print(json.dumps(average_checkpoints.average(request_of(average_checkpoints.Averaging, args))))
+    return 0
+
+
 def run_transcribe(args: argparse.Namespace) -> int:
     return transcribe.transcribe(request_of(transcribe.Transcription, args))
 
@@ -127,6 +153,11 @@ COMMANDS: dict[str, Command] = {
     "watch": ("evaluate checkpoints that have no leaderboard row yet", watch.add_arguments, run_watch),
     "tune": ("grid-search the LM weight and phoneme bonus on dev", tune.add_arguments, run_tune),
     "lm": ("estimate a phoneme n-gram (ARPA) from the train split", add_lm_arguments, run_lm),
+    "average": (
+        "one model.pt from several of a run's checkpoints, averaged",
+        add_average_arguments,
+        run_average,
+    ),
     "transcribe": (
         "a model's phonemes for MFCC .npy files, folders of them, or audio files",
         transcribe.add_arguments,

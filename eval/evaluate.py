@@ -22,8 +22,15 @@ from accelerate import Accelerator
 from accelerate.utils import gather_object
 
 from eval import leaderboard
-from eval.model import model_url, run_folder
-from eval.options import Decoding, Reading, Url, add_decoding_arguments, add_reading_arguments
+from eval.model import chosen_weights, model_url, run_folder
+from eval.options import (
+    Decoding,
+    Reading,
+    Url,
+    add_checkpoint_arguments,
+    add_decoding_arguments,
+    add_reading_arguments,
+)
 from eval.ranks import forward, model_and_share, ranks
 from shards import manifest
 from shards.kaggle import HEADERS, ids_bytes, ids_name, labels_bytes, read_labels
@@ -46,6 +53,7 @@ class Evaluation:
     checkpoint: str  # a model.pt, or a run folder (its latest)
     data: str
     split: str = "test"
+    weights: str = "auto"  # eval/model.py WEIGHTS
     decoding: Decoding = Decoding()
     reading: Reading = Reading()
     submission: str | None = None
@@ -56,9 +64,7 @@ class Evaluation:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--checkpoint", type=Url, required=True, help="URL of a model.pt, or of a run folder (its latest)"
-    )
+    add_checkpoint_arguments(parser)
     parser.add_argument(
         "--data", type=Url, required=True, help="dataset URL (normalised with the model's statistics)"
     )
@@ -89,7 +95,7 @@ def evaluate(request: Evaluation) -> dict | None:
     request = dataclasses.replace(request, checkpoint=model_url(request.checkpoint))
     with ranks() as accelerator:
         model, card, stream = model_and_share(
-            request.checkpoint, request.data, request.split, request.reading, accelerator
+            request.checkpoint, request.weights, request.data, request.split, request.reading, accelerator
         )
         started = time.monotonic()
         share = decode_share(model, stream, request, accelerator)
@@ -233,6 +239,7 @@ def leaderboard_row(
         "step": card.step,
         "split": request.split,
         "beam": request.decoding.beam,
+        "weights": chosen_weights(card, request.weights, request.checkpoint)[0],
         "distance": "" if result is None else round(result.mean_distance, 4),
         "per": "" if result is None else round(result.per, 5),
         "utterances": utterances,

@@ -42,6 +42,7 @@ COLUMNS = [
     "lm",  # the beam search's phoneme n-gram (empty: none), its weight and the per-phoneme bonus
     "alpha",
     "beta",
+    "weights",  # the model's live or averaged weights (train/average.py); empty in older rows: live
 ]
 FIRST_COLUMNS = ("time", "run", "checkpoint", "epoch", "split", "beam", "distance")  # every version's
 ATTEMPTS = 200

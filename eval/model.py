@@ -20,14 +20,29 @@ def run_folder(checkpoint: str) -> str:
     return checkpoint.rstrip("/").rsplit("/checkpoints/", 1)[0]
 
 
-def load_model(url: str) -> tuple[CTCModel, ModelCard]:
-    """The model in eval mode, and the checkpoint's card (config, vocabulary, stats, epoch, step)."""
+WEIGHTS = ("auto", "live", "averaged")  # which of a model.pt's weights: auto = averaged where it has them
+
+
+def chosen_weights(card: ModelCard, weights: str, url: str) -> tuple[str, dict]:
+    """The name and state_dict of the weights asked for: ``auto`` takes the averaged ones where the
+    run averaged (train/average.py), else the live ones."""
+    if weights == "averaged" and card.averaged is None:
+        raise CheckpointError(f"{url}: has no averaged weights (its run trained with average=none)")
+    if weights == "averaged" or (weights == "auto" and card.averaged is not None):
+        return "averaged", card.averaged
+    return "live", card.model
+
+
+def load_model(url: str, weights: str = "auto") -> tuple[CTCModel, ModelCard]:
+    """The model in eval mode with the ``weights`` asked for (:func:`chosen_weights`), and the
+    checkpoint's card (config, vocabulary, stats, epoch, step)."""
     card = ModelCard.load(url)
+    _, state = chosen_weights(card, weights, url)
     try:
         # the LSTM path is this device's (auto: packed on GPUs, padded on CPUs): the same function
         config = TrainConfig(**upgraded(card.config) | {"lstm_impl": "auto"}).check()
         model = CTCModel(card.feature_dim, config)
-        model.load_state_dict(card.model)
+        model.load_state_dict(state)
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
         raise CheckpointError(
             f"{url}: not a model checkpoint of this project ({type(error).__name__}: {error})"

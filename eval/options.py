@@ -14,6 +14,7 @@ import typing
 from typing import TypeVar
 
 from eval.decode import Decoding
+from eval.model import WEIGHTS
 from shards.plan import DEFAULT_MAX_FRAMES
 from shards.retry import IO_DEADLINE_S
 
@@ -40,6 +41,23 @@ class Reading:
     max_frames: int = DEFAULT_MAX_FRAMES
     num_workers: int = 1
     io_deadline_s: float = IO_DEADLINE_S
+
+
+def add_checkpoint_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--checkpoint`` (a model.pt, or a run folder: its latest) and which of its weights."""
+    parser.add_argument(
+        "--checkpoint", type=Url, required=True, help="URL of a model.pt, or of a run folder (its latest)"
+    )
+    add_weights_argument(parser)
+
+
+def add_weights_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--weights",
+        choices=WEIGHTS,
+        default=WEIGHTS[0],
+        help="each checkpoint's live or averaged weights (auto: averaged where its run averaged them)",
+    )
 
 
 def add_decoding_arguments(parser: argparse.ArgumentParser, weights: bool = True) -> None:

@@ -44,11 +44,11 @@ def ranks() -> Iterator[Accelerator]:
 
 
 def model_and_share(
-    checkpoint: str, data: str, split: str, reading: Reading, accelerator: Accelerator
+    checkpoint: str, weights: str, data: str, split: str, reading: Reading, accelerator: Accelerator
 ) -> tuple[CTCModel, ModelCard, BatchStream]:
-    """The checkpoint's model on this rank's device (its input normalisation checked against the
-    dataset's) and this rank's share of the split."""
-    model, card = load_model(checkpoint)
+    """The checkpoint's model with the ``weights`` asked for on this rank's device (its input
+    normalisation checked against the dataset's) and this rank's share of the split."""
+    model, card = load_model(checkpoint, weights)
     place(model, accelerator.device)
     check_normalisation(card, read_dataset_stats(data), checkpoint, data)
     stream = BatchStream(

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from eval.model import load_model, model_url, place
-from eval.options import Decoding, Url, add_decoding_arguments
+from eval.options import Decoding, Url, add_checkpoint_arguments, add_decoding_arguments
 from pipeline.validate import Rejected, check_features
 from shards.errors import UserError
 from shards.frontend import FrontEnd, recorded_front_end_of
@@ -50,15 +50,14 @@ class FeatureShiftRefused(UserError):
 class Transcription:
     checkpoint: str  # a model.pt, or a run folder (its latest)
     inputs: list[str]  # .npy files, folders of them, audio files
+    weights: str = "auto"  # eval/model.py WEIGHTS
     decoding: Decoding = Decoding()
     format: str = "text"  # or jsonl
     accept_shift: bool = False  # transcribe .npy features that do not match the model's statistics anyway
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--checkpoint", type=Url, required=True, help="URL of a model.pt, or of a run folder (its latest)"
-    )
+    add_checkpoint_arguments(parser)
     parser.add_argument(
         "inputs",
         type=Url,
@@ -153,7 +152,7 @@ def _check_shift(inputs: dict[str, np.ndarray], stats: FeatureStats) -> None:
 
 def transcribe(request: Transcription) -> int:
     """Each input's line on stdout; 1 when an input was refused, 2 when the features do not fit the model."""
-    model, card = load_model(model_url(request.checkpoint))
+    model, card = load_model(model_url(request.checkpoint), request.weights)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     place(model, device)
     stats = FeatureStats(card.stats["frames"], np.asarray(card.stats["mean"]), np.asarray(card.stats["m2"]))

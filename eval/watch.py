@@ -15,7 +15,14 @@ import fsspec
 
 from eval import leaderboard, page
 from eval.evaluate import Evaluation, evaluate
-from eval.options import Decoding, Reading, Url, add_decoding_arguments, add_reading_arguments
+from eval.options import (
+    Decoding,
+    Reading,
+    Url,
+    add_decoding_arguments,
+    add_reading_arguments,
+    add_weights_argument,
+)
 from shards.errors import UserError
 from shards.retry import with_retries
 
@@ -28,6 +35,7 @@ class Watch:
     data: str
     leaderboard: str
     split: str = "dev"
+    weights: str = "auto"  # eval/model.py WEIGHTS
     decoding: Decoding = Decoding()
     reading: Reading = Reading()
     solution: str | None = None
@@ -43,6 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", type=Url, required=True)
     parser.add_argument("--leaderboard", type=Url, required=True)
     parser.add_argument("--split", default=Watch.split)
+    add_weights_argument(parser)
     add_decoding_arguments(parser)
     add_reading_arguments(parser)
     parser.add_argument("--solution", type=Url)
@@ -55,8 +64,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def new_checkpoints(request: Watch) -> list[str]:
-    """Checkpoints under ``runs`` without a leaderboard row for (split, beam, LM and weights), oldest
-    run and epoch first."""
+    """Checkpoints under ``runs`` without a leaderboard row for (split, beam, LM and its weights, the
+    model weights asked for: ``auto`` is met by a row of either), oldest run and epoch first."""
     fs, root = fsspec.core.url_to_fs(request.runs)
     found = sorted(fs.glob(f"{root.rstrip('/')}/*/checkpoints/epoch-*/model.pt"))
     prefix = request.runs.split("://", 1)[0] + "://" if "://" in request.runs else ""
@@ -65,6 +74,7 @@ def new_checkpoints(request: Watch) -> list[str]:
     done = {
         (r["checkpoint"], r["split"], r["beam"], r["lm"], r["alpha"], r["beta"])
         for r in leaderboard.read(request.leaderboard)
+        if request.weights == "auto" or (r["weights"] or "live") == request.weights  # older rows: live
     }
     return [prefix + path for path in found if (prefix + path, *wanted) not in done]
 
@@ -74,6 +84,7 @@ def evaluation_of(request: Watch, checkpoint: str) -> Evaluation:
         checkpoint=checkpoint,
         data=request.data,
         split=request.split,
+        weights=request.weights,
         decoding=request.decoding,
         reading=request.reading,
         solution=request.solution,

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pipeline.layout import SourceSplit, SourceUtterance
 from pipeline.runner import TaskRunner, worker_state
 from pipeline.source import SourceReader, open_source_and_store
-from pipeline.validate import Rejected
+from pipeline.validate import Rejected, ctc_min_frames
 from shards.manifest import Rejection
 from shards.progress import Progress
 from shards.stats import FeatureStats
@@ -27,6 +27,7 @@ class Scanned:
     n_frames: int
     dim: int
     n_phonemes: int | None
+    ctc_frames: int | None  # fewest output frames CTC needs for the labels (validate.ctc_min_frames)
     digest: str
     stats: FeatureStats  # the training split's make stats.json; every split's are checked against --stats
 
@@ -82,6 +83,7 @@ def _scan_chunk(source_reader: SourceReader, utterances: list[SourceUtterance]) 
                 n_frames=len(features),
                 dim=features.shape[1],
                 n_phonemes=None if checked.labels is None else len(checked.labels),
+                ctc_frames=None if checked.labels is None else ctc_min_frames(checked.labels),
                 digest=checked.digest,
                 stats=FeatureStats.of(features),
             )

@@ -32,6 +32,7 @@ from shards.writer import write_shard
 log = logging.getLogger("pipeline")
 
 FORMAT_VERSION = 1  # bump when the sample encoding changes, so old shards are not reused
+MANIFEST_VERSION = 2  # bump when the manifest's columns change: a rerun rewrites it, reusing the shards
 PARTS = ".parts"
 
 
@@ -99,7 +100,7 @@ def write_split(
     """The split's shards, order file, manifest and, last, index; a split already up to date is kept."""
     tasks = _shard_tasks(split.name, kept, stats_json, shard_mb * 1e6)
     fingerprint = _fingerprint(
-        FORMAT_VERSION, split.name, split.labelled, dim, [t.fingerprint for t in tasks]
+        FORMAT_VERSION, MANIFEST_VERSION, split.name, split.labelled, dim, [t.fingerprint for t in tasks]
     )
     index_path = f"{split.name}/{manifest.INDEX}"
     if store.exists(index_path):
@@ -114,7 +115,14 @@ def write_split(
     if split.order is not None:
         store.publish_bytes(manifest.order_bytes(split.order), f"{split.name}/{manifest.ORDER}")
     rows = [
-        {"key": key, "id": s.source.id, "shard": t.name, "n_frames": s.n_frames, "n_phonemes": s.n_phonemes}
+        {
+            "key": key,
+            "id": s.source.id,
+            "shard": t.name,
+            "n_frames": s.n_frames,
+            "n_phonemes": s.n_phonemes,
+            "ctc_frames": s.ctc_frames,
+        }
         for t in tasks
         for key, s in t.items
     ]

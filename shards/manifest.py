@@ -1,7 +1,9 @@
 """What a split holds, readable without opening a shard.
 
 ``<split>/manifest.parquet``: one row per utterance, in shard order (length-sorted):
-key, id, shard, n_frames, n_phonemes (null where the split has no transcripts).
+key, id, shard, n_frames, n_phonemes and ctc_frames (the fewest output frames CTC needs for the
+labels: one per phoneme and a blank between equal neighbours), both null where the split has no
+transcripts (and ctc_frames absent in datasets written before it).
 
 ``<split>/index.json``: per shard its name, utterances, frames, phonemes, bytes, sha256
 and frame range, plus totals. It is published last, so its presence means the split is
@@ -41,6 +43,7 @@ MANIFEST_SCHEMA = pa.schema(
         ("shard", pa.string()),
         ("n_frames", pa.int32()),
         ("n_phonemes", pa.int32()),
+        ("ctc_frames", pa.int32()),
     ]
 )
 

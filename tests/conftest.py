@@ -66,3 +66,12 @@ def trained(tmp_path_factory) -> tuple[str, str, Path]:
     solution = root / "solution.csv"
     solution.write_text("id,label\n" + "".join(f"{k},.ab.\n" for k in range(9)))  # Kaggle's: positions
     return str(root / "shards"), str(run / epoch_folder(0) / "model.pt"), solution
+
+
+@pytest.fixture(scope="session")
+def tiny_shards(tmp_path_factory) -> str:
+    """A dataset of 48 train, 8 dev and 4 test utterances of 60-300 frames, in 0.2 MB shards."""
+    raw = write_hw3p2(tmp_path_factory.mktemp("raw"), counts=(48, 8, 4), frames=(60, 300), seed=12)
+    dst = tmp_path_factory.mktemp("shards")
+    build(Settings(str(raw), str(dst), shard_mb=0.2))
+    return str(dst)

@@ -2,6 +2,7 @@
 step, launched as ranks; and what a failed one printed about its failure."""
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -118,3 +119,12 @@ def evaluated(trained: tuple, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, *evaluation_command(trained, *extra)], capture_output=True, text=True
     )
+
+
+def greedy_dev_row(checkpoint: str, data: str, *extra: str) -> dict:
+    """The leaderboard row of ``eval evaluate`` on the dev split, greedy, no loader process."""
+    command = [sys.executable, "-m", "eval", "evaluate", "--checkpoint", checkpoint, "--data", data]
+    command += ["--split", "dev", "--beam", "1", "--num-workers", "0", *extra]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, why_failed(result.stderr)
+    return json.loads(result.stdout.splitlines()[-1])

@@ -25,7 +25,7 @@ def main() -> int:
         with torch.no_grad():
             moved[7] = torch.nextafter(moved[7], torch.tensor(float("inf")))
     try:
-        Trainer.check_replicas(types.SimpleNamespace(model=model, world=world))
+        Trainer.check_replicas(types.SimpleNamespace(world=world), [model])
         line, status = f"rank {rank} of {world}: identical", 0
     except RuntimeError as error:
         line, status = f"rank {rank} of {world}: {error}", 3

@@ -9,7 +9,7 @@ from eval.options import Url
 from shards.errors import UserError
 
 # the string options that name no file or URL; any other must be declared type=Url
-PLAIN_TEXT = {"split", "format", "run"}
+PLAIN_TEXT = {"split", "format", "run", "epochs"}
 
 
 def _subcommands() -> dict[str, argparse.ArgumentParser]:
@@ -22,7 +22,16 @@ def _arguments(parser: argparse.ArgumentParser) -> list[argparse.Action]:
 
 
 def test_the_parser_offers_every_command_and_each_has_its_handler():
-    assert set(_subcommands()) == {"evaluate", "score", "leaderboard", "watch", "tune", "lm", "transcribe"}
+    assert set(_subcommands()) == {
+        "evaluate",
+        "score",
+        "leaderboard",
+        "watch",
+        "tune",
+        "lm",
+        "average",
+        "transcribe",
+    }
     assert set(cli.COMMANDS) == set(_subcommands())
 
 
@@ -46,9 +55,14 @@ def _url_arguments() -> list[tuple[str, argparse.Action]]:
 
 
 def _argv(command: str, refused: argparse.Action) -> list[str]:
-    """The command with each required argument given, and ``refused`` given a URL the check refuses."""
+    """The command with each required argument given (the first of a required choice), and
+    ``refused`` given a URL the check refuses."""
+    parser = _subcommands()[command]
     argv = [command]
-    for action in _arguments(_subcommands()[command]):
+    for group in parser._mutually_exclusive_groups:
+        if group.required:
+            argv += [group._group_actions[0].option_strings[0], "1"]
+    for action in _arguments(parser):
         value = "refused://x" if action.dest == refused.dest else "local/none"
         if not action.option_strings:
             argv.append(value)

@@ -37,11 +37,8 @@ TINY += ["num_workers=0", "warmup_steps=5", "scheduler=cosine", "epochs=2", "che
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory) -> str:
-    raw = write_hw3p2(tmp_path_factory.mktemp("raw"), counts=(48, 8, 4), frames=(60, 300), seed=12)
-    dst = tmp_path_factory.mktemp("shards")
-    build(Settings(str(raw), str(dst), shard_mb=0.2))
-    return str(dst)
+def data(tiny_shards) -> str:
+    return tiny_shards
 
 
 def _script(data: str, out: Path, *overrides: str) -> list[str]:

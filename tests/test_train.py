@@ -17,7 +17,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from pipeline.build import Settings, build
 from pipeline.synthetic import write_hw3p2
 from tests import host_syncs
-from tests.processes import accelerate_command, accelerate_launch, kill_when, why_failed
+from tests.processes import accelerate_command, accelerate_launch, greedy_dev_row, kill_when, why_failed
 from train import checkpoint, main, monitor
 from train.preemption import SIGNALS
 
@@ -206,27 +206,8 @@ def test_two_accelerate_ranks_train_from_s3(data, s3_bucket):
     assert len(metrics) == 1
     # Invariant: the dev score training reports is the saved model's (every rank validated with the
     # BatchNorm statistics the checkpoint holds), as evaluation of that model.pt finds it
-    evaluation = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "eval" / "main.py"),
-            "--checkpoint",
-            f"{out}/{checkpoint.epoch_folder(0)}/model.pt",
-            "--data",
-            f"{s3_bucket}/shards",
-            "--split",
-            "dev",
-            "--beam",
-            "1",
-            "--num-workers",
-            "0",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert evaluation.returncode == 0, why_failed(evaluation.stderr)
-    assert json.loads(evaluation.stdout.splitlines()[-1])["distance"] == float(metrics[0]["dev_distance"])
+    evaluated = greedy_dev_row(f"{out}/{checkpoint.epoch_folder(0)}/model.pt", f"{s3_bucket}/shards")
+    assert evaluated["distance"] == float(metrics[0]["dev_distance"])
 
 
 def test_parse_vary_keeps_bracketed_lists_whole():
@@ -341,7 +322,7 @@ def _as_if_on_a_gpu(trainer: main.Trainer) -> None:
     """The trainer's model, augmentation, optimiser and running figures on host_syncs.DEVICE, and
     its forward's tensor arguments moved there first, as DDP moves them on a GPU."""
     model = trainer.accelerator.unwrap_model(trainer.model)
-    for module in (model, trainer.augment):
+    for module in (model, trainer.augment, *([trainer.average.model] if trainer.average else [])):
         host_syncs.move_module(module)
     trainer.optimizer.optimizer.param_groups[0]["params"] = list(model.parameters())
     trainer.device = host_syncs.DEVICE
@@ -361,8 +342,9 @@ def _as_if_on_a_gpu(trainer: main.Trainer) -> None:
         ("lstm_impl=packed", "precision=fp32"),
         ("lstm_impl=packed", "precision=bf16"),
         ("lstm_impl=padded", "precision=fp32"),
+        ("lstm_impl=padded", "precision=fp32", "average=ema"),
     ],
-    ids=["packed-fp32", "packed-bf16", "padded-fp32"],
+    ids=["packed-fp32", "packed-bf16", "padded-fp32", "padded-fp32-ema"],
 )
 def test_a_training_step_never_waits_for_the_device(data, tmp_path, settings):
     """Every host read of a device tensor, copy back to the host and blocking copy to the device that
@@ -391,6 +373,7 @@ def test_a_training_step_never_waits_for_the_device(data, tmp_path, settings):
         for _ in range(4):
             trainer.train_step(next(batches))
     assert trainer.step == 3 and not waits, dict(waits)
+    assert trainer.average is None or trainer.average.updates == 3
     # Invariant: the counting sees a wait where there is one (the record every log_every_steps)
     with host_syncs.counting() as waits:
         trainer._settle()
@@ -430,3 +413,24 @@ def test_batches_are_pinned_only_for_a_gpu(data, tmp_path, monkeypatch):
     for stream in (trainer.train_stream, trainer.dev_stream):
         next(iter(stream))
     assert asked == [False, False]
+
+
+def test_a_model_forced_to_blanks_is_named_after_three_epochs_with_its_causes(data, tmp_path, caplog):
+    """The classifier's blank bias raised so far that every frame is blank, and a learning rate too
+    small to move it: metrics.csv records every frame blank and every transcript empty, and from
+    the third epoch on one warning line says so with the usual causes."""
+    trainer = _in_process_trainer(
+        data, tmp_path / "run", "epochs=3", "lr=1e-12", "checkpoint_every_minutes=0"
+    )
+    classifier = trainer.accelerator.unwrap_model(trainer.model).classifier[-1]
+    with torch.no_grad():
+        classifier.bias[0] = 1e4
+    with caplog.at_level("WARNING", logger="train"):
+        trainer.run()
+    rows = list(csv.DictReader((tmp_path / "run" / "metrics.csv").open()))
+    assert [(r["dev_blank_share"], r["dev_empty_share"]) for r in rows] == [("1.0", "1.0")] * 3
+    alarms = [r.getMessage() for r in caplog.records if "only blanks" in r.getMessage()]
+    assert len(alarms) == 1 and alarms[0].startswith(
+        "epoch 2: after 3 epochs the model still emits only blanks"
+    )
+    assert "learning rate" in alarms[0] and "time stride (2)" in alarms[0]

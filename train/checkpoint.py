@@ -6,7 +6,7 @@
                     positions, the epoch's running totals and every random state of every rank,
                     history, best, the config and the dataset's fingerprints
         model.pt    weights only, with the config, the vocabulary and the normalisation statistics:
-                    all evaluation needs
+                    all evaluation needs (and the averaged weights, when the run averages them)
     OUT/checkpoints/latest.json      the newest complete checkpoint (written after its files)
 
 The last ``keep_last`` epoch folders, the best one (lowest dev distance) and the newest checkpoint
@@ -99,6 +99,16 @@ class ModelCard(_CheckpointFile):
     phonemes: list[str] = field(default_factory=lambda: list(PHONEMES))
     phoneme_map: str = PHONEME_MAP
     front_end: dict | None = None  # the dataset's frontend.json (shards/frontend.py); None: unknown
+    averaged: dict[str, torch.Tensor] | None = None  # train/average.py's weights (a state_dict); None: none
+    averaged_dev_distance: float | None = None
+    sources: list[str] = field(
+        default_factory=list
+    )  # the model.pt files averaged into this one (eval average)
+
+    def publish(self, url: str) -> None:
+        """Write this card as the ``model.pt`` at ``url``, atomically."""
+        folder, _, name = url.rstrip("/").rpartition("/")
+        _publish_torch(Store(folder or "."), self.to_dict(), name)
 
 
 @dataclass(frozen=True)
@@ -124,6 +134,7 @@ class TrainingState(_CheckpointFile):
     config: dict  # TrainConfig as a dict
     fingerprints: dict  # split → index.json fingerprint
     scaler: dict = field(default_factory=dict)  # GradScaler.state_dict() (fp16; empty before it existed)
+    average: dict = field(default_factory=dict)  # WeightAverage.state_dict() (empty: none)
 
 
 def _publish_torch(store: Store, obj: dict, relative: str) -> None:
@@ -181,7 +192,7 @@ class CheckpointWriter:
     ) -> None:
         self.wait()
         copies: dict[int, torch.Tensor] = {}
-        card = ModelCard(**(card.to_dict() | {"model": _snapshot(card.model, copies)}))
+        card = ModelCard(**_snapshot(card.to_dict(), copies))
         state = TrainingState(**_snapshot(state.to_dict(), copies))
         args = (folder, state, card, keep_last, best)
         self._thread = threading.Thread(target=self._write, args=args, name=f"checkpoint {folder}")

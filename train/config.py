@@ -96,6 +96,10 @@ class TrainConfig:
     precision: Precision = "auto"  # fp16 is CUDA's, with a GradScaler
     device: Device = "auto"  # auto: CUDA when torch sees a GPU; cuda is refused without one
     lstm_impl: Literal["auto", "packed", "padded"] = "auto"  # packed (cuDNN), padded (exact, fast on CPU)
+    # weight averaging (train/average.py): scored beside the live weights, saved in model.pt
+    average: Literal["none", "ema", "cumulative"] = "none"
+    average_decay: Annotated[float, Range(0, 1, low_inclusive=False)] = 0.999  # ema's, after its warm-up
+    average_every: Count = 1  # optimiser steps between updates of the average
     # checkpoints
     keep_last: Count = 3  # epoch checkpoints kept besides the best
     checkpoint_every_steps: Amount = 0  # also checkpoint mid-epoch every N optimiser steps (0 = off)

@@ -31,8 +31,9 @@ from shards.stats import read_dataset_stats
 from shards.store import Store
 from train import checkpoint, hardware, monitor, report, resume, together
 from train.augment import Augment
+from train.average import WeightAverage
 from train.config import ConfigError, TrainConfig, load_config
-from train.metric import Score, greedy_decode
+from train.metric import Score, greedy_paths
 from train.model import CTCModel, HostLengths
 from train.preemption import EXIT_PREEMPTED, Preempted, PreemptionWatch
 from train.rendezvous import join_process_group
@@ -188,8 +189,19 @@ class Trainer:
         # gradients overflowed (without calling the optimiser), and the schedule must not move then
         self.updated = False
         optimizer.register_step_post_hook(lambda *_: setattr(self, "updated", True))
+        self._check_ctc_frames(model)
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        self.average = WeightAverage.of(config, self.accelerator.unwrap_model(self.model))  # None: off
         self.augment = Augment(config, self.stats).to(self.device)
+
+    def _check_ctc_frames(self, model: CTCModel) -> None:
+        """Every labelled utterance keeps enough output frames for CTC at this time stride (warned
+        about, or refused when many do not: monitor.ctc_frame_check)."""
+        for stream in (self.train_stream, self.dev_stream):
+            frames = model.output_lengths(torch.tensor([row["n_frames"] for row in stream.rows]))
+            found = monitor.ctc_frame_check(stream.split, stream.rows, frames, self.config.time_stride)
+            if found:
+                log.warning("%s", found)
 
     def _start_run_state(self) -> None:
         """Where the run stands (step, history, best, totals, clocks), and its checkpoint writer."""
@@ -232,6 +244,8 @@ class Trainer:
         self.scheduler.load_state_dict(state.scheduler)
         if state.scaler:
             self.scaler.load_state_dict(state.scaler)
+        if self.average is not None:
+            self.average.load_state_dict(state.average, url)
         self.train_stream.load_state_dict(state.train_stream)
         self.dev_stream.load_state_dict(state.dev_stream)
         self.history, self.step, self.elapsed = state.history, state.step, state.elapsed_s
@@ -267,6 +281,8 @@ class Trainer:
             return
         model = self.accelerator.unwrap_model(self.model)
         weights = model.state_dict()  # the writer copies it to host memory, once for both files
+        averaged = None if self.average is None else self.average.with_statistics_of(model).state_dict()
+        last = self.history[-1] if self.history else {}
         state = checkpoint.TrainingState(
             model=weights,
             optimizer=self.optimizer.state_dict(),
@@ -283,16 +299,19 @@ class Trainer:
             world_size=self.world,
             config=asdict(self.config),
             fingerprints=self.fingerprints(),
+            average={} if self.average is None else self.average.state_dict(),
         )
         card = checkpoint.ModelCard(
             model=weights,
             config=asdict(self.config),
             feature_dim=self.train_stream.feature_dim,
             stats=self.stats,
-            epoch=self.history[-1]["epoch"] if self.history else -1,  # the last finished epoch
+            epoch=last.get("epoch", -1),  # the last finished epoch
             step=self.step,
-            dev_distance=self.history[-1]["dev_distance"] if self.history else None,
+            dev_distance=last.get("dev_distance"),
             front_end=None if self.front_end is None else asdict(self.front_end),
+            averaged=averaged,
+            averaged_dev_distance=last.get("dev_distance_averaged"),
         )
         best = checkpoint.epoch_folder(self.best[1]) if self.best else None
         self.writer.submit(folder, state, card, self.config.keep_last, best)
@@ -333,6 +352,8 @@ class Trainer:
             self.step += 1
             if self.config.scheduler == "cosine" and self.updated:
                 self.scheduler.step()
+            if self.average is not None and self.updated:
+                self.average.update(self.accelerator.unwrap_model(self.model), self.step)
             if self.step % self.config.log_every_steps == 0:
                 self._settle()  # the host reads of a record: loss and gradient norm
                 lr = self.optimizer.param_groups[0]["lr"]
@@ -407,22 +428,30 @@ class Trainer:
         return monitor.EpochTotals.over_ranks(per_rank)
 
     @torch.no_grad()
-    def validate(self) -> Score:
-        """Greedy dev scores of the weights the checkpoint saves: the ranks' buffers are made one, and
-        every rank is checked to hold the same weights and buffers, before any rank scores."""
+    def validate(self) -> dict[str, Score]:
+        """Greedy dev scores of the weights the checkpoint saves, the live ones and, when the run
+        averages, the averaged ones: the ranks' buffers are made one, and every rank is checked to
+        hold the same weights and buffers, before any rank scores."""
         model = self.accelerator.unwrap_model(self.model)
         average_buffers(model, self.world)
-        self.check_replicas()
+        scored = {"live": model}
+        if self.average is not None:
+            scored["averaged"] = self.average.with_statistics_of(model)
+        self.check_replicas(list(scored.values()))
+        return {name: self._dev_score(weights) for name, weights in scored.items()}
+
+    def _dev_score(self, model: torch.nn.Module) -> Score:
+        """One model's greedy score on the whole dev split (each rank its share, then merged)."""
         model.eval()
         score = Score()
         for batch in self.dev_stream:  # labels, lengths and flags read from the host copy
             log_probs, lengths = model(
                 batch.features.to(self.device, non_blocking=True), batch.feature_lengths
             )
-            hypotheses = greedy_decode(log_probs, lengths)  # the batch's one transfer to the host
-            for i, hypothesis in enumerate(hypotheses):
+            paths = greedy_paths(log_probs, lengths)  # the batch's one transfer to the host
+            for i, path in enumerate(paths):
                 if not batch.repeated[i]:  # a repeat only evens out batch counts
-                    score.add(hypothesis, batch.labels[i, : batch.label_lengths[i]].tolist())
+                    score.add_path(path, batch.labels[i, : batch.label_lengths[i]].tolist())
         total = Score()
         for part in gather_object([score]):
             total = total.merge(part)
@@ -437,8 +466,8 @@ class Trainer:
             lambda: report.publish(self.store, self.history), self.args.out, self.config.io_deadline_s
         )
 
-    def check_replicas(self) -> None:
-        checksums = gather_object([replica_checksum(self.model)])
+    def check_replicas(self, models: list[torch.nn.Module]) -> None:
+        checksums = gather_object([[c for model in models for c in replica_checksum(model)]])
         if any(c != checksums[0] for c in checksums):
             raise RuntimeError("model replicas differ across ranks: weights or buffers were not synchronised")
         if self.world > 1:
@@ -459,36 +488,48 @@ class Trainer:
         self.writer.wait()
         self.accelerator.end_training()
 
-    def _record(self, epoch: int, trained: monitor.EpochTotals, dev: Score) -> None:
-        """An epoch's results into the plateau schedule, the best, the history and the trackers."""
+    def _record(self, epoch: int, trained: monitor.EpochTotals, dev: dict[str, Score]) -> None:
+        """An epoch's results into the plateau schedule (the live weights': they are what trains),
+        the best (of the weights evaluation uses: the averaged ones when the run averages), the
+        history and the trackers."""
+        live, averaged = dev["live"], dev.get("averaged")
         if self.config.scheduler == "plateau":
-            self.scheduler.step(dev.mean_distance)
-        if self.best is None or dev.mean_distance < self.best[0]:
-            self.best = (dev.mean_distance, epoch)
-        self.history.append(
-            {
-                "epoch": epoch,
-                "step": self.step,
-                "train_loss": round(trained.mean_loss, 5),
-                "train_utterances": trained.utterances,  # each once an epoch, whatever the resumes
-                "dev_distance": round(dev.mean_distance, 4),
-                "dev_per": round(dev.per, 5),
-                "lr": self.optimizer.param_groups[0]["lr"],
-                "frames_per_s": round(trained.frames / max(trained.seconds, 1e-9), 1),
-                "elapsed_s": round(self.elapsed, 1),
+            self.scheduler.step(live.mean_distance)
+        headline = (averaged or live).mean_distance
+        if self.best is None or headline < self.best[0]:
+            self.best = (headline, epoch)
+        row = {
+            "epoch": epoch,
+            "step": self.step,
+            "train_loss": round(trained.mean_loss, 5),
+            "train_utterances": trained.utterances,  # each once an epoch, whatever the resumes
+            "dev_distance": round(live.mean_distance, 4),
+            "dev_per": round(live.per, 5),
+            "dev_blank_share": round(live.blank_share, 4),  # of the greedy paths' frames
+            "dev_empty_share": round(live.empty_share, 4),  # of the utterances: nothing but blanks
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "frames_per_s": round(trained.frames / max(trained.seconds, 1e-9), 1),
+            "elapsed_s": round(self.elapsed, 1),
+        }
+        figures = {"dev/distance": live.mean_distance, "dev/per": live.per}
+        figures |= {"dev/blank_share": live.blank_share, "dev/empty_share": live.empty_share}
+        if averaged is not None:
+            row |= {
+                "dev_distance_averaged": round(averaged.mean_distance, 4),
+                "dev_per_averaged": round(averaged.per, 5),
             }
-        )
-        log.info("epoch %d: %s", epoch, self.history[-1])
-        self.accelerator.log(
-            {
-                "dev/distance": dev.mean_distance,
-                "dev/per": dev.per,
-                "train/epoch_loss": trained.mean_loss,
-                "epoch/seconds": trained.seconds,
-                "epoch/number": epoch,
-            },
-            step=self.step,
-        )
+            figures |= {"dev/distance_averaged": averaged.mean_distance, "dev/per_averaged": averaged.per}
+        self.history.append(row)
+        log.info("epoch %d: %s", epoch, row)
+        alarm = monitor.blank_alarm(self.history, self.config.time_stride)
+        if alarm:
+            log.warning("%s", alarm)
+        figures |= {
+            "train/epoch_loss": trained.mean_loss,
+            "epoch/seconds": trained.seconds,
+            "epoch/number": epoch,
+        }
+        self.accelerator.log(figures, step=self.step)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,7 +6,7 @@ utterances; PER is total edits over total reference phonemes.
 """
 
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import Levenshtein
 import torch
@@ -26,12 +26,15 @@ def collapse(path: Sequence[int], blank: int = BLANK) -> tuple[list[int], list[i
     return labels, frames
 
 
+def greedy_paths(log_probs: torch.Tensor, lengths: torch.Tensor) -> list[list[int]]:
+    """Best path per utterance of (B, T, C) log-probabilities, frame by frame within its length."""
+    best = log_probs.argmax(dim=-1).cpu()
+    return [path[:length].tolist() for path, length in zip(best, lengths.cpu().tolist(), strict=True)]
+
+
 def greedy_decode(log_probs: torch.Tensor, lengths: torch.Tensor) -> list[list[int]]:
     """Best path per utterance of (B, T, C) log-probabilities, collapsed."""
-    best = log_probs.argmax(dim=-1).cpu()
-    return [
-        collapse(path[:length].tolist())[0] for path, length in zip(best, lengths.cpu().tolist(), strict=True)
-    ]
+    return [collapse(path)[0] for path in greedy_paths(log_probs, lengths)]
 
 
 @dataclass
@@ -39,6 +42,10 @@ class Score:
     utterances: int = 0
     edits: int = 0
     reference_phonemes: int = 0
+    # of greedy paths (add_path): blank output frames, output frames, empty labellings
+    blank_frames: int = 0
+    frames: int = 0
+    empty: int = 0
 
     def add_strings(self, hypothesis: str, reference: str) -> None:
         """One utterance, both as PHONEME_MAP strings (one character per phoneme)."""
@@ -50,12 +57,26 @@ class Score:
         """One utterance, both as label indices."""
         self.add_strings(to_string(hypothesis), to_string(reference))
 
+    def add_path(self, path: list[int], reference: list[int]) -> None:
+        """One utterance's greedy best path (uncollapsed): scored, its blanks and emptiness counted."""
+        labels = collapse(path)[0]
+        self.add(labels, reference)
+        self.blank_frames += sum(1 for token in path if token == BLANK)
+        self.frames += len(path)
+        self.empty += not labels
+
     def merge(self, other: "Score") -> "Score":
-        return Score(
-            self.utterances + other.utterances,
-            self.edits + other.edits,
-            self.reference_phonemes + other.reference_phonemes,
-        )
+        return Score(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(Score)))
+
+    @property
+    def blank_share(self) -> float:
+        """Of the greedy paths' output frames, the share that are blank."""
+        return self.blank_frames / max(self.frames, 1)
+
+    @property
+    def empty_share(self) -> float:
+        """Of the utterances given as paths, the share whose labelling is empty."""
+        return self.empty / max(self.utterances, 1)
 
     @property
     def mean_distance(self) -> float:

@@ -251,6 +251,12 @@ class CTCModel(nn.Module):
                         hidden = parameter.shape[0] // 4
                         parameter.data[hidden : 2 * hidden] = 0.5  # b_ih + b_hh = 1
 
+    def output_lengths(self, frames: torch.Tensor) -> torch.Tensor:
+        """Output frames of utterances of ``frames`` input frames, each as the model sees it."""
+        for block in self.embedding:
+            frames = conv_output_lengths(frames, block.kernel_size, block.stride, block.padding)
+        return frames
+
     def use_packed(self, device: torch.device) -> bool:
         if self.config.lstm_impl == "auto":
             return device.type == "cuda"

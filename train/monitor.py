@@ -15,7 +15,10 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+import torch
+
 from shards import progress
+from shards.errors import UserError
 
 log = logging.getLogger("train")
 
@@ -44,6 +47,54 @@ def log_dir(out: str, chosen: str | None) -> str:
 def hyperparameters(config: dict) -> dict:
     """The config as trackers take it (TensorBoard's hparams want scalars and strings)."""
     return {key: str(value) if isinstance(value, list | tuple) else value for key, value in config.items()}
+
+
+TOO_SHORT_SHARE = 0.1  # of a split's utterances left too few frames by the stride: refused above
+
+
+class StrideTooLarge(UserError):
+    """The time stride leaves too many utterances fewer output frames than CTC needs."""
+
+
+def ctc_frame_check(split: str, rows: list[dict], output_frames: torch.Tensor, stride: int) -> str | None:
+    """Before training: the utterances of ``split`` (manifest rows) whose output frames after the
+    time stride are fewer than CTC needs for their labels (one per phoneme, a blank between equal
+    neighbours: the manifest's ctc_frames; n_phonemes in datasets written before it). Their loss
+    would be infinite, zeroed by zero_infinity: they would teach nothing. A warning naming them, or
+    :class:`StrideTooLarge` when more than TOO_SHORT_SHARE of the split is; None when all fit."""
+    needed = [row.get("ctc_frames") or row["n_phonemes"] or 0 for row in rows]
+    short = [
+        row["id"] for row, need, have in zip(rows, needed, output_frames.tolist(), strict=True) if have < need
+    ]
+    if not short:
+        return None
+    message = (
+        f"{split}: {len(short)} of {len(rows)} utterances have fewer output frames at time stride {stride} "
+        f"than CTC needs for their labels (e.g. {', '.join(short[:3])}): they cannot be learnt"
+    )
+    if len(short) > TOO_SHORT_SHARE * len(rows):
+        raise StrideTooLarge(f"{message}; use smaller strides (strides=[1,2] or [1,1])")
+    return message
+
+
+BLANK_ALARM_EPOCHS = 3  # epochs a CTC model may take to emit its first labels
+BLANK_ALARM_SHARE = 0.95  # of the dev utterances decoded to nothing
+
+
+def blank_alarm(history: list[dict], time_stride: int) -> str | None:
+    """The warning for a run still emitting only blanks after its first BLANK_ALARM_EPOCHS epochs
+    (on the live weights' greedy dev decoding), with the usual causes; None otherwise."""
+    if len(history) < BLANK_ALARM_EPOCHS or history[-1]["dev_empty_share"] < BLANK_ALARM_SHARE:
+        return None
+    last = history[-1]
+    return (
+        f"epoch {last['epoch']}: after {len(history)} epochs the model still emits only blanks "
+        f"({last['dev_empty_share']:.0%} of dev utterances decode to nothing, {last['dev_blank_share']:.0%} "
+        f"of output frames are blank); usual causes: a learning rate too high (the loss stalls or "
+        f"diverges) or too low, too few steps yet (small data or large batches), a time stride "
+        f"({time_stride}) that leaves too few frames for the labels (checked when training starts), "
+        "transcripts that do not belong to their features, or features not normalised"
+    )
 
 
 @dataclass

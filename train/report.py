@@ -18,6 +18,10 @@ COLUMNS = [
     "train_utterances",
     "dev_distance",
     "dev_per",
+    "dev_blank_share",  # of the greedy paths' output frames (train/monitor.py's blank alarm)
+    "dev_empty_share",  # of the dev utterances: decoded to nothing
+    "dev_distance_averaged",  # of train/average.py's weights (empty when the run does not average)
+    "dev_per_averaged",
     "lr",
     "frames_per_s",
     "elapsed_s",
@@ -45,7 +49,13 @@ def _curves_png(history: list[dict]) -> bytes:
     figure, (loss_axis, distance_axis) = plt.subplots(1, 2, figsize=(10, 4))
     loss_axis.plot(epochs, [row["train_loss"] for row in history], marker="o")
     loss_axis.set(title="training CTC loss", xlabel="epoch", ylabel="loss")
-    distance_axis.plot(epochs, [row["dev_distance"] for row in history], marker="o", color="tab:red")
+    distance_axis.plot(
+        epochs, [row["dev_distance"] for row in history], marker="o", color="tab:red", label="live"
+    )
+    if any("dev_distance_averaged" in row for row in history):
+        averaged = [row.get("dev_distance_averaged") for row in history]
+        distance_axis.plot(epochs, averaged, marker="s", color="tab:purple", label="averaged")
+        distance_axis.legend()
     distance_axis.set(title="dev mean Levenshtein distance (greedy)", xlabel="epoch", ylabel="distance")
     for axis in (loss_axis, distance_axis):
         axis.grid(alpha=0.3)
