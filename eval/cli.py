@@ -23,8 +23,8 @@ from collections.abc import Callable
 from eval import average_checkpoints, evaluate, leaderboard, lm, page, transcribe, tune, watch
 from eval.options import Decoding, Url, add_weights_argument, request_of, urls_in
 from shards import s3
-from shards.kaggle import read_labels
-from train.metric import score
+from shards.kaggle import PUBLIC_SHARE, read_labels
+from train.metric import boards
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -38,19 +38,31 @@ def run_evaluate(args: argparse.Namespace) -> int:
 class Scoring:
     submission: str
     solution: str
+    public_share: float = PUBLIC_SHARE
 
 
 def add_scoring_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("submission", type=Url)
     parser.add_argument("solution", type=Url)
+    parser.add_argument(
+        "--public-share", type=float, default=Scoring.public_share, help="share of rows on the public board"
+    )
 
 
 def run_score(args: argparse.Namespace) -> int:
     request = request_of(Scoring, args)
-    result = score(read_labels(request.submission), read_labels(request.solution), request.submission)
+    scores = boards(
+        read_labels(request.submission),
+        read_labels(request.solution),
+        request.submission,
+        request.public_share,
+    )
+    result = scores["all"]
     print(
         f"{request.submission}: mean Levenshtein distance {result.mean_distance:.4f}, "
-        f"PER {result.per:.4%}, {result.utterances} utterances"
+        f"PER {result.per:.4%}, {result.utterances} utterances; public board "
+        f"{scores['public'].mean_distance:.4f} ({scores['public'].utterances}), private "
+        f"{scores['private'].mean_distance:.4f} ({scores['private'].utterances})"
     )
     return 0
 

@@ -33,14 +33,14 @@ from eval.options import (
 )
 from eval.ranks import forward, model_and_share, ranks
 from shards import manifest
-from shards.kaggle import HEADERS, ids_bytes, ids_name, labels_bytes, read_labels
+from shards.kaggle import HEADERS, PUBLIC_SHARE, ids_bytes, ids_name, labels_bytes, read_labels
 from shards.manifest import DatasetError
 from shards.reader import BatchStream
 from shards.retry import with_retries
 from shards.store import publish_at
 from shards.vocab import to_string
 from train.checkpoint import ModelCard
-from train.metric import Score, score
+from train.metric import Score, boards, score
 from train.model import CTCModel
 
 log = logging.getLogger("eval")
@@ -59,6 +59,7 @@ class Evaluation:
     submission: str | None = None
     format: str = "id,predictions"
     solution: str | None = None
+    public_share: float = PUBLIC_SHARE  # of the solution's rows on Kaggle's public board
     leaderboard: str | None = None
     run: str | None = None
 
@@ -79,6 +80,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--solution",
         type=Url,
         help="Kaggle solution CSV (id = row position in test_order.csv, label) to score against",
+    )
+    parser.add_argument(
+        "--public-share",
+        type=float,
+        default=Evaluation.public_share,
+        help="share of the solution's rows scored as Kaggle's public board (the rest: private)",
     )
     parser.add_argument("--leaderboard", type=Url, help="leaderboard CSV URL to append a row to")
     parser.add_argument("--run", help="run name for the leaderboard (default: the checkpoint's run folder)")
@@ -143,8 +150,8 @@ def publish(
     rows = [predictions.get(i, "") for i in order]
     if request.submission:
         write_submission(request, order, rows)
-    result = score_submission(request, order, rows, decoded)
-    row = leaderboard_row(request, card, result, len(rows), len(rejected), seconds)
+    scores = score_submission(request, order, rows, decoded)
+    row = leaderboard_row(request, card, scores, len(rows), len(rejected), seconds)
     if request.leaderboard:
         board = request.leaderboard
         with_retries(lambda: leaderboard.append(board, row), board, request.reading.io_deadline_s)
@@ -213,24 +220,33 @@ def write_submission(request: Evaluation, order: list[str], predictions: list[st
 
 def score_submission(
     request: Evaluation, order: list[str], predictions: list[str], decoded: list[Decoded]
-) -> Score | None:
+) -> dict[str, Score]:
     """Against Kaggle's solution file (every row, rejected utterances' empty predictions included),
-    or the shards' transcripts (only what was not rejected); None where there are no references."""
+    on the whole and on its public and private boards; or against the shards' transcripts (only
+    what was not rejected), on the whole. Empty where there are no references."""
     positional = dict(enumerate(predictions))
     if request.solution:
-        references = read_labels(request.solution)
-    else:
-        by_id = {d.id: d.reference for d in decoded if d.reference is not None}
-        references = {k: by_id[i] for k, i in enumerate(order) if i in by_id}
-        positional = {k: positional[k] for k in references}
+        return boards(positional, read_labels(request.solution), request.solution, request.public_share)
+    by_id = {d.id: d.reference for d in decoded if d.reference is not None}
+    references = {k: by_id[i] for k, i in enumerate(order) if i in by_id}
     if not references:
-        return None
-    return score(positional, references, request.solution or f"{request.data}/{request.split}")
+        return {}
+    positional = {k: positional[k] for k in references}
+    return {"all": score(positional, references, f"{request.data}/{request.split}")}
 
 
 def leaderboard_row(
-    request: Evaluation, card: ModelCard, result: Score | None, utterances: int, rejected: int, seconds: float
+    request: Evaluation,
+    card: ModelCard,
+    scores: dict[str, Score],
+    utterances: int,
+    rejected: int,
+    seconds: float,
 ) -> dict:
+    def distance(board: str) -> float | str:
+        return round(scores[board].mean_distance, 4) if board in scores else ""
+
+    result = scores.get("all")
     return {
         "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "run": request.run or run_folder(request.checkpoint).rsplit("/", 1)[-1],
@@ -242,6 +258,8 @@ def leaderboard_row(
         "weights": chosen_weights(card, request.weights, request.checkpoint)[0],
         "distance": "" if result is None else round(result.mean_distance, 4),
         "per": "" if result is None else round(result.per, 5),
+        "public_distance": distance("public"),
+        "private_distance": distance("private"),
         "utterances": utterances,
         "rejected": rejected,
         "decode_seconds": round(seconds, 2),

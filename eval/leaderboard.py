@@ -43,6 +43,8 @@ COLUMNS = [
     "alpha",
     "beta",
     "weights",  # the model's live or averaged weights (train/average.py); empty in older rows: live
+    "public_distance",  # with a solution file: Kaggle's public board (shards.kaggle.public_rows) ...
+    "private_distance",  # ... and its private rest; empty without one
 ]
 FIRST_COLUMNS = ("time", "run", "checkpoint", "epoch", "split", "beam", "distance")  # every version's
 ATTEMPTS = 200
@@ -153,6 +155,13 @@ def read(url: str) -> list[dict]:
     return [{column: row.get(column, "") for column in COLUMNS} for row in rows]
 
 
+def standing(row: dict) -> float:
+    """What a row ranks by: its public-board distance where it has one (Kaggle ranks a running
+    competition by the public board alone), else its distance; unscored rows last."""
+    value = row.get("public_distance") or row["distance"]
+    return float(value) if value else float("inf")
+
+
 def ranked(rows: list[dict]) -> list[dict]:
-    """Best (lowest distance) first; rows without a score (test split, no solution) last."""
-    return sorted(rows, key=lambda r: (r["distance"] == "", float(r["distance"] or 0), r["time"]))
+    """Best (lowest :func:`standing`) first; rows without a score (test split, no solution) last."""
+    return sorted(rows, key=lambda r: (standing(r), r["time"]))

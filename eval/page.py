@@ -35,6 +35,9 @@ RANKED = [
     "beta",
     "per",
     "distance",
+    "public_distance",
+    "private_distance",
+    "gap",  # private − public: how much the public board flattered the run
     "rejected",
     "time",
 ]
@@ -57,6 +60,9 @@ NUMBERS = {
     "beta",
     "per",
     "distance",
+    "public_distance",
+    "private_distance",
+    "gap",
     "utterances",
     "rejected",
     "decode_seconds",
@@ -69,19 +75,20 @@ def best_per_run(rows: list[dict]) -> list[dict]:
     best: dict[tuple[str, str], dict] = {}
     for row in sorted(rows, key=lambda r: r["time"], reverse=True):  # newest first: wins unscored ties
         key = (row["run"], row["split"])
-        if key not in best or _score(row) < _score(best[key]):
+        if key not in best or leaderboard.standing(row) < leaderboard.standing(best[key]):
             best[key] = row
     ranked = leaderboard.ranked(list(best.values()))
     ranks: dict[str, int] = {}
     placed = []
     for row in sorted(ranked, key=lambda r: r["split"]):  # stable: ranked order within a split
         ranks[row["split"]] = ranks.get(row["split"], 0) + 1
-        placed.append({**row, "rank": str(ranks[row["split"]])})
+        placed.append({**row, "rank": str(ranks[row["split"]]), "gap": _gap(row)})
     return placed
 
 
-def _score(row: dict) -> float:
-    return float(row["distance"]) if row["distance"] else float("inf")
+def _gap(row: dict) -> str:
+    public, private = row.get("public_distance"), row.get("private_distance")
+    return f"{float(private) - float(public):+.4f}" if public and private else ""
 
 
 def curves(rows: list[dict]) -> dict[str, list[tuple[int, float]]]:

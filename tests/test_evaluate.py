@@ -14,6 +14,7 @@ import tarfile
 from pathlib import Path
 
 import fsspec
+import Levenshtein
 import numpy as np
 import pytest
 import torch
@@ -24,7 +25,7 @@ from eval.evaluate import check_once
 from eval.model import load_model
 from pipeline.build import Settings, build
 from pipeline.synthetic import write_hw3p2
-from shards.kaggle import read_labels
+from shards.kaggle import public_rows, read_labels
 from shards.reader import BatchStream
 from shards.store import STAGING
 from shards.vocab import PHONEME_MAP, to_string
@@ -377,3 +378,24 @@ def _greedy_one_by_one(model_url: str, data: str) -> dict[str, str]:
                 log_probs, lengths = model(torch.from_numpy(features)[None], torch.tensor([len(features)]))
                 found[members[name].decode()] = to_string(greedy_decode(log_probs, lengths)[0])
     return found
+
+
+def test_a_solution_scores_kaggles_public_board_and_its_private_rest_apart(trained, tmp_path):
+    _, _, solution = trained
+    submission = tmp_path / "sub.csv"
+    result = evaluated(
+        trained, "--split", "test", *WRITES_ONLY, "--solution", str(solution), "--submission", str(submission)
+    )
+    assert result.returncode == 0, why_failed(result.stderr)
+    row = json.loads(result.stdout.splitlines()[-1])
+    predictions, references = read_labels(str(submission)), read_labels(str(solution))
+    public = public_rows(list(references))
+    assert len(public) == round(0.3 * len(references)) == 3
+
+    def mean(rows: set[int]) -> float:
+        return round(sum(Levenshtein.distance(predictions[k], references[k]) for k in rows) / len(rows), 4)
+
+    assert row["public_distance"] == mean(public) and row["private_distance"] == mean(
+        set(references) - public
+    )
+    assert row["distance"] == mean(set(references))

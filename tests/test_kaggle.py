@@ -1,8 +1,13 @@
 """shards/kaggle.py: Kaggle's submission and solution files, read by row position."""
 
+import subprocess
+import sys
+
 import pytest
 
-from shards.kaggle import ids_name, read_labels
+from shards.kaggle import ids_name, public_rows, read_labels
+
+PINNED_PUBLIC_OF_10 = [0, 2, 7]  # the rule's answer for rows 0-9, pinned
 
 
 @pytest.mark.parametrize(
@@ -46,3 +51,27 @@ def test_malformed_kaggle_files_are_named(tmp_path, text, message):
 )
 def test_the_ids_file_sits_beside_the_submission(submission, ids):
     assert ids_name(submission) == ids
+
+
+@pytest.mark.parametrize("rows", [1, 3, 9, 10, 1000, 1751])
+def test_the_public_board_is_a_fixed_share_of_the_rows_whatever_their_order(rows):
+    numbers = list(range(rows))
+    public = public_rows(numbers)
+    assert len(public) == round(0.3 * rows) and public <= set(numbers)
+    assert public_rows(list(reversed(numbers))) == public  # the rows' numbers decide, not their order
+    assert len(public_rows(numbers, 0.5)) == round(0.5 * rows)
+
+
+def test_the_public_board_is_pinned_so_a_score_never_changes_between_runs():
+    # a change of the rule deals every board again: old public scores would not compare with new ones
+    assert sorted(public_rows(list(range(10)))) == PINNED_PUBLIC_OF_10
+    assert subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from shards.kaggle import public_rows; print(sorted(public_rows(list(range(10)))))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip() == str(PINNED_PUBLIC_OF_10)

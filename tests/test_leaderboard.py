@@ -121,3 +121,24 @@ def test_a_file_that_is_not_a_leaderboard_is_neither_read_nor_rewritten(tmp_path
     with pytest.raises(leaderboard.NotALeaderboard, match=f"{board}: not a leaderboard CSV"):
         leaderboard.append(str(board), dict.fromkeys(leaderboard.COLUMNS, "1"))
     assert board.read_bytes() == text.encode("latin-1")
+
+
+def test_rows_with_a_public_board_rank_by_it_as_kaggle_ranks_a_running_competition():
+    rows = [
+        {
+            "run": "private-better",
+            "distance": "3.0",
+            "public_distance": "3.5",
+            "private_distance": "2.8",
+            "time": "1",
+        },
+        {
+            "run": "public-better",
+            "distance": "3.2",
+            "public_distance": "2.9",
+            "private_distance": "3.3",
+            "time": "2",
+        },
+        {"run": "dev", "distance": "3.1", "public_distance": "", "private_distance": "", "time": "3"},
+    ]
+    assert [r["run"] for r in leaderboard.ranked(rows)] == ["public-better", "dev", "private-better"]

@@ -73,6 +73,8 @@ def test_one_process_writes_checkpoints_metrics_curves_and_tensorboard(data, tmp
         "train/padding_efficiency",
         "dev/per",
         "dev/distance",
+        "dev/blank_share",
+        "dev/empty_share",
     ):
         assert tag in scalars, tag
     steps = [event.step for event in accumulated.Scalars("train/loss")]
@@ -80,7 +82,11 @@ def test_one_process_writes_checkpoints_metrics_curves_and_tensorboard(data, tmp
     assert steps == list(range(2, steps[-1] + 1, 2)) and len(dev) == 2  # every 2 steps; each epoch
     assert all(0 < e.value <= 1 for e in accumulated.Scalars("train/padding_efficiency"))
     lines = (out / "metrics.csv").read_text().splitlines()
-    assert lines[0] == "epoch,step,train_loss,train_utterances,dev_distance,dev_per,lr,frames_per_s,elapsed_s"
+    assert lines[0] == (
+        "epoch,step,train_loss,train_utterances,dev_distance,dev_per,dev_blank_share,dev_empty_share,"
+        "dev_distance_averaged,dev_per_averaged,lr,frames_per_s,elapsed_s"
+    )
+    assert all(row["dev_distance_averaged"] == "" for row in csv.DictReader(lines))  # average=none
     rows = list(csv.DictReader(lines))
     assert len(rows) == 2 and all(int(row["train_utterances"]) == 48 for row in rows)
     assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"

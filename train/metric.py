@@ -12,6 +12,7 @@ import Levenshtein
 import torch
 
 from shards.errors import UserError
+from shards.kaggle import public_rows
 from shards.vocab import BLANK, to_string
 
 
@@ -85,6 +86,23 @@ class Score:
     @property
     def per(self) -> float:
         return self.edits / max(self.reference_phonemes, 1)
+
+
+def boards(
+    predictions: dict[int, str], references: dict[int, str], where: str, share: float
+) -> dict[str, Score]:
+    """Kaggle's two boards besides the whole: ``public`` (shards.kaggle.public_rows of the
+    solution's rows) and ``private`` (the rest), each scored as :func:`score` scores."""
+    public = public_rows(list(references), share)
+    return {
+        "all": score(predictions, references, where),
+        "public": score(
+            *({k: v for k, v in d.items() if k in public} for d in (predictions, references)), where
+        ),
+        "private": score(
+            *({k: v for k, v in d.items() if k not in public} for d in (predictions, references)), where
+        ),
+    }
 
 
 def score(predictions: dict[Hashable, str], references: dict[Hashable, str], where: str) -> Score:
