@@ -70,13 +70,17 @@ def resolve_precision(choice: str, device: torch.device) -> str:
     return "fp16" if device.type == "cuda" else "fp32"
 
 
+class LauncherPrecision(DeviceError):
+    """The launcher asked for a precision of its own; raised alike on every rank it started."""
+
+
 def refuse_launcher_precision(mixed_precision: str) -> None:
     """The run's ``precision`` is the one authority: ``accelerate launch --mixed_precision fp16|bf16``
     (or ``mixed_precision`` in its config file) would wrap the model's forward in Accelerate's own
     autocast and scaler, inside this run's, so that the LSTM rule above no longer holds (under a bf16
     setting it would run in cuDNN float16) and the start-up line would name the wrong precision."""
     if mixed_precision != "no":
-        raise DeviceError(
+        raise LauncherPrecision(
             f"accelerate launch was given mixed_precision {mixed_precision} (--mixed_precision or its "
             "config file): this run's precision setting is the only one; launch with --mixed_precision no "
             f"and set precision=auto|bf16|fp16|fp32 instead"

@@ -136,13 +136,15 @@ class Trainer:
         timeout = datetime.timedelta(seconds=self.args.timeout)
         cuda = hardware.use_cuda(self.config.device)
         join_process_group(timeout, cuda)
+        # every rank has the launcher's environment: all refuse alike, and main() lets none leave
+        # before every one has said so (LauncherPrecision)
+        hardware.refuse_launcher_precision(os.environ.get("ACCELERATE_MIXED_PRECISION", "no"))
         self.accelerator = Accelerator(
             cpu=not cuda,  # gloo ranks when launched as multi_gpu on a CPU machine
             kwargs_handlers=[InitProcessGroupKwargs(timeout=timeout)],
             log_with=monitor.trackers(self.config.report_to) or None,
             project_dir=monitor.log_dir(self.args.out, self.args.log_dir),
         )
-        hardware.refuse_launcher_precision(self.accelerator.mixed_precision)
         self.accelerator.init_trackers(
             monitor.TRACKER_FOLDER, config=monitor.hyperparameters(asdict(self.config))
         )
@@ -569,6 +571,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         write_error_lines([message])
         if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+            if isinstance(error, hardware.LauncherPrecision):  # raised on every rank: all have written it
+                torch.distributed.barrier()
             leave_at_once(2)
         return 2
     return 0
