@@ -13,12 +13,12 @@ statistics cannot be averaged and are refused in one line naming the difference.
 import dataclasses
 import re
 
-import fsspec
 import numpy as np
 import torch
 
-from eval.model import chosen_weights
+from eval.model import chosen_dev_distance, chosen_weights
 from shards.errors import UserError
+from shards.store import glob_urls
 from train.checkpoint import CHECKPOINTS, ModelCard
 
 
@@ -38,13 +38,11 @@ class Averaging:
 
 def epoch_checkpoints(run: str) -> dict[int, str]:
     """Epoch → URL of its model.pt, for every epoch checkpoint the run still keeps."""
-    fs, root = fsspec.core.url_to_fs(run)
-    prefix = run.split("://", 1)[0] + "://" if "://" in run else ""
     found = {}
-    for path in fs.glob(f"{root.rstrip('/')}/{CHECKPOINTS}/epoch-*/model.pt"):
-        epoch = re.search(r"epoch-(\d+)/model\.pt$", path)
+    for url in glob_urls(f"{run.rstrip('/')}/{CHECKPOINTS}/epoch-*/model.pt"):
+        epoch = re.search(r"epoch-(\d+)/model\.pt$", url)
         if epoch:
-            found[int(epoch.group(1))] = prefix + path
+            found[int(epoch.group(1))] = url
     return dict(sorted(found.items()))
 
 
@@ -61,18 +59,15 @@ def chosen(request: Averaging, kept: dict[int, str], cards: dict[int, ModelCard]
         epochs = _epoch_range(request.epochs)
     else:
         count, how = (request.last, "--last") if request.last is not None else (request.best, "--best")
-        candidates = (
-            list(kept)
-            if how == "--last"
-            else [e for e in kept if _dev_distance(cards[e], request.weights) is not None]
-        )
+        distance = {e: chosen_dev_distance(cards[e], request.weights, kept[e]) for e in cards}
+        candidates = list(kept) if how == "--last" else [e for e in kept if distance[e] is not None]
         if len(candidates) < count:
             raise CannotAverage(
                 f"{request.run}: {how} {count} asks for more {'scored ' if how == '--best' else ''}epoch "
                 f"checkpoints than the run keeps ({candidates}); raise keep_last when training, or ask for fewer"
             )
         if how == "--best":
-            candidates = sorted(candidates, key=lambda e: (_dev_distance(cards[e], request.weights), -e))
+            candidates = sorted(candidates, key=lambda e: (distance[e], -e))
         epochs = sorted(candidates[-count:] if how == "--last" else candidates[:count])
     missing = [e for e in epochs if e not in kept]
     if missing:
@@ -81,11 +76,6 @@ def chosen(request: Averaging, kept: dict[int, str], cards: dict[int, ModelCard]
             "raise keep_last when training to keep more)"
         )
     return epochs
-
-
-def _dev_distance(card: ModelCard, weights: str) -> float | None:
-    averaged = weights == "averaged" or (weights == "auto" and card.averaged is not None)
-    return card.averaged_dev_distance if averaged else card.dev_distance
 
 
 def check_one_model(cards: list[ModelCard], urls: list[str]) -> None:

@@ -33,6 +33,12 @@ def chosen_weights(card: ModelCard, weights: str, url: str) -> tuple[str, dict]:
     return "live", card.model
 
 
+def chosen_dev_distance(card: ModelCard, weights: str, url: str) -> float | None:
+    """Training's dev distance of the weights :func:`chosen_weights` takes."""
+    averaged = chosen_weights(card, weights, url)[0] == "averaged"
+    return card.averaged_dev_distance if averaged else card.dev_distance
+
+
 def load_model(url: str, weights: str = "auto") -> tuple[CTCModel, ModelCard]:
     """The model in eval mode with the ``weights`` asked for (:func:`chosen_weights`), and the
     checkpoint's card (config, vocabulary, stats, epoch, step)."""

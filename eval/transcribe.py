@@ -37,6 +37,7 @@ from pipeline.validate import Rejected, check_features
 from shards.errors import UserError
 from shards.frontend import FrontEnd, recorded_front_end_of
 from shards.stats import FeatureStats
+from shards.store import glob_urls
 from shards.vocab import PHONEMES, to_string
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif")
@@ -80,9 +81,7 @@ def input_files(inputs: list[str]) -> list[str]:
     for url in inputs:
         fs, path = fsspec.core.url_to_fs(url)
         if fs.isdir(path):
-            protocol = fsspec.core.split_protocol(url)[0]
-            prefix = f"{protocol}://" if protocol not in (None, "file") else ""
-            files += [prefix + found for found in sorted(fs.glob(f"{path.rstrip('/')}/*.npy"))]
+            files += glob_urls(f"{url.rstrip('/')}/*.npy")
         else:
             files.append(url)
     return files

@@ -11,8 +11,6 @@ import dataclasses
 import logging
 import time
 
-import fsspec
-
 from eval import leaderboard, page
 from eval.evaluate import Evaluation, evaluate
 from eval.options import (
@@ -25,6 +23,8 @@ from eval.options import (
 )
 from shards.errors import UserError
 from shards.retry import with_retries
+from shards.store import glob_urls
+from train.checkpoint import CHECKPOINTS
 
 log = logging.getLogger("eval.watch")
 
@@ -66,9 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def new_checkpoints(request: Watch) -> list[str]:
     """Checkpoints under ``runs`` without a leaderboard row for (split, beam, LM and its weights, the
     model weights asked for: ``auto`` is met by a row of either), oldest run and epoch first."""
-    fs, root = fsspec.core.url_to_fs(request.runs)
-    found = sorted(fs.glob(f"{root.rstrip('/')}/*/checkpoints/epoch-*/model.pt"))
-    prefix = request.runs.split("://", 1)[0] + "://" if "://" in request.runs else ""
+    found = glob_urls(f"{request.runs.rstrip('/')}/*/{CHECKPOINTS}/epoch-*/model.pt")
     cells = {k: str(v) for k, v in request.decoding.cells().items()}
     wanted = (request.split, str(request.decoding.beam), cells["lm"], cells["alpha"], cells["beta"])
     done = {
@@ -76,7 +74,7 @@ def new_checkpoints(request: Watch) -> list[str]:
         for r in leaderboard.read(request.leaderboard)
         if request.weights == "auto" or (r["weights"] or "live") == request.weights  # older rows: live
     }
-    return [prefix + path for path in found if (prefix + path, *wanted) not in done]
+    return [url for url in found if (url, *wanted) not in done]
 
 
 def evaluation_of(request: Watch, checkpoint: str) -> Evaluation:

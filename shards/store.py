@@ -17,6 +17,16 @@ from pathlib import Path
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+
+def glob_urls(pattern: str) -> list[str]:
+    """The URLs matching a glob ``pattern`` (a local path or any fsspec URL), sorted, each with the
+    pattern's protocol (fsspec's glob gives paths without it)."""
+    protocol = fsspec.core.split_protocol(pattern)[0]
+    fs, path = fsspec.core.url_to_fs(pattern)
+    prefix = f"{protocol}://" if protocol else ""
+    return [prefix + found for found in sorted(fs.glob(path))]
+
+
 STAGING = ".staging"  # local roots stage inside themselves so that os.replace never crosses devices
 
 
