@@ -93,16 +93,13 @@ def boards(
 ) -> dict[str, Score]:
     """Kaggle's two boards besides the whole: ``public`` (shards.kaggle.public_rows of the
     solution's rows) and ``private`` (the rest), each scored as :func:`score` scores."""
+    whole = score(predictions, references, where)  # every reference predicted, and nothing else
+
+    def on(rows: set[int]) -> Score:
+        return score({k: predictions[k] for k in rows}, {k: references[k] for k in rows}, where)
+
     public = public_rows(list(references), share)
-    return {
-        "all": score(predictions, references, where),
-        "public": score(
-            *({k: v for k, v in d.items() if k in public} for d in (predictions, references)), where
-        ),
-        "private": score(
-            *({k: v for k, v in d.items() if k not in public} for d in (predictions, references)), where
-        ),
-    }
+    return {"all": whole, "public": on(public), "private": on(references.keys() - public)}
 
 
 def score(predictions: dict[Hashable, str], references: dict[Hashable, str], where: str) -> Score:
