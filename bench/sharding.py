@@ -98,7 +98,9 @@ def _driver_cost(utterances: int, dim: int = 13) -> dict[str, float]:
     before = psutil.Process().memory_info().rss
     scanned = [
         Scanned(
-            source=SourceUtterance("train", f"{k:08d}", f"train/mfcc/{k:08d}.npy", None, True, False),
+            source=SourceUtterance(
+                "train", f"{k:08d}", "train", f"train/mfcc/{k:08d}.npy", None, True, False
+            ),
             n_frames=int(n),
             dim=dim,
             n_phonemes=int(n) // 8,

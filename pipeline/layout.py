@@ -3,7 +3,13 @@
 Layout: ``<root>/<split>/mfcc/<id>.npy``, ``<root>/<split>/transcript/<id>.npy`` for
 labelled splits, and ``<root>/test/test_order.csv`` (a header, then file names in
 submission order). Spring 2022 names the splits train/dev/test; later semesters
-train-clean-100/dev-clean/test-clean. Output splits always take the short names.
+train-clean-100/dev-clean/test-clean, and Fall 2022 shipped train-clean-360 beside
+train-clean-100. Output splits always take the short names.
+
+The train split reads every training folder there is (``train`` and every ``train-*`` holding an
+``mfcc/`` folder), each utterance recording the folder it came from (the manifest's ``source``);
+an id in two of them is kept in the first (in name order) and refused in the others. Dev and test
+read one folder each. Any other folder under the root is named in the log as not read.
 
 An id seen anywhere (features, transcript, order file) becomes one utterance, so an id
 missing a part is reported by the caller rather than silently dropped. Anything under those
@@ -12,18 +18,23 @@ pipe would wait forever. Its utterance is refused, naming it.
 """
 
 import csv
+import dataclasses
 import io
+import logging
 from dataclasses import dataclass
 
 from fsspec import AbstractFileSystem
 
 from shards.errors import UserError
 
-SPLIT_FOLDERS = {
-    "train": ("train", "train-clean-100"),
+log = logging.getLogger("pipeline")
+
+SPLIT_FOLDERS = {  # the train split also reads every other train-* folder (TRAIN_PREFIX)
+    "train": ("train", "train-clean-100", "train-clean-360"),
     "dev": ("dev", "dev-clean"),
     "test": ("test", "test-clean"),
 }
+TRAIN_PREFIX = "train-"
 ORDER_FILE = "test_order.csv"
 
 
@@ -35,6 +46,7 @@ class LayoutError(UserError, ValueError):
 class SourceUtterance:
     split: str
     id: str
+    folder: str  # the split folder it was found in, relative to the root (train-clean-360)
     features: str  # path of mfcc/<id>.npy
     transcript: str | None  # path of transcript/<id>.npy; None for unlabelled splits
     has_features: bool  # False when only the transcript or the order file names the id
@@ -45,9 +57,9 @@ class SourceUtterance:
 @dataclass(frozen=True)
 class SourceSplit:
     name: str  # train, dev or test
-    folder: str  # full path of the split's folder
+    folders: tuple[str, ...]  # the folders it was read from, relative to the root, in name order
     labelled: bool  # has a transcript/ folder
-    utterances: list[SourceUtterance]  # sorted by id
+    utterances: list[SourceUtterance]  # sorted by id (then folder)
     order: list[str] | None  # ids in test_order.csv order, where the file exists
 
 
@@ -92,37 +104,85 @@ def _read_order(fs: AbstractFileSystem, path: str) -> list[str] | None:
     return parse_order(text, path)
 
 
-def _read_split(fs: AbstractFileSystem, name: str, folder: str) -> SourceSplit:
-    features = _npy_entries(fs, f"{folder}/mfcc")
-    labelled = fs.isdir(f"{folder}/transcript")
-    transcripts = _npy_entries(fs, f"{folder}/transcript") if labelled else {}
-    order = _read_order(fs, f"{folder}/{ORDER_FILE}")
+def _read_folder(
+    fs: AbstractFileSystem, name: str, root: str, folder: str
+) -> tuple[bool, list[SourceUtterance], list[str] | None]:
+    """Whether ``root/folder`` is labelled, its utterances (sorted by id) and its order file's ids."""
+    path = f"{root}/{folder}"
+    features = _npy_entries(fs, f"{path}/mfcc")
+    labelled = fs.isdir(f"{path}/transcript")
+    transcripts = _npy_entries(fs, f"{path}/transcript") if labelled else {}
+    order = _read_order(fs, f"{path}/{ORDER_FILE}")
     ids = sorted(set(features) | set(transcripts) | set(order or ()))
     utterances = [
         SourceUtterance(
             split=name,
             id=i,
-            features=features.get(i, (f"{folder}/mfcc/{i}.npy",))[0],
-            transcript=transcripts.get(i, (f"{folder}/transcript/{i}.npy",))[0] if labelled else None,
+            folder=folder,
+            features=features.get(i, (f"{path}/mfcc/{i}.npy",))[0],
+            transcript=transcripts.get(i, (f"{path}/transcript/{i}.npy",))[0] if labelled else None,
             has_features=i in features,
             has_transcript=i in transcripts,
             refused=_not_regular(features, i) or _not_regular(transcripts, i),
         )
         for i in ids
     ]
-    return SourceSplit(name, folder, labelled, utterances, order)
+    return labelled, utterances, order
+
+
+def _read_split(fs: AbstractFileSystem, name: str, root: str, folders: list[str]) -> SourceSplit:
+    """The split from each of its folders; an id already read from an earlier folder is refused."""
+    labelled, utterances, order, first_folder = False, [], None, {}
+    for folder in folders:
+        folder_labelled, found, folder_order = _read_folder(fs, name, root, folder)
+        labelled, order = labelled or folder_labelled, order if folder_order is None else folder_order
+        for utterance in found:
+            if utterance.id in first_folder:
+                reason = f"utterance id also in {first_folder[utterance.id]}/ (kept there): ids are unique in a split"
+                utterance = dataclasses.replace(utterance, refused=(utterance.features, reason))
+            first_folder.setdefault(utterance.id, folder)
+            utterances.append(utterance)
+    utterances.sort(key=lambda u: (u.id, folders.index(u.folder)))
+    return SourceSplit(name, tuple(folders), labelled, utterances, order)
+
+
+def split_folders(fs: AbstractFileSystem, root: str) -> dict[str, list[str]]:
+    """Split → the folders under ``root`` it reads (splits in train, dev, test order; those present)."""
+    present = sorted(
+        entry["name"].rstrip("/").rsplit("/", 1)[-1]
+        for entry in (fs.ls(root, detail=True) if fs.isdir(root) else [])
+        if entry.get("type") == "directory"
+    )
+    with_features = [name for name in present if fs.isdir(f"{root}/{name}/mfcc")]
+    found = {}
+    for split, names in SPLIT_FOLDERS.items():
+        folders = [
+            name
+            for name in with_features
+            if name in names or (split == "train" and name.startswith(TRAIN_PREFIX))
+        ]
+        if len(folders) > 1 and split != "train":
+            raise LayoutError(f"{root}: both {folders[0]}/ and {folders[1]}/ hold a {split} split")
+        if folders:
+            found[split] = folders
+    read = {folder for folders in found.values() for folder in folders}
+    for name in present:
+        if name not in read:
+            why = (
+                "no mfcc/ folder in it" if _names_a_split(name) else "not a split folder of the HW3P2 layout"
+            )
+            log.warning("%s/%s/: not read (%s)", root, name, why)
+    return found
+
+
+def _names_a_split(name: str) -> bool:
+    return any(name in names for names in SPLIT_FOLDERS.values()) or name.startswith(TRAIN_PREFIX)
 
 
 def discover(fs: AbstractFileSystem, root: str) -> list[SourceSplit]:
     """The splits under ``root`` in train, dev, test order (those that exist)."""
-    splits = []
-    for name, folders in SPLIT_FOLDERS.items():
-        present = [folder for folder in folders if fs.isdir(f"{root}/{folder}/mfcc")]
-        if len(present) > 1:
-            raise LayoutError(f"{root}: both {present[0]}/ and {present[1]}/ hold a {name} split")
-        if present:
-            splits.append(_read_split(fs, name, f"{root}/{present[0]}"))
+    splits = [_read_split(fs, name, root, folders) for name, folders in split_folders(fs, root).items()]
     if not splits:
         expected = ", ".join(f"{f}/mfcc" for folders in SPLIT_FOLDERS.values() for f in folders)
-        raise LayoutError(f"{root}: no HW3P2 split found (looked for {expected})")
+        raise LayoutError(f"{root}: no HW3P2 split found (looked for {expected}, {TRAIN_PREFIX}*/mfcc)")
     return splits

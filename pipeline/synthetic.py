@@ -31,21 +31,27 @@ def write_hw3p2(
     frames: tuple[int, int] = (60, 400),
     variant: tuple = S22,
     front_end_seed: int | None = None,
+    more_train: tuple[tuple[str, int], ...] = (),
 ) -> Path:
     """Write train/dev/test splits under ``root``; returns ``root``. Each coefficient's offset and scale
     (the "front end") come from ``seed``, or from ``front_end_seed`` for new data of an earlier set's
-    front end (another seed's are another front end: the pipeline's shift check refuses them)."""
+    front end (another seed's are another front end: the pipeline's shift check refuses them).
+    ``more_train`` adds training folders of that many utterances each, as Fall 2022's
+    ``("train-clean-360", 104014)`` beside train-clean-100 (ids ``360-00000``, ...)."""
     rng = np.random.default_rng(seed)
     offsets = rng.normal(0, 5, size=dim)
     scales = rng.uniform(0.5, 4, size=dim)
     if front_end_seed is not None:
         front_end = np.random.default_rng(front_end_seed)
         offsets, scales = front_end.normal(0, 5, size=dim), front_end.uniform(0.5, 4, size=dim)
-    for folder, count, labelled in zip(variant[:3], counts, (True, True, False), strict=True):
+    folders = [*zip(variant[:3], counts, (True, True, False), strict=True)]
+    folders += [(folder, count, True) for folder, count in more_train]
+    for folder, count, labelled in folders:
         (root / folder / "mfcc").mkdir(parents=True, exist_ok=True)
         if labelled:
             (root / folder / "transcript").mkdir(exist_ok=True)
-        ids = [f"{folder[:2]}{i:05d}" for i in range(count)]
+        prefix = folder[:2] if folder in variant else folder.rsplit("-", 1)[-1] + "-"
+        ids = [f"{prefix}{i:05d}" for i in range(count)]
         for utterance_id in ids:
             n_frames = int(rng.integers(*frames))
             features = (rng.normal(size=(n_frames, dim)) * scales + offsets).astype(np.float32)

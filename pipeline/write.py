@@ -32,7 +32,7 @@ from shards.writer import write_shard
 log = logging.getLogger("pipeline")
 
 FORMAT_VERSION = 1  # bump when the sample encoding changes, so old shards are not reused
-MANIFEST_VERSION = 2  # bump when the manifest's columns change: a rerun rewrites it, reusing the shards
+MANIFEST_VERSION = 3  # bump when the manifest's columns change: a rerun rewrites it, reusing the shards
 PARTS = ".parts"
 
 
@@ -122,6 +122,7 @@ def write_split(
             "n_frames": s.n_frames,
             "n_phonemes": s.n_phonemes,
             "ctc_frames": s.ctc_frames,
+            "source": s.source.folder,
         }
         for t in tasks
         for key, s in t.items

@@ -3,7 +3,9 @@
 ``<split>/manifest.parquet``: one row per utterance, in shard order (length-sorted):
 key, id, shard, n_frames, n_phonemes and ctc_frames (the fewest output frames CTC needs for the
 labels: one per phoneme and a blank between equal neighbours), both null where the split has no
-transcripts (and ctc_frames absent in datasets written before it).
+transcripts (and ctc_frames absent in datasets written before it), and source: the source folder
+the utterance was read from (train-clean-100, train-clean-360, dev-clean, ...; absent in datasets
+written before it).
 
 ``<split>/index.json``: per shard its name, utterances, frames, phonemes, bytes, sha256
 and frame range, plus totals. It is published last, so its presence means the split is
@@ -44,6 +46,7 @@ MANIFEST_SCHEMA = pa.schema(
         ("n_frames", pa.int32()),
         ("n_phonemes", pa.int32()),
         ("ctc_frames", pa.int32()),
+        ("source", pa.string()),
     ]
 )
 

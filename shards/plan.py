@@ -164,13 +164,14 @@ class PlanRecipe:
     # (world_size, num_workers, consumed) of the layouts this epoch ran on before a resume on
     # another layout, oldest first: the epoch is then what they left, re-planned
     earlier_layouts: tuple[tuple[int, int, int], ...] = ()
+    sources: tuple[str, ...] = ()  # the source folders whose utterances are planned (empty: all)
 
     def plan(self, index: SplitIndex, manifest_rows: list[dict]) -> EpochPlan:
         layouts = [*self.earlier_layouts, (self.world_size, self.num_workers, 0)]
         world, workers, _ = layouts[0]
         plan = plan_epoch(
             index,
-            manifest_rows,
+            from_sources(manifest_rows, self.sources, index.split),
             world_size=world,
             num_workers=workers,
             max_frames=self.max_frames,
@@ -180,6 +181,23 @@ class PlanRecipe:
         for (_, _, consumed), (world, workers, _) in itertools.pairwise(layouts):
             plan = rest_of_epoch(plan, consumed, world_size=world, num_workers=workers)
         return plan
+
+
+def from_sources(manifest_rows: list[dict], sources: tuple[str, ...], split: str) -> list[dict]:
+    """The rows of the utterances read from ``sources`` (the manifest's ``source`` column: a
+    layout's train-clean-100, train-clean-360, ...); every row when ``sources`` is empty."""
+    if not sources:
+        return manifest_rows
+    present = {row.get("source") for row in manifest_rows}
+    if None in present:
+        raise DatasetError(
+            f"split {split!r}: its manifest does not record each utterance's source folder (written "
+            "before it did); re-run the pipeline on the same destination to choose among them"
+        )
+    unknown = sorted(set(sources) - present)
+    if unknown:
+        raise DatasetError(f"split {split!r}: no utterance from {unknown}; its sources are {sorted(present)}")
+    return [row for row in manifest_rows if row["source"] in sources]
 
 
 def worker_slots(num_workers: int) -> int:

@@ -34,6 +34,7 @@ from shards.plan import (
     PlannedBatch,
     PlanRecipe,
     consumed_from_worker,
+    from_sources,
     worker_slots,
 )
 from shards.retry import IO_DEADLINE_S, with_retries
@@ -198,6 +199,7 @@ class BatchStream:
         prefetch_factor: int = 4,
         io_deadline_s: float = IO_DEADLINE_S,
         pin_memory: bool = False,
+        sources: tuple[str, ...] = (),
     ):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is outside world size {world_size}")
@@ -212,7 +214,9 @@ class BatchStream:
         self.consumed = 0  # batches of the current epoch already handed out
         # the layouts this epoch ran on before a resume on another layout (PlanRecipe)
         self.earlier_layouts: list[tuple[int, int, int]] = []
-        self.index, self.rows = read_split_metadata(url, split)
+        self.sources = tuple(sources)  # the source folders it reads (the manifest's; empty: all)
+        index, rows = read_split_metadata(url, split)
+        self.index, self.rows = index, from_sources(rows, self.sources, split)
 
     @property
     def feature_dim(self) -> int:
@@ -228,6 +232,7 @@ class BatchStream:
             self.seed,
             self.epoch if epoch is None else epoch,
             tuple(self.earlier_layouts) if current else (),
+            self.sources,
         )
 
     def plan(self, epoch: int | None = None) -> EpochPlan:

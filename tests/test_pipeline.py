@@ -13,6 +13,8 @@ import pytest
 from pipeline.build import Settings, build
 from pipeline.synthetic import LATER, write_hw3p2
 from shards import manifest
+from shards.manifest import DatasetError, read_split_metadata
+from shards.reader import BatchStream
 from shards.stats import FeatureStats
 from shards.vocab import parse_transcript
 from tests.outage import CuttableProxy
@@ -122,6 +124,34 @@ def test_later_semester_layout(tmp_path):
     raw = write_hw3p2(tmp_path / "raw", counts=(20, 5, 5), variant=LATER, seed=3)
     build(Settings(str(raw), str(tmp_path / "shards"), shard_mb=1))
     _assert_round_trip(raw, str(tmp_path / "shards"), folders=LATER[:3])
+
+
+def test_every_training_folder_of_a_layout_is_read_and_each_utterance_names_its_folder(tmp_path, caplog):
+    raw = write_hw3p2(
+        tmp_path / "raw", (20, 5, 5), variant=LATER, seed=3, more_train=(("train-clean-360", 11),)
+    )
+    for part in ("mfcc", "transcript"):  # an id in both training folders: kept in the first
+        shutil.copy(raw / "train-clean-100" / part / "tr00003.npy", raw / "train-clean-360" / part)
+    (raw / "notes").mkdir()  # a folder that is no split
+    (raw / "train-other-500").mkdir()  # a training folder without features
+    with caplog.at_level("WARNING", logger="pipeline"):
+        build(Settings(str(raw), str(tmp_path / "shards"), shard_mb=1))
+    rows = {r["id"]: r for r in read_split_metadata(str(tmp_path / "shards"), "train")[1]}
+    from_360 = sorted(i for i, r in rows.items() if r["source"] == "train-clean-360")
+    assert len(rows) == 20 + 11 and from_360 == [f"360-{n:05d}" for n in range(11)]
+    assert rows["tr00003"]["source"] == "train-clean-100"
+    assert {r["source"] for r in read_split_metadata(str(tmp_path / "shards"), "dev")[1]} == {"dev-clean"}
+    (clash,) = manifest.read_rejects((tmp_path / "shards" / manifest.REJECTS).read_bytes(), "rejects")
+    assert (clash.split, clash.id, clash.file) == ("train", "tr00003", "train-clean-360/mfcc/tr00003.npy")
+    assert "also in train-clean-100/ (kept there)" in clash.reason
+    warnings = [r.getMessage() for r in caplog.records]
+    assert f"{raw}/notes/: not read (not a split folder of the HW3P2 layout)" in warnings
+    assert f"{raw}/train-other-500/: not read (no mfcc/ folder in it)" in warnings
+    only = BatchStream(str(tmp_path / "shards"), "train", sources=("train-clean-360",))
+    planned = [u.id for batch in only.plan().rank_batches(0) for u in batch.utterances]
+    assert sorted(planned) == from_360 and len(only.rows) == 11
+    with pytest.raises(DatasetError, match=r"no utterance from \['train-clean-500'\]; its sources are"):
+        BatchStream(str(tmp_path / "shards"), "train", sources=("train-clean-500",))
 
 
 def test_existing_statistics_are_applied_to_new_data(raw, tmp_path):

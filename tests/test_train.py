@@ -440,3 +440,22 @@ def test_a_model_forced_to_blanks_is_named_after_three_epochs_with_its_causes(da
         "epoch 2: after 3 epochs the model still emits only blanks"
     )
     assert "learning rate" in alarms[0] and "time stride (2)" in alarms[0]
+
+
+def test_training_reads_the_training_folders_it_is_told_to(tmp_path):
+    raw = write_hw3p2(
+        tmp_path / "raw", (24, 6, 4), frames=(60, 200), seed=11, more_train=(("train-clean-360", 10),)
+    )
+    build(Settings(str(raw), str(tmp_path / "shards"), shard_mb=0.2))
+    command = _train(str(tmp_path / "shards"), str(tmp_path / "run"), "epochs=1")
+    result = subprocess.run([*command, "train_sources=train-clean-360"], capture_output=True, text=True)
+    assert result.returncode == 0, why_failed(result.stderr)
+    assert "train: 10 utterances from train-clean-360" in result.stderr
+    history = checkpoint.load(str(tmp_path / "run" / checkpoint.epoch_folder(0) / "state.pt"))["history"]
+    assert history[0]["train_utterances"] == 10  # the other folder's 24 are not trained on
+    unknown = subprocess.run(
+        _train(str(tmp_path / "shards"), str(tmp_path / "other"), "train_sources=train-clean-500"),
+        capture_output=True,
+        text=True,
+    )
+    assert unknown.returncode == 2 and "no utterance from ['train-clean-500']" in unknown.stderr

@@ -2,6 +2,7 @@
 
 import dataclasses
 import math
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,8 +35,19 @@ class Range:
         return f"allowed: {low} and {'≤' if self.high_inclusive else '<'} {self.high:g}"
 
 
-# Each setting's rule is on its field: a number's Range in Annotated, a string's choices as a Literal,
-# true/false by type alone (tested: no field without one, so a new setting cannot skip validation).
+@dataclass(frozen=True)
+class Pattern:
+    """What a free-text setting allows: text matching ``regex``, described in words."""
+
+    regex: str
+    described: str
+
+    def problem(self, value: str) -> str | None:
+        return None if re.fullmatch(self.regex, value) else f"allowed: {self.described}"
+
+
+# Each setting's rule is on its field: a number's Range in Annotated, a string's choices as a Literal
+# or its Pattern in Annotated, true/false by type alone (tested: no field without one, so a new setting cannot skip validation).
 Count = Annotated[int, Range(1)]  # something there must be at least one of
 Amount = Annotated[int, Range(0)]  # zero allowed (zero masks, zero workers)
 Positive = Annotated[float, Range(0, low_inclusive=False)]
@@ -52,6 +64,9 @@ class TrainConfig:
     max_frames: Count = DEFAULT_MAX_FRAMES  # padded frames per batch (batch size x longest utterance)
     num_workers: Amount = 2  # loader processes per rank
     seed: Amount = 0  # plans, initialisation and augmentation
+    # the train split's source folders to train on, comma-separated (train-clean-100,train-clean-360:
+    # the manifest's source column); empty: all of them
+    train_sources: Annotated[str, Pattern(r"([\w.-]+(,[\w.-]+)*)?", "folder names, comma-separated")] = ""
     # model
     channels: Count = 256  # Conv1d embedding width
     conv_blocks: Count = 2  # residual Conv1d blocks
@@ -110,6 +125,10 @@ class TrainConfig:
     log_every_steps: Count = 50  # optimiser steps between tracker records
 
     @property
+    def train_source_folders(self) -> tuple[str, ...]:
+        return tuple(name.strip() for name in self.train_sources.split(",") if name.strip())
+
+    @property
     def time_stride(self) -> int:
         """Input frames per output frame: the product of the convolution strides."""
         return math.prod(self.strides)
@@ -130,7 +149,7 @@ _HINTS = typing.get_type_hints(TrainConfig, include_extras=True)
 _TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
 
 
-def setting_rule(name: str) -> tuple[type, Range | tuple | None]:
+def setting_rule(name: str) -> tuple[type, Range | Pattern | tuple | None]:
     """A setting's type and what it allows besides: a :class:`Range`, a tuple of choices (a list
     setting's are its items'), or None where the type says it all (true/false)."""
     hint = _HINTS[name]
@@ -158,10 +177,10 @@ def _type_problem(value, kind: type) -> str | None:
     return None if isinstance(value, kind) else f"expected {_TYPE_NAMES[kind]}"
 
 
-def _allowed_problem(value, allowed: Range | tuple | None) -> str | None:
+def _allowed_problem(value, allowed: Range | Pattern | tuple | None) -> str | None:
     if allowed is None:
         return None
-    if isinstance(allowed, Range):
+    if isinstance(allowed, Range | Pattern):
         return allowed.problem(value)
     if isinstance(value, list):
         *others, last = map(str, allowed)

@@ -173,7 +173,15 @@ class Trainer:
             io_deadline_s=config.io_deadline_s,
             pin_memory=self.device.type == "cuda",
         )
-        self.train_stream = BatchStream(self.args.data, "train", max_frames=config.max_frames, **common)
+        self.train_stream = BatchStream(
+            self.args.data,
+            "train",
+            max_frames=config.max_frames,
+            sources=config.train_source_folders,
+            **common,
+        )
+        if config.train_sources:
+            log.info("train: %d utterances from %s", len(self.train_stream.rows), config.train_sources)
         self.dev_stream = BatchStream(self.args.data, "dev", max_frames=config.max_frames, **common)
         self.stats = read_dataset_stats(self.args.data)
         self.front_end = read_front_end(self.args.data)  # None: unknown (Kaggle's files record none)
