@@ -13,10 +13,9 @@ statistics cannot be averaged and are refused in one line naming the difference.
 import dataclasses
 import re
 
-import numpy as np
 import torch
 
-from eval.model import chosen_dev_distance, chosen_weights
+from eval.model import chosen_dev_distance, chosen_weights, interface_differences
 from shards.errors import UserError
 from shards.store import glob_urls
 from train.checkpoint import CHECKPOINTS, ModelCard
@@ -79,32 +78,17 @@ def chosen(request: Averaging, kept: dict[int, str], cards: dict[int, ModelCard]
 
 
 def check_one_model(cards: list[ModelCard], urls: list[str]) -> None:
-    """Every card of the same model: weight shapes, vocabulary, front end and input statistics."""
+    """Every card of the same model: weight shapes, and what eval.model.interface_differences compares."""
     first = cards[0]
     for card, url in zip(cards[1:], urls[1:], strict=True):
         shapes = {k: tuple(v.shape) for k, v in card.model.items()}
         expected = {k: tuple(v.shape) for k, v in first.model.items()}
-        differences = [
-            what
-            for what, differs in (
-                ("weight names or shapes", shapes != expected),
-                ("vocabulary", (card.phonemes, card.phoneme_map) != (first.phonemes, first.phoneme_map)),
-                ("front end", card.front_end != first.front_end),
-                ("normalisation statistics (dataset)", not _same_stats(card.stats, first.stats)),
-            )
-            if differs
-        ]
+        differences = ["weight names or shapes"] if shapes != expected else []
+        differences += interface_differences(card, first)
         if differences:
             raise CannotAverage(
                 f"{url}: not the same model as {urls[0]}: its {', '.join(differences)} differ"
             )
-
-
-def _same_stats(a: dict, b: dict) -> bool:
-    return (
-        all(np.array_equal(np.asarray(a[k]), np.asarray(b[k])) for k in ("mean", "std"))
-        and a.keys() == b.keys()
-    )
 
 
 def mean_weights(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:

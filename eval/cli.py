@@ -1,7 +1,8 @@
 """``python -m eval {evaluate, score, leaderboard, watch, tune, lm, average, transcribe}``: one parser, one
 handler per command, every ``Url`` argument access-checked before any work.
 
-    python -m eval evaluate --checkpoint URL --data URL [--split test] [--beam 50] [--submission URL] [--leaderboard URL]
+    python -m eval evaluate --checkpoint URL [--checkpoint URL ...] --data URL [--split test] [--beam 50]
+        [--submission URL] [--leaderboard URL] [--combine probs|log_probs] [--max-params N]
     python -m eval score SUBMISSION SOLUTION
     python -m eval leaderboard URL [--html PAGE]
     python -m eval watch --runs URL --data URL --leaderboard URL [--html PAGE] [--split dev] [--every S | --once]

@@ -1,5 +1,6 @@
 """``python -m eval evaluate --checkpoint URL --data URL --split test ...`` (also ``accelerate launch
-eval/main.py ...``): a checkpoint's submission, score and leaderboard row for one split.
+eval/main.py ...``): a checkpoint's submission, score and leaderboard row for one split; with
+``--checkpoint`` repeated, an ensemble's (eval/ensemble.py).
 
 Each rank decodes a disjoint share of the split (the reader's plan; repeats that only even out
 batch counts are ignored); rank 0 gathers ``(id, prediction)``, checks that every id of the split's
@@ -22,13 +23,14 @@ from accelerate import Accelerator
 from accelerate.utils import gather_object
 
 from eval import leaderboard
-from eval.model import chosen_weights, model_url, run_folder
+from eval.ensemble import Ensemble, Models, parameter_count
+from eval.model import chosen_weights, run_name
 from eval.options import (
     Decoding,
     Reading,
     Url,
-    add_checkpoint_arguments,
     add_decoding_arguments,
+    add_models_arguments,
     add_reading_arguments,
 )
 from eval.ranks import forward, model_and_share, ranks
@@ -48,12 +50,12 @@ log = logging.getLogger("eval")
 
 @dataclasses.dataclass(frozen=True)
 class Evaluation:
-    """One checkpoint on one split: what to decode, how, and where the results go."""
+    """One model (a checkpoint, or an ensemble) on one split: what to decode, how, and where the
+    results go."""
 
-    checkpoint: str  # a model.pt, or a run folder (its latest)
+    models: Models
     data: str
     split: str = "test"
-    weights: str = "auto"  # eval/model.py WEIGHTS
     decoding: Decoding = Decoding()
     reading: Reading = Reading()
     submission: str | None = None
@@ -65,7 +67,7 @@ class Evaluation:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_checkpoint_arguments(parser)
+    add_models_arguments(parser)
     parser.add_argument(
         "--data", type=Url, required=True, help="dataset URL (normalised with the model's statistics)"
     )
@@ -88,7 +90,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="share of the solution's rows scored as Kaggle's public board (the rest: private)",
     )
     parser.add_argument("--leaderboard", type=Url, help="leaderboard CSV URL to append a row to")
-    parser.add_argument("--run", help="run name for the leaderboard (default: the checkpoint's run folder)")
+    parser.add_argument(
+        "--run",
+        help="run name for the leaderboard (default: the checkpoint's run folder; an ensemble's, joined by +)",
+    )
 
 
 class Decoded(NamedTuple):
@@ -99,10 +104,10 @@ class Decoded(NamedTuple):
 
 def evaluate(request: Evaluation) -> dict | None:
     """Decode, write and score on every rank; rank 0's leaderboard row (None on the others)."""
-    request = dataclasses.replace(request, checkpoint=model_url(request.checkpoint))
+    request = dataclasses.replace(request, models=request.models.resolved())
     with ranks() as accelerator:
-        model, card, stream = model_and_share(
-            request.checkpoint, request.weights, request.data, request.split, request.reading, accelerator
+        model, cards, stream = model_and_share(
+            request.models, request.data, request.split, request.reading, accelerator
         )
         started = time.monotonic()
         share = decode_share(model, stream, request, accelerator)
@@ -110,11 +115,19 @@ def evaluate(request: Evaluation) -> dict | None:
         decoded = gather_object(share)
         if not accelerator.is_main_process:
             return None
-        return publish(request, card, stream, decoded, seconds)
+        return publish(request, Evaluated(cards, parameter_count(model), seconds), stream, decoded)
+
+
+class Evaluated(NamedTuple):
+    """What the leaderboard row says of the model and the decoding besides the scores."""
+
+    cards: list[ModelCard]  # each checkpoint's, in --checkpoint order
+    parameters: int  # all members together
+    seconds: float  # the slowest rank's decoding
 
 
 def decode_share(
-    model: CTCModel, stream: BatchStream, request: Evaluation, accelerator: Accelerator
+    model: CTCModel | Ensemble, stream: BatchStream, request: Evaluation, accelerator: Accelerator
 ) -> list[Decoded]:
     """This rank's utterances, decoded (the plan's repeats left out)."""
     decoder = request.decoding.decoder()
@@ -133,9 +146,7 @@ def decode_share(
     return found
 
 
-def publish(
-    request: Evaluation, card: ModelCard, stream: BatchStream, decoded: list[Decoded], seconds: float
-) -> dict:
+def publish(request: Evaluation, evaluated: Evaluated, stream: BatchStream, decoded: list[Decoded]) -> dict:
     """Rank 0's part: every id checked once, the submission written, scored, and its row appended."""
     check_once([d.id for d in decoded], [row["id"] for row in stream.rows], f"{request.data}/{request.split}")
     predictions = {d.id: d.prediction for d in decoded}
@@ -151,7 +162,7 @@ def publish(
     if request.submission:
         write_submission(request, order, rows)
     scores = score_submission(request, order, rows, decoded)
-    row = leaderboard_row(request, card, scores, len(rows), len(rejected), seconds)
+    row = leaderboard_row(request, evaluated, scores, len(rows), len(rejected))
     if request.leaderboard:
         board = request.leaderboard
         with_retries(lambda: leaderboard.append(board, row), board, request.reading.io_deadline_s)
@@ -237,31 +248,37 @@ def score_submission(
 
 def leaderboard_row(
     request: Evaluation,
-    card: ModelCard,
+    evaluated: Evaluated,
     scores: dict[str, Score],
     utterances: int,
     rejected: int,
-    seconds: float,
 ) -> dict:
+    """The row; an ensemble's run, checkpoint, epoch, step and weights cells name each member's,
+    joined by leaderboard.MEMBERS."""
+
     def distance(board: str) -> float | str:
         return round(scores[board].mean_distance, 4) if board in scores else ""
 
+    models, cards = request.models, evaluated.cards
+    members = list(zip(models.checkpoints, cards, strict=True))
     result = scores.get("all")
     return {
         "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "run": request.run or run_folder(request.checkpoint).rsplit("/", 1)[-1],
-        "checkpoint": request.checkpoint,
-        "epoch": card.epoch,
-        "step": card.step,
+        "run": request.run or leaderboard.joined(map(run_name, models.checkpoints)),
+        "checkpoint": leaderboard.joined(models.checkpoints),
+        "epoch": leaderboard.joined(card.epoch for card in cards),
+        "step": leaderboard.joined(card.step for card in cards),
         "split": request.split,
         "beam": request.decoding.beam,
-        "weights": chosen_weights(card, request.weights, request.checkpoint)[0],
+        "weights": leaderboard.joined(chosen_weights(card, models.weights, url)[0] for url, card in members),
+        "combine": models.combine if models.ensemble else "",
+        "parameters": evaluated.parameters,
         "distance": "" if result is None else round(result.mean_distance, 4),
         "per": "" if result is None else round(result.per, 5),
         "public_distance": distance("public"),
         "private_distance": distance("private"),
         "utterances": utterances,
         "rejected": rejected,
-        "decode_seconds": round(seconds, 2),
+        "decode_seconds": round(evaluated.seconds, 2),
         **request.decoding.cells(),
     }

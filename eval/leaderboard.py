@@ -18,6 +18,7 @@ import io
 import os
 import random
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import fsspec
@@ -45,9 +46,18 @@ COLUMNS = [
     "weights",  # the model's live or averaged weights (train/average.py); empty in older rows: live
     "public_distance",  # with a solution file: Kaggle's public board (shards.kaggle.public_rows) ...
     "private_distance",  # ... and its private rest; empty without one
+    "combine",  # an ensemble's (eval/ensemble.py COMBINE); empty for one checkpoint
+    "parameters",  # the model's, all an ensemble's members together; empty in older rows
 ]
 FIRST_COLUMNS = ("time", "run", "checkpoint", "epoch", "split", "beam", "distance")  # every version's
 ATTEMPTS = 200
+MEMBERS = " + "  # joins an ensemble's members in the run, checkpoint, epoch, step and weights cells
+
+
+def joined(values: Iterable[object]) -> object:
+    """One cell for an ensemble's members; a single checkpoint's value as it is."""
+    values = list(values)
+    return values[0] if len(values) == 1 else MEMBERS.join(map(str, values))
 
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")

@@ -20,6 +20,16 @@ def run_folder(checkpoint: str) -> str:
     return checkpoint.rstrip("/").rsplit("/checkpoints/", 1)[0]
 
 
+def run_name(checkpoint: str) -> str:
+    """The leaderboard's name for a checkpoint's run: its run folder's name; for a model.pt outside a
+    run (eval average's --out), its folder's name, or the file's own stem when that is not ``model``."""
+    if "/checkpoints/" in checkpoint:
+        return run_folder(checkpoint).rsplit("/", 1)[-1]
+    folder, _, name = checkpoint.rstrip("/").rpartition("/")
+    stem = name.removesuffix(".pt")
+    return folder.rsplit("/", 1)[-1] if stem == "model" and folder else stem
+
+
 WEIGHTS = ("auto", "live", "averaged")  # which of a model.pt's weights: auto = averaged where it has them
 
 
@@ -56,19 +66,36 @@ def load_model(url: str, weights: str = "auto") -> tuple[CTCModel, ModelCard]:
     return model.eval(), card
 
 
-def place(model: CTCModel, device: torch.device) -> CTCModel:
+def place(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     """The model on ``device``, its float32 matmuls under training's rule (hardware.allow_tf32: TF32
     from compute capability 8.0), so that evaluation scores what training's validation scored."""
     allow_tf32(device)
     return model.to(device)
 
 
+def same_statistics(stats: dict, other: dict) -> bool:
+    """Whether two stats.json normalise alike (mean and std equal to 1e-12)."""
+    return all(np.allclose(stats[k], other[k], rtol=0, atol=1e-12) for k in ("mean", "std"))
+
+
+def interface_differences(card: ModelCard, other: ModelCard) -> list[str]:
+    """What two checkpoints' outputs or inputs do not share: vocabulary, feature dimension, front
+    end, normalisation statistics (their names; empty when they agree)."""
+    return [
+        what
+        for what, differs in (
+            ("vocabulary", (card.phonemes, card.phoneme_map) != (other.phonemes, other.phoneme_map)),
+            ("feature dimension", card.feature_dim != other.feature_dim),
+            ("front end", card.front_end != other.front_end),
+            ("normalisation statistics (dataset)", not same_statistics(card.stats, other.stats)),
+        )
+        if differs
+    ]
+
+
 def check_normalisation(card: ModelCard, dataset_stats: dict, checkpoint_url: str, data_url: str) -> None:
     """The data must be normalised exactly as the model's training data was."""
-    same = np.allclose(card.stats["mean"], dataset_stats["mean"], rtol=0, atol=1e-12) and np.allclose(
-        card.stats["std"], dataset_stats["std"], rtol=0, atol=1e-12
-    )
-    if not same:
+    if not same_statistics(card.stats, dataset_stats):
         raise UserError(
             f"{data_url}: normalised with other statistics than {checkpoint_url} was trained on; "
             "re-shard it with `python -m pipeline ... --stats <the training data's stats.json>`"

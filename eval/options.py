@@ -1,6 +1,6 @@
-"""What the eval commands share: arguments that name files or URLs, and the options of the two
-requests every decoding command makes (how to read a split: :class:`Reading`; how to decode it:
-eval.decode's :class:`Decoding`).
+"""What the eval commands share: arguments that name files or URLs, and the options of the
+requests every decoding command makes (which model: eval.ensemble's :class:`Models`; how to read a
+split: :class:`Reading`; how to decode it: eval.decode's :class:`Decoding`).
 
 An argument declared ``type=Url`` is checked for access (credentials, bucket, endpoint) before the
 command does any work: :func:`urls_in` finds every one, so a new option cannot be missed. Each
@@ -14,6 +14,7 @@ import typing
 from typing import TypeVar
 
 from eval.decode import Decoding
+from eval.ensemble import COMBINE, Models
 from eval.model import WEIGHTS
 from shards.plan import DEFAULT_MAX_FRAMES
 from shards.retry import IO_DEADLINE_S
@@ -43,12 +44,31 @@ class Reading:
     io_deadline_s: float = IO_DEADLINE_S
 
 
-def add_checkpoint_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--checkpoint`` (a model.pt, or a run folder: its latest) and which of its weights."""
+def add_models_arguments(parser: argparse.ArgumentParser, required: bool = True, help: str = "") -> None:
+    """:class:`Models`' options: ``--checkpoint`` (repeated: an ensemble) and which weights, how an
+    ensemble is combined, the parameter budget."""
     parser.add_argument(
-        "--checkpoint", type=Url, required=True, help="URL of a model.pt, or of a run folder (its latest)"
+        "--checkpoint",
+        dest="checkpoints",
+        type=Url,
+        action="append",
+        required=required,
+        default=None if required else [],
+        help=help or "URL of a model.pt, or of a run folder (its latest); repeat it for an ensemble",
     )
     add_weights_argument(parser)
+    parser.add_argument(
+        "--combine",
+        choices=COMBINE,
+        default=Models.combine,
+        help="an ensemble's frame posteriors: the mean of the probabilities or of the log-probabilities",
+    )
+    parser.add_argument(
+        "--max-params",
+        type=int,
+        default=Models.max_params,
+        help="refuse a model (an ensemble: all its members) with more parameters (HW3P2: 20000000)",
+    )
 
 
 def add_weights_argument(parser: argparse.ArgumentParser) -> None:

@@ -29,6 +29,7 @@ RANKED = [
     "rank",
     "run",
     "epoch",
+    "parameters",
     "beam",
     "lm",
     "alpha",
@@ -55,6 +56,7 @@ NUMBERS = {
     "rank",
     "epoch",
     "step",
+    "parameters",
     "beam",
     "alpha",
     "beta",
@@ -95,8 +97,8 @@ def curves(rows: list[dict]) -> dict[str, list[tuple[int, float]]]:
     """Run name → (epoch, dev distance) from its folder's metrics.csv, for runs that have one."""
     found = {}
     for row in sorted(rows, key=lambda r: r["time"]):
-        if row["run"] in found or not row["checkpoint"]:
-            continue
+        if row["run"] in found or not row["checkpoint"] or leaderboard.MEMBERS in row["checkpoint"]:
+            continue  # an ensemble has no curve of its own
         folder = run_folder(row["checkpoint"])
         try:
             history = read_metrics(folder)

@@ -10,7 +10,8 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import InitProcessGroupKwargs
 
-from eval.model import check_normalisation, load_model, place
+from eval.ensemble import Ensemble, Models
+from eval.model import check_normalisation, place
 from eval.options import Reading
 from shards.batch import Batch
 from shards.progress import Progress
@@ -44,13 +45,15 @@ def ranks() -> Iterator[Accelerator]:
 
 
 def model_and_share(
-    checkpoint: str, weights: str, data: str, split: str, reading: Reading, accelerator: Accelerator
-) -> tuple[CTCModel, ModelCard, BatchStream]:
-    """The checkpoint's model with the ``weights`` asked for on this rank's device (its input
-    normalisation checked against the dataset's) and this rank's share of the split."""
-    model, card = load_model(checkpoint, weights)
+    models: Models, data: str, split: str, reading: Reading, accelerator: Accelerator
+) -> tuple[CTCModel | Ensemble, list[ModelCard], BatchStream]:
+    """The model (one checkpoint's, or an ensemble) on this rank's device, each member's input
+    normalisation checked against the dataset's, its cards, and this rank's share of the split."""
+    model, cards = models.load()
     place(model, accelerator.device)
-    check_normalisation(card, read_dataset_stats(data), checkpoint, data)
+    dataset_stats = read_dataset_stats(data)
+    for card, checkpoint in zip(cards, models.checkpoints, strict=True):
+        check_normalisation(card, dataset_stats, checkpoint, data)
     stream = BatchStream(
         data,
         split,
@@ -61,11 +64,11 @@ def model_and_share(
         io_deadline_s=reading.io_deadline_s,
         pin_memory=accelerator.device.type == "cuda",
     )
-    return model, card, stream
+    return model, cards, stream
 
 
 def forward(
-    model: CTCModel, stream: BatchStream, accelerator: Accelerator, what: str
+    model: CTCModel | Ensemble, stream: BatchStream, accelerator: Accelerator, what: str
 ) -> Iterator[tuple[Batch, torch.Tensor, torch.Tensor]]:
     """Each batch of this rank's share with the model's log-probabilities and output lengths, under
     ``no_grad``, with a progress bar (rank 0's) named ``what``."""

@@ -1,4 +1,5 @@
-"""``python -m eval transcribe --checkpoint URL INPUT...``: a trained model's phonemes for files.
+"""``python -m eval transcribe --checkpoint URL INPUT...``: a trained model's phonemes for files
+(``--checkpoint`` repeated: an ensemble's, eval/ensemble.py).
 
 INPUT is an MFCC ``.npy`` file (raw, as HW3P2 ships them: the model's card holds the statistics it
 was trained under, and they are applied here), a folder of them (its ``*.npy``, sorted), or an audio
@@ -31,8 +32,9 @@ import fsspec
 import numpy as np
 import torch
 
-from eval.model import load_model, model_url, place
-from eval.options import Decoding, Url, add_checkpoint_arguments, add_decoding_arguments
+from eval.ensemble import Models
+from eval.model import place
+from eval.options import Decoding, Url, add_decoding_arguments, add_models_arguments
 from pipeline.validate import Rejected, check_features
 from shards.errors import UserError
 from shards.frontend import FrontEnd, recorded_front_end_of
@@ -49,16 +51,15 @@ class FeatureShiftRefused(UserError):
 
 @dataclasses.dataclass(frozen=True)
 class Transcription:
-    checkpoint: str  # a model.pt, or a run folder (its latest)
+    models: Models  # one checkpoint, or an ensemble
     inputs: list[str]  # .npy files, folders of them, audio files
-    weights: str = "auto"  # eval/model.py WEIGHTS
     decoding: Decoding = Decoding()
     format: str = "text"  # or jsonl
     accept_shift: bool = False  # transcribe .npy features that do not match the model's statistics anyway
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_checkpoint_arguments(parser)
+    add_models_arguments(parser)
     parser.add_argument(
         "inputs",
         type=Url,
@@ -151,12 +152,12 @@ def _check_shift(inputs: dict[str, np.ndarray], stats: FeatureStats) -> None:
 
 def transcribe(request: Transcription) -> int:
     """Each input's line on stdout; 1 when an input was refused, 2 when the features do not fit the model."""
-    model, card = load_model(model_url(request.checkpoint), request.weights)
+    model, (card, *_) = request.models.load()  # an ensemble's members share what is read of card
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     place(model, device)
     stats = FeatureStats(card.stats["frames"], np.asarray(card.stats["mean"]), np.asarray(card.stats["m2"]))
     front_end = None if card.front_end is None else FrontEnd(**card.front_end)
-    stride = model.config.time_stride
+    stride = model.time_stride
     inputs: dict[str, np.ndarray] = {}
     failed = 0
     for url in input_files(request.inputs):

@@ -15,13 +15,13 @@ import logging
 import numpy as np
 from accelerate.utils import gather_object
 
-from eval.model import model_url
+from eval.ensemble import Models
 from eval.options import (
     Decoding,
     Reading,
     Url,
-    add_checkpoint_arguments,
     add_decoding_arguments,
+    add_models_arguments,
     add_reading_arguments,
 )
 from eval.ranks import forward, model_and_share, ranks
@@ -47,12 +47,11 @@ def grid(text: str) -> list[float]:
 
 @dataclasses.dataclass(frozen=True)
 class Tuning:
-    checkpoint: str  # a model.pt, or a run folder (its latest)
+    models: Models  # one checkpoint, or an ensemble
     data: str
     lm: str | None  # required: the grid weighs it
     out: str  # folder for tune.csv and tune.png
     split: str = "dev"
-    weights: str = "auto"  # eval/model.py WEIGHTS
     alphas: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
     betas: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0)
     decoding: Decoding = Decoding()  # its lm, alpha and beta are the grid's
@@ -60,7 +59,7 @@ class Tuning:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_checkpoint_arguments(parser)
+    add_models_arguments(parser)
     parser.add_argument("--data", type=Url, required=True)
     parser.add_argument("--split", default=Tuning.split)
     add_decoding_arguments(parser, weights=False)
@@ -78,9 +77,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def posteriors(request: Tuning, accelerator) -> list[tuple]:
     """This rank's share of the split: (log-probs, lengths, references, repeated) per batch."""
-    checkpoint = model_url(request.checkpoint)
     model, _, stream = model_and_share(
-        checkpoint, request.weights, request.data, request.split, request.reading, accelerator
+        request.models, request.data, request.split, request.reading, accelerator
     )
     if stream.index.labelled is False:
         raise UserError(f"{request.data}/{request.split}: no transcripts to tune against (use dev)")

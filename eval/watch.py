@@ -3,7 +3,9 @@ evaluation.
 
 Each look finds every ``<runs>/<run>/checkpoints/epoch-*/model.pt`` that has no leaderboard row for
 its split, beam, LM and weights yet, and evaluates it in this process (cron it with ``--once``). One
-bad checkpoint is logged and skipped; a bug stops the watch.
+bad checkpoint is logged and skipped; a bug stops the watch. With ``--checkpoint`` (repeatable),
+each new checkpoint is evaluated in an ensemble with those models (eval/ensemble.py), a row per
+ensemble.
 """
 
 import argparse
@@ -12,14 +14,15 @@ import logging
 import time
 
 from eval import leaderboard, page
+from eval.ensemble import Models
 from eval.evaluate import Evaluation, evaluate
 from eval.options import (
     Decoding,
     Reading,
     Url,
     add_decoding_arguments,
+    add_models_arguments,
     add_reading_arguments,
-    add_weights_argument,
 )
 from shards.errors import UserError
 from shards.retry import with_retries
@@ -35,7 +38,7 @@ class Watch:
     data: str
     leaderboard: str
     split: str = "dev"
-    weights: str = "auto"  # eval/model.py WEIGHTS
+    models: Models = Models(())  # the checkpoints each new one joins in an ensemble (none: alone)
     decoding: Decoding = Decoding()
     reading: Reading = Reading()
     solution: str | None = None
@@ -51,7 +54,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", type=Url, required=True)
     parser.add_argument("--leaderboard", type=Url, required=True)
     parser.add_argument("--split", default=Watch.split)
-    add_weights_argument(parser)
+    add_models_arguments(
+        parser,
+        required=False,
+        help="a model.pt or run folder each new checkpoint joins in an ensemble (repeatable)",
+    )
     add_decoding_arguments(parser)
     add_reading_arguments(parser)
     parser.add_argument("--solution", type=Url)
@@ -64,25 +71,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def new_checkpoints(request: Watch) -> list[str]:
-    """Checkpoints under ``runs`` without a leaderboard row for (split, beam, LM and its weights, the
-    model weights asked for: ``auto`` is met by a row of either), oldest run and epoch first."""
+    """Checkpoints under ``runs`` without a leaderboard row for (the checkpoint with the ensemble's
+    other members; split, beam, LM and its weights; the model weights asked for: ``auto`` is met by a
+    row of either; how an ensemble combines), oldest run and epoch first."""
     found = glob_urls(f"{request.runs.rstrip('/')}/*/{CHECKPOINTS}/epoch-*/model.pt")
     cells = {k: str(v) for k, v in request.decoding.cells().items()}
-    wanted = (request.split, str(request.decoding.beam), cells["lm"], cells["alpha"], cells["beta"])
+    models = models_of(request, "")
+    combine = models.combine if models.ensemble else ""
+    wanted = (request.split, str(request.decoding.beam), cells["lm"], cells["alpha"], cells["beta"], combine)
     done = {
-        (r["checkpoint"], r["split"], r["beam"], r["lm"], r["alpha"], r["beta"])
+        (r["checkpoint"], r["split"], r["beam"], r["lm"], r["alpha"], r["beta"], r["combine"])
         for r in leaderboard.read(request.leaderboard)
-        if request.weights == "auto" or (r["weights"] or "live") == request.weights  # older rows: live
-    }
-    return [url for url in found if (url, *wanted) not in done]
+        if models.weights == "auto"
+        or all(w == models.weights for w in (r["weights"] or "live").split(leaderboard.MEMBERS))
+    }  # older rows: live weights, no ensemble
+    return [
+        url for url in found if (leaderboard.joined(models_of(request, url).checkpoints), *wanted) not in done
+    ]
+
+
+def models_of(request: Watch, checkpoint: str) -> Models:
+    """The model a new checkpoint is evaluated as: alone, or first in the ensemble with the others."""
+    partners = request.models.resolved().checkpoints
+    return dataclasses.replace(request.models, checkpoints=(checkpoint, *partners))
 
 
 def evaluation_of(request: Watch, checkpoint: str) -> Evaluation:
     return Evaluation(
-        checkpoint=checkpoint,
+        models=models_of(request, checkpoint),
         data=request.data,
         split=request.split,
-        weights=request.weights,
         decoding=request.decoding,
         reading=request.reading,
         solution=request.solution,

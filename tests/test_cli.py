@@ -93,7 +93,8 @@ def test_each_url_argument_is_checked_before_any_work(command, action, monkeypat
 def test_the_url_arguments_are_the_ones_a_user_expects():
     declared = {(c, a.dest) for c, a in _url_arguments()}
     for expected in [
-        ("evaluate", "checkpoint"),
+        ("evaluate", "checkpoints"),
+        ("watch", "checkpoints"),
         ("evaluate", "lm"),
         ("evaluate", "solution"),
         ("watch", "html"),

@@ -87,7 +87,7 @@ COMMANDS = {
     "train": ("train.main", "train.main.read_dataset_stats", ["--data", "{shards}", "--out", "{tmp}/run"]),
     "evaluate": (
         "eval.main",
-        "eval.evaluate.model_url",
+        "eval.ensemble.model_url",
         ["--checkpoint", "{tmp}/none", "--data", "{shards}"],
     ),
     "score": ("eval.cli", "eval.cli.read_labels", ["score", "{tmp}/a.csv", "{tmp}/b.csv"]),
@@ -95,7 +95,7 @@ COMMANDS = {
     "lm": ("eval.cli", "eval.lm.label_sequences", ["lm", "--data", "{tmp}/none", "--out", "{tmp}/lm.arpa"]),
     "transcribe": (
         "eval.cli",
-        "eval.transcribe.load_model",
+        "eval.ensemble.load_model",
         ["transcribe", "--checkpoint", "{tmp}/none.pt", "{tmp}/a.csv"],
     ),
     "plan": ("shards.__main__", "shards.__main__.read_split_metadata", ["plan", "{shards}"]),

@@ -251,6 +251,11 @@ class CTCModel(nn.Module):
                         hidden = parameter.shape[0] // 4
                         parameter.data[hidden : 2 * hidden] = 0.5  # b_ih + b_hh = 1
 
+    @property
+    def time_stride(self) -> int:
+        """Input frames per output frame (the product of the convolutions' strides)."""
+        return self.config.time_stride
+
     def output_lengths(self, frames: torch.Tensor) -> torch.Tensor:
         """Output frames of utterances of ``frames`` input frames, each as the model sees it."""
         for block in self.embedding:
