@@ -43,9 +43,9 @@ setup:
 		echo "make setup: $(PYTHON) cannot create a virtual environment: install its venv module" \
 			"(Debian/Ubuntu: apt-get install python3-venv) or name another Python with PYTHON=..." >&2; exit 1; }; fi
 	@if [ ! -f $(STAMP) ] || [ pyproject.toml -nt $(STAMP) ] || [ "$$(cat $(STAMP))" != "$(TORCH_CHOICE)" ]; then \
-		echo "installing into $(VENV): torch ($(TORCH_CHOICE)), the project and its test extra"; \
+		echo "installing into $(VENV): torch ($(TORCH_CHOICE)), the project and its test and export extras"; \
 		$(if $(BASE_CUDA_TORCH),true,$(PIP) $(TORCH) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))) \
-		&& $(PIP) -e '.[test]' \
+		&& $(PIP) -e '.[test,export]' \
 		&& echo "$(TORCH_CHOICE)" > $(STAMP); \
 	fi
 

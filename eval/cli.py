@@ -1,4 +1,4 @@
-"""``python -m eval {evaluate, score, leaderboard, watch, tune, lm, average, transcribe}``: one parser, one
+"""``python -m eval {evaluate, score, leaderboard, watch, tune, lm, average, transcribe, export}``: one parser, one
 handler per command, every ``Url`` argument access-checked before any work.
 
     python -m eval evaluate --checkpoint URL [--checkpoint URL ...] --data URL [--split test] [--beam 50]
@@ -10,6 +10,7 @@ handler per command, every ``Url`` argument access-checked before any work.
     python -m eval lm --data URL --order N --out URL
     python -m eval average --run URL (--last K | --best K | --epochs A-B) --out URL
     python -m eval transcribe --checkpoint URL INPUT... [--beam 50] [--lm URL --alpha A --beta B] [--format jsonl]
+    python -m eval export --checkpoint URL --format onnx|torchscript --out FILE
 
 A user's mistake (shards.errors.UserError, a missing file, a lasting outage) is one ``error:``
 line and exit 2; anything else is a bug and keeps its traceback.
@@ -21,7 +22,7 @@ import json
 import logging
 from collections.abc import Callable
 
-from eval import average_checkpoints, evaluate, leaderboard, lm, page, transcribe, tune, watch
+from eval import average_checkpoints, evaluate, export, leaderboard, lm, page, transcribe, tune, watch
 from eval.options import Decoding, Url, add_weights_argument, request_of, urls_in
 from shards import s3
 from shards.kaggle import PUBLIC_SHARE, read_labels
@@ -154,6 +155,11 @@ def run_transcribe(args: argparse.Namespace) -> int:
     return transcribe.transcribe(request_of(transcribe.Transcription, args))
 
 
+def run_export(args: argparse.Namespace) -> int:
+    print(json.dumps(export.export(request_of(export.Exporting, args))))
+    return 0
+
+
 Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
 COMMANDS: dict[str, Command] = {
     "evaluate": (
@@ -175,6 +181,11 @@ COMMANDS: dict[str, Command] = {
         "a model's phonemes for MFCC .npy files, folders of them, or audio files",
         transcribe.add_arguments,
         run_transcribe,
+    ),
+    "export": (
+        "a model (or an ensemble) as an ONNX or TorchScript file with its normalisation inside",
+        export.add_arguments,
+        run_export,
     ),
 }
 

@@ -31,6 +31,7 @@ def test_the_parser_offers_every_command_and_each_has_its_handler():
         "lm",
         "average",
         "transcribe",
+        "export",
     }
     assert set(cli.COMMANDS) == set(_subcommands())
 
@@ -55,8 +56,8 @@ def _url_arguments() -> list[tuple[str, argparse.Action]]:
 
 
 def _argv(command: str, refused: argparse.Action) -> list[str]:
-    """The command with each required argument given (the first of a required choice), and
-    ``refused`` given a URL the check refuses."""
+    """The command with each required argument given (the first of a required choice, or of its
+    choices), and ``refused`` given a URL the check refuses."""
     parser = _subcommands()[command]
     argv = [command]
     for group in parser._mutually_exclusive_groups:
@@ -64,6 +65,8 @@ def _argv(command: str, refused: argparse.Action) -> list[str]:
             argv += [group._group_actions[0].option_strings[0], "1"]
     for action in _arguments(parser):
         value = "refused://x" if action.dest == refused.dest else "local/none"
+        if action.choices and action.dest != refused.dest:
+            value = next(iter(action.choices))
         if not action.option_strings:
             argv.append(value)
         elif action.required or action.dest == refused.dest:

@@ -92,7 +92,7 @@ def test_setup_installs_torch_from_its_own_index_in_a_pip_call_of_its_own(tmp_pa
     commands = _dry_run("setup", f"VENV={tmp_path}/venv", "TORCH_INDEX=https://example.invalid/whl/cu126")
     (torch_line,) = [line for line in commands.splitlines() if "torch==" in line and "pip install" in line]
     assert "--index-url https://example.invalid/whl/cu126" in torch_line
-    (project_line,) = [line for line in commands.splitlines() if "-e '.[test]'" in line]
+    (project_line,) = [line for line in commands.splitlines() if "-e '.[test,export]'" in line]
     assert "--index-url" not in project_line  # the project's dependencies come from the usual index
 
 

@@ -139,10 +139,14 @@ class _ReverseWithinLengths(torch.autograd.Function):
 
 
 def reverse_within_lengths(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Each sequence of (B, T, C) reversed over its own first ``length`` steps; padding stays behind."""
+    """Each sequence of (B, T, C) reversed over its own first ``length`` steps; padding stays behind.
+    Without a gradient to carry it is the plain gather, which TorchScript and ONNX export record."""
     steps = torch.arange(x.shape[1], device=x.device)[None, :]
     source = torch.where(steps < lengths[:, None], lengths[:, None] - 1 - steps, steps)
-    return _ReverseWithinLengths.apply(x, source[:, :, None].expand_as(x))
+    source = source[:, :, None].expand_as(x)
+    if not (torch.is_grad_enabled() and x.requires_grad):
+        return x.gather(1, source)
+    return _ReverseWithinLengths.apply(x, source)
 
 
 class BiLSTMLayer(nn.Module):
@@ -162,14 +166,15 @@ class BiLSTMLayer(nn.Module):
     def __init__(self, input_size: int, hidden: int):
         super().__init__()
         self.lstm = nn.LSTM(input_size, hidden, batch_first=True, bidirectional=True)
-        # The padded path's one-direction LSTM: no weights of its own (meta), called with the
-        # fused module's through functional_call. A tuple, so it is not a registered submodule.
-        self._one_direction = (_BorrowedWeightsLSTM(input_size, hidden, batch_first=True, device="meta"),)
         self.register_load_state_dict_pre_hook(_rename_direction_modules)
 
     def _direction(self, x: torch.Tensor, suffix: str) -> torch.Tensor:
-        weights = {name: getattr(self.lstm, name + suffix) for name in _WEIGHTS}
-        return torch.func.functional_call(self._one_direction[0], weights, (x,))[0]
+        """One direction's weights as a one-direction LSTM over (B, T, C), from zero states: the op
+        nn.LSTM calls, given them directly (on CUDA it copies them for the call, leaving the fused
+        module's flat buffer as it is); TorchScript and ONNX export record it as an LSTM."""
+        weights = [getattr(self.lstm, name + suffix) for name in _WEIGHTS]
+        zeros = x.new_zeros(1, x.shape[0], self.lstm.hidden_size)
+        return torch.lstm(x, (zeros, zeros), weights, True, 1, 0.0, False, False, True)[0]
 
     def forward(
         self, x: torch.Tensor | PackedSequence, lengths: torch.Tensor | None = None
@@ -183,15 +188,6 @@ class BiLSTMLayer(nn.Module):
         backward = self._direction(reverse_within_lengths(x, lengths), "_reverse")
         output = torch.cat([forward, reverse_within_lengths(backward, lengths)], dim=-1)
         return output * time_mask(lengths, x.shape[1])[:, :, None]
-
-
-class _BorrowedWeightsLSTM(nn.LSTM):
-    """A one-direction LSTM run on another module's weights. On CUDA nn.LSTM moves the weights
-    it is given into a flat buffer of its own (``set_``); these belong to the fused module, whose
-    buffer must stay as it is, so cuDNN copies them for the call instead."""
-
-    def flatten_parameters(self) -> None:
-        pass
 
 
 _WEIGHTS = ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")

@@ -1,0 +1,147 @@
+"""The model through PyTorch, TorchScript and ONNX Runtime: utterances per second, start-up, file size.
+
+    .venv/bin/python -m bench.export [--checkpoint demo/run] [--features demo/corpus/test/mfcc]
+                                     [--utterances 160]
+
+Exports the checkpoint both ways (``python -m eval export``), then times the model's forward pass
+(raw features in, log-probabilities out: what transcription asks of each runtime; the decoding
+after it is the same for all three) over the first ``--utterances`` files, one at a time and in
+batches of 16 (length-sorted, as a service would batch), on one and on two threads. PyTorch's rows
+normalise on the host first, as ``eval transcribe`` does. Start-up is a fresh process's wall
+time to import the runtime, load the file and give the first utterance's log-probabilities.
+"""
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+RUNTIMES = ("pytorch", "torchscript", "onnxruntime")
+FIRST_UTTERANCE = """
+import sys, numpy as np
+runtime, path, features = sys.argv[1], sys.argv[2], np.load(sys.argv[3])[None]
+lengths = np.array([features.shape[1]])
+if runtime == "onnxruntime":
+    import onnxruntime
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    session.run(None, {"features": features, "lengths": lengths})
+elif runtime == "torchscript":
+    import torch
+    torch.jit.load(path)(torch.from_numpy(features), torch.from_numpy(lengths))
+else:
+    import torch
+    from eval.ensemble import load_models
+    from shards.stats import FeatureStats
+    model, (card, *_) = load_models([path])
+    stats = FeatureStats(card.stats["frames"], np.asarray(card.stats["mean"]), np.asarray(card.stats["m2"]))
+    with torch.no_grad():
+        model(torch.from_numpy(stats.normalise(features[0]))[None], torch.from_numpy(lengths))
+"""
+
+
+def batches(utterances: list[np.ndarray], size: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Length-sorted batches of ``size``, zero-padded."""
+    ordered = sorted(utterances, key=len)
+    found = []
+    for start in range(0, len(ordered), size):
+        group = ordered[start : start + size]
+        batch = np.zeros((len(group), len(group[-1]), group[0].shape[1]), np.float32)
+        for i, features in enumerate(group):
+            batch[i, : len(features)] = features
+        found.append((batch, np.array([len(f) for f in group], np.int64)))
+    return found
+
+
+def runner(runtime: str, path: str, threads: int):
+    """A function of (raw features batch, lengths) → log-probabilities, on ``threads`` threads."""
+    import torch
+
+    torch.set_num_threads(threads)
+    if runtime == "onnxruntime":
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        return lambda features, lengths: session.run(None, {"features": features, "lengths": lengths})[0]
+    if runtime == "torchscript":
+        module = torch.jit.load(path)
+        return lambda features, lengths: module(torch.from_numpy(features), torch.from_numpy(lengths))[0]
+    from eval.ensemble import load_models
+    from shards.stats import FeatureStats
+
+    model, (card, *_) = load_models([path])
+    stats = FeatureStats(card.stats["frames"], np.asarray(card.stats["mean"]), np.asarray(card.stats["m2"]))
+    return lambda features, lengths: model(
+        torch.from_numpy(stats.normalise(features)), torch.from_numpy(lengths)
+    )[0]
+
+
+def throughput(run, groups: list[tuple[np.ndarray, np.ndarray]]) -> float:
+    import torch
+
+    with torch.no_grad():
+        run(*groups[0])  # warm-up
+        started = time.perf_counter()
+        for features, lengths in groups:
+            run(features, lengths)
+    return sum(len(lengths) for _, lengths in groups) / (time.perf_counter() - started)
+
+
+def start_up(runtime: str, path: str, features: Path) -> float:
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", FIRST_UTTERANCE, runtime, path, str(features)], check=True)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--checkpoint", default="demo/run")
+    parser.add_argument("--features", default="demo/corpus/test/mfcc", type=Path)
+    parser.add_argument("--utterances", type=int, default=160)
+    args = parser.parse_args()
+    from eval.ensemble import Models
+    from eval.export import Exporting, export
+    from eval.model import model_url
+
+    checkpoint = model_url(args.checkpoint)
+    folder = Path(tempfile.mkdtemp(prefix="bench-export-"))
+    paths = {"pytorch": checkpoint}
+    for runtime, format, name in (
+        ("torchscript", "torchscript", "model.ts"),
+        ("onnxruntime", "onnx", "model.onnx"),
+    ):
+        export(Exporting(Models((checkpoint,)), format, str(folder / name)))
+        paths[runtime] = str(folder / name)
+    files = sorted(args.features.glob("*.npy"))[: args.utterances]
+    utterances = [np.load(path) for path in files]
+    frames = sum(map(len, utterances)) / len(utterances)
+    print(f"{checkpoint}: {len(utterances)} utterances of {frames:.0f} frames on average")
+    print(
+        f"{'runtime':12} {'file MB':>8} {'start-up s':>10}  utt/s: {'b1 t1':>7} {'b1 t2':>7} {'b16 t1':>7} {'b16 t2':>7}"
+    )
+    speeds = {}
+    for runtime in RUNTIMES:
+        size = Path(paths[runtime]).stat().st_size / 1e6
+        startup = start_up(runtime, paths[runtime], files[0])
+        row = []
+        for size_of_batch in (1, 16):
+            for threads in (1, 2):
+                row.append(
+                    throughput(runner(runtime, paths[runtime], threads), batches(utterances, size_of_batch))
+                )
+        speeds[runtime] = row
+        print(f"{runtime:12} {size:8.2f} {startup:10.2f}        " + " ".join(f"{v:7.1f}" for v in row))
+    for runtime in RUNTIMES[1:]:
+        ratios = [v / p for v, p in zip(speeds[runtime], speeds["pytorch"], strict=True)]
+        print(f"{runtime} / pytorch: " + " ".join(f"{r:.2f}x" for r in ratios))
+
+
+if __name__ == "__main__":
+    main()
