@@ -28,7 +28,7 @@ from train.model import CTCModel
 
 log = logging.getLogger("eval.ensemble")
 
-COMBINE = ("probs", "log_probs")  # the first is the default (docs/results.md, "Ensembles")
+COMBINE = ("probs", "log_probs")  # the first is the default (not yet measured against the other: #34)
 LENGTHS_COMPARED = torch.arange(1, 4097)  # input lengths whose output lengths members must share
 
 

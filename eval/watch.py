@@ -76,18 +76,16 @@ def new_checkpoints(request: Watch) -> list[str]:
     row of either; how an ensemble combines), oldest run and epoch first."""
     found = glob_urls(f"{request.runs.rstrip('/')}/*/{CHECKPOINTS}/epoch-*/model.pt")
     cells = {k: str(v) for k, v in request.decoding.cells().items()}
-    models = models_of(request, "")
-    combine = models.combine if models.ensemble else ""
+    partners = request.models.resolved().checkpoints  # their latest model.pt, read once per look
+    combine = request.models.combine if partners else ""
     wanted = (request.split, str(request.decoding.beam), cells["lm"], cells["alpha"], cells["beta"], combine)
+    weights = request.models.weights
     done = {
         (r["checkpoint"], r["split"], r["beam"], r["lm"], r["alpha"], r["beta"], r["combine"])
         for r in leaderboard.read(request.leaderboard)
-        if models.weights == "auto"
-        or all(w == models.weights for w in (r["weights"] or "live").split(leaderboard.MEMBERS))
+        if weights == "auto" or all(w == weights for w in (r["weights"] or "live").split(leaderboard.MEMBERS))
     }  # older rows: live weights, no ensemble
-    return [
-        url for url in found if (leaderboard.joined(models_of(request, url).checkpoints), *wanted) not in done
-    ]
+    return [url for url in found if (leaderboard.joined((url, *partners)), *wanted) not in done]
 
 
 def models_of(request: Watch, checkpoint: str) -> Models:

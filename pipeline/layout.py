@@ -153,14 +153,10 @@ def split_folders(fs: AbstractFileSystem, root: str) -> dict[str, list[str]]:
         for entry in (fs.ls(root, detail=True) if fs.isdir(root) else [])
         if entry.get("type") == "directory"
     )
-    with_features = [name for name in present if fs.isdir(f"{root}/{name}/mfcc")]
+    with_features = [name for name in present if _split_of(name) and fs.isdir(f"{root}/{name}/mfcc")]
     found = {}
-    for split, names in SPLIT_FOLDERS.items():
-        folders = [
-            name
-            for name in with_features
-            if name in names or (split == "train" and name.startswith(TRAIN_PREFIX))
-        ]
+    for split in SPLIT_FOLDERS:
+        folders = [name for name in with_features if _split_of(name) == split]
         if len(folders) > 1 and split != "train":
             raise LayoutError(f"{root}: both {folders[0]}/ and {folders[1]}/ hold a {split} split")
         if folders:
@@ -168,15 +164,16 @@ def split_folders(fs: AbstractFileSystem, root: str) -> dict[str, list[str]]:
     read = {folder for folders in found.values() for folder in folders}
     for name in present:
         if name not in read:
-            why = (
-                "no mfcc/ folder in it" if _names_a_split(name) else "not a split folder of the HW3P2 layout"
-            )
+            why = "no mfcc/ folder in it" if _split_of(name) else "not a split folder of the HW3P2 layout"
             log.warning("%s/%s/: not read (%s)", root, name, why)
     return found
 
 
-def _names_a_split(name: str) -> bool:
-    return any(name in names for names in SPLIT_FOLDERS.values()) or name.startswith(TRAIN_PREFIX)
+def _split_of(name: str) -> str | None:
+    """The split a folder of this name holds (train for every train-*), or None."""
+    if name.startswith(TRAIN_PREFIX):
+        return "train"
+    return next((split for split, names in SPLIT_FOLDERS.items() if name in names), None)
 
 
 def discover(fs: AbstractFileSystem, root: str) -> list[SourceSplit]:
