@@ -6,6 +6,10 @@ downloads its dependencies at build time, cannot be installed here); every utter
 ``eval.prefix_beam``, one search with or without a token LM (``eval.token_lm``).
 ``docs/decoding.md`` lists ctcdecode's API item by item and what this does for each.
 
+The decoders take torch tensors (on any device) or numpy arrays: torch is imported only to build
+ctcdecode's output tensors (``decode``), so ``best`` on numpy emissions (eval transcribe through
+ONNX Runtime) runs without it.
+
 ``num_processes`` decodes that many utterances at once on threads (the search runs in numba
 without the GIL, as ctcdecode's runs in C++ threads): nothing is spawned, so a script without a
 ``__main__`` guard works, and no worker can re-run it. The pool starts on first use and ends with
@@ -17,15 +21,18 @@ import os
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from eval.prefix_beam import Hypothesis, PrefixSearch, Table
 from eval.token_lm import TokenLM
 from shards.errors import UserError
 from shards.vocab import BLANK, PHONEME_MAP
 from train.metric import greedy_decode
+
+if TYPE_CHECKING:
+    from train.metric import Emissions
 
 
 class CTCBeamDecoder:
@@ -70,7 +77,7 @@ class CTCBeamDecoder:
 
     # --- ctcdecode's methods -------------------------------------------------------------
 
-    def decode(self, probs: torch.Tensor, seq_lens: torch.Tensor | None = None):
+    def decode(self, probs: "Emissions", seq_lens: "Emissions | None" = None):
         return _tensors(self.best(probs, seq_lens), self._beam_width, probs.shape[1])
 
     def reset_params(self, alpha: float, beta: float) -> None:
@@ -89,7 +96,7 @@ class CTCBeamDecoder:
 
     # --- this project's ------------------------------------------------------------------
 
-    def best(self, probs: torch.Tensor, seq_lens: torch.Tensor | None = None) -> list[list[Hypothesis]]:
+    def best(self, probs: "Emissions", seq_lens: "Emissions | None" = None) -> list[list[Hypothesis]]:
         """Per utterance, every beam's hypothesis, best first."""
         emissions, lengths = _inputs(probs, seq_lens, self._log_probs, len(self._labels))
         return self._threads.map(self._decode_one, [emissions[i, :n] for i, n in enumerate(lengths)])
@@ -166,32 +173,43 @@ class _Threads:
                 self.pool = None
 
 
-def _inputs(
-    probs: torch.Tensor, seq_lens, log_probs_input: bool, classes: int
-) -> tuple[np.ndarray, list[int]]:
+def on_host(array) -> np.ndarray:
+    """A numpy array as it is; a torch tensor (on any device; bf16 and half as float32) copied to the
+    host; a list as an array."""
+    if isinstance(array, np.ndarray):
+        return array
+    if hasattr(array, "detach"):
+        tensor = array.detach()
+        return (tensor.float() if tensor.is_floating_point() else tensor).cpu().numpy()
+    return np.asarray(array)
+
+
+def _inputs(probs, seq_lens, log_probs_input: bool, classes: int) -> tuple[np.ndarray, list[int]]:
     """(B, T, C) natural-log posteriors as float32 on the host, and each item's length (default T)."""
-    if probs.dim() != 3 or probs.shape[2] != classes:
-        raise ValueError(f"probs must be (batch, time, {classes} labels), not {tuple(probs.shape)}")
-    emissions = probs.detach().float().cpu()
+    emissions = on_host(probs).astype(np.float32, copy=False)
+    if emissions.ndim != 3 or emissions.shape[2] != classes:
+        raise ValueError(f"probs must be (batch, time, {classes} labels), not {tuple(emissions.shape)}")
     if not log_probs_input:  # ctcdecode's default: softmax outputs
         if bool((emissions < 0).any()):
             raise ValueError(
                 "probs has negative values: log-probabilities? pass log_probs_input=True (ctcdecode's "
                 "default is False, softmax outputs)"
             )
-        emissions = emissions.clamp_min(1e-30).log()
+        emissions = np.log(np.maximum(emissions, 1e-30))
     batch, frames = emissions.shape[:2]
     if seq_lens is None:
         lengths = [frames] * batch
     else:
-        lengths = [min(int(n), frames) for n in torch.as_tensor(seq_lens).cpu().tolist()]
-    return emissions.numpy(), lengths
+        lengths = [min(int(n), frames) for n in on_host(seq_lens).reshape(-1).tolist()]
+    return emissions, lengths
 
 
 def _tensors(found: list[list[Hypothesis]], beams: int, frames: int | None):
     """ctcdecode's outputs: int32 (B, beams, frames) labels and timesteps, float32 (B, beams)
     scores (−ln P_CTC; inf where an utterance has fewer beams), int32 (B, beams) lengths.
     ``frames`` None: as wide as the longest hypothesis (ctcdecode's online decoder)."""
+    import torch  # only ctcdecode's interface needs it (the module's note)
+
     width = max([len(h.labels) for hs in found for h in hs], default=0) if frames is None else frames
     results = torch.zeros(len(found), beams, width, dtype=torch.int32)
     timesteps = torch.zeros_like(results)
@@ -210,7 +228,7 @@ def _tensors(found: list[list[Hypothesis]], beams: int, frames: int | None):
 class GreedyDecoder:
     """Best path per frame: the validation decoder, with the same ``best`` interface."""
 
-    def best(self, probs: torch.Tensor, seq_lens: torch.Tensor) -> list[list[Hypothesis]]:
+    def best(self, probs: "Emissions", seq_lens: "Emissions") -> list[list[Hypothesis]]:
         return [[Hypothesis(labels, [], 0.0)] for labels in greedy_decode(probs, seq_lens)]
 
     def close(self) -> None:

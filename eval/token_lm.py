@@ -32,7 +32,7 @@ import numpy as np
 from flashlight.lib.text.decoder.kenlm import KenLM
 from flashlight.lib.text.dictionary import Dictionary
 
-from eval.lm import END, NO_PROBABILITY, START, UNKNOWN, NgramModel, read_arpa
+from eval.arpa import END, NO_PROBABILITY, START, UNKNOWN, NgramModel, read_arpa
 from eval.prefix_beam import Table
 from shards.errors import UserError
 from shards.vocab import PHONEME_MAP, PHONEMES

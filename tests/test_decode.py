@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from eval import token_lm
+from eval.arpa import END, arpa_bytes
 from eval.decode import CTCBeamDecoder, DecoderState, Decoding, GreedyDecoder, OnlineCTCBeamDecoder
-from eval.lm import END, arpa_bytes, estimate
+from eval.lm import estimate
 from eval.prefix_beam import _candidates
 from eval.token_lm import LMError
 from shards.errors import UserError

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from eval.lm import ArpaError
+from eval.arpa import ArpaError
 from eval.token_lm import LMError
 from eval.transcribe import FeatureShiftRefused
 from pipeline.build import FeatureShiftError, PipelineError, Settings, TooManyRejects, build

@@ -9,7 +9,8 @@ import pytest
 from flashlight.lib.text.decoder.kenlm import KenLM
 from flashlight.lib.text.dictionary import Dictionary
 
-from eval.lm import END, START, WORDS, ArpaError, arpa_bytes, estimate, label_sequences, read_arpa
+from eval.arpa import END, START, WORDS, ArpaError, arpa_bytes, read_arpa
+from eval.lm import estimate, label_sequences
 from eval.token_lm import DENSE_ENTRIES, TokenLM, dense_table
 from pipeline.build import Settings, build
 from pipeline.synthetic import write_hw3p2

@@ -7,9 +7,15 @@ utterances; PER is total edits over total reference phonemes.
 
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING
 
 import Levenshtein
-import torch
+
+if TYPE_CHECKING:  # the metric runs on torch tensors and numpy arrays alike, without importing torch
+    import numpy as np
+    import torch
+
+    Emissions = torch.Tensor | np.ndarray
 
 from shards.errors import UserError
 from shards.kaggle import public_rows
@@ -27,13 +33,14 @@ def collapse(path: Sequence[int], blank: int = BLANK) -> tuple[list[int], list[i
     return labels, frames
 
 
-def greedy_paths(log_probs: torch.Tensor, lengths: torch.Tensor) -> list[list[int]]:
-    """Best path per utterance of (B, T, C) log-probabilities, frame by frame within its length."""
-    best = log_probs.argmax(dim=-1).cpu()
-    return [path[:length].tolist() for path, length in zip(best, lengths.cpu().tolist(), strict=True)]
+def greedy_paths(log_probs: "Emissions", lengths: "Emissions") -> list[list[int]]:
+    """Best path per utterance of (B, T, C) log-probabilities, frame by frame within its length: a
+    torch tensor's argmax is taken on its device, and only the labels are copied to the host."""
+    best = log_probs.argmax(-1).tolist()
+    return [path[:length] for path, length in zip(best, lengths.tolist(), strict=True)]
 
 
-def greedy_decode(log_probs: torch.Tensor, lengths: torch.Tensor) -> list[list[int]]:
+def greedy_decode(log_probs: "Emissions", lengths: "Emissions") -> list[list[int]]:
     """Best path per utterance of (B, T, C) log-probabilities, collapsed."""
     return [collapse(path)[0] for path in greedy_paths(log_probs, lengths)]
 
