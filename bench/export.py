@@ -34,9 +34,9 @@ elif runtime == "torchscript":
     torch.jit.load(path)(torch.from_numpy(features), torch.from_numpy(lengths))
 else:
     import torch
-    from eval.ensemble import load_models
+    from eval.model import load_model
     from shards.stats import FeatureStats
-    model, (card, *_) = load_models([path])
+    model, card = load_model(path)
     stats = FeatureStats(card.stats["frames"], np.asarray(card.stats["mean"]), np.asarray(card.stats["m2"]))
     with torch.no_grad():
         model(torch.from_numpy(stats.normalise(features[0]))[None], torch.from_numpy(lengths))
@@ -71,10 +71,10 @@ def runner(runtime: str, path: str, threads: int):
     if runtime == "torchscript":
         module = torch.jit.load(path)
         return lambda features, lengths: module(torch.from_numpy(features), torch.from_numpy(lengths))[0]
-    from eval.ensemble import load_models
+    from eval.model import load_model
     from shards.stats import FeatureStats
 
-    model, (card, *_) = load_models([path])
+    model, card = load_model(path)
     stats = FeatureStats(card.stats["frames"], np.asarray(card.stats["mean"]), np.asarray(card.stats["m2"]))
     return lambda features, lengths: model(
         torch.from_numpy(stats.normalise(features)), torch.from_numpy(lengths)
@@ -106,9 +106,9 @@ def main() -> None:
     parser.add_argument("--features", default="demo/corpus/test/mfcc", type=Path)
     parser.add_argument("--utterances", type=int, default=160)
     args = parser.parse_args()
-    from eval.ensemble import Models
     from eval.export import Exporting, export
     from eval.model import model_url
+    from eval.options import Models
 
     checkpoint = model_url(args.checkpoint)
     folder = Path(tempfile.mkdtemp(prefix="bench-export-"))

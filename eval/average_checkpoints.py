@@ -10,12 +10,15 @@ take it as any checkpoint. Checkpoints of another shape, vocabulary, front end o
 statistics cannot be averaged and are refused in one line naming the difference.
 """
 
+import argparse
 import dataclasses
+import json
 import re
 
 import torch
 
 from eval.model import chosen_dev_distance, chosen_weights, interface_differences
+from eval.options import Url, add_weights_argument, request_of
 from shards.errors import UserError
 from shards.store import glob_urls
 from train.checkpoint import CHECKPOINTS, ModelCard
@@ -125,3 +128,28 @@ def average(request: Averaging) -> dict:
     )
     card.publish(request.out)
     return {"out": request.out, "epochs": epochs, "sources": urls}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--run", type=Url, required=True, help="run folder (<run>/checkpoints/epoch-*/model.pt)"
+    )
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--last", type=_at_least_one, help="the newest K epoch checkpoints")
+    which.add_argument("--best", type=_at_least_one, help="the K with the lowest dev distance")
+    which.add_argument("--epochs", help="epochs A-B, both included")
+    parser.add_argument(
+        "--out", type=Url, required=True, help="where to write the averaged model.pt (local or URL)"
+    )
+    add_weights_argument(parser)
+
+
+def _at_least_one(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a count of at least 1")
+    return int(text)
+
+
+def run(args: argparse.Namespace) -> int:
+    print(json.dumps(average(request_of(Averaging, args))))
+    return 0

@@ -22,13 +22,13 @@ import torch
 from torch import nn
 
 from eval.model import interface_differences, load_model, model_url
+from eval.options import COMBINE, Models
 from shards.errors import UserError
 from train.checkpoint import CheckpointError, ModelCard
 from train.model import CTCModel
 
 log = logging.getLogger("eval.ensemble")
 
-COMBINE = ("probs", "log_probs")  # the first is the default (not yet measured against the other: #34)
 LENGTHS_COMPARED = torch.arange(1, 4097)  # input lengths whose output lengths members must share
 
 
@@ -74,40 +74,20 @@ class Ensemble(nn.Module):
         return combined([log_probs for log_probs, _ in outputs], self.combine), outputs[0][1]
 
 
-@dataclasses.dataclass(frozen=True)
-class Models:
-    """The model a command decodes with: one checkpoint, or several as an :class:`Ensemble`."""
-
-    checkpoints: tuple[str, ...]  # each a model.pt, or a run folder (its latest)
-    weights: str = "auto"  # eval/model.py WEIGHTS, of every member
-    combine: str = COMBINE[0]  # how an ensemble's posteriors are combined
-    max_params: int | None = None  # refuse a model (all members) above this many parameters
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "checkpoints", tuple(self.checkpoints))  # the parser gives a list
-
-    @property
-    def ensemble(self) -> bool:
-        return len(self.checkpoints) > 1
-
-    def resolved(self) -> "Models":
-        """The same models with every run folder replaced by the model.pt it names now (its latest)."""
-        return dataclasses.replace(self, checkpoints=tuple(model_url(c) for c in self.checkpoints))
-
-    def load(self) -> tuple["CTCModel | Ensemble", list[ModelCard]]:
-        return load_models(list(self.resolved().checkpoints), self.weights, self.combine, self.max_params)
+def resolved(models: Models) -> Models:
+    """The same models with every run folder replaced by the model.pt it names now (its latest)."""
+    return dataclasses.replace(models, checkpoints=tuple(model_url(c) for c in models.checkpoints))
 
 
 def parameter_count(model: nn.Module) -> int:
     return sum(parameter.numel() for parameter in model.parameters())
 
 
-def load_models(
-    urls: list[str], weights: str = "auto", combine: str = COMBINE[0], max_params: int | None = None
-) -> tuple[CTCModel | Ensemble, list[ModelCard]]:
+def load_models(models: Models) -> tuple[CTCModel | Ensemble, list[ModelCard]]:
     """One checkpoint's model, or an :class:`Ensemble` of several (checked to agree), in eval mode,
     with each one's card; the total parameter count is logged and held to ``max_params``."""
-    loaded = [load_model(url, weights) for url in urls]
+    urls, combine, max_params = list(resolved(models).checkpoints), models.combine, models.max_params
+    loaded = [load_model(url, models.weights) for url in urls]
     models, cards = [model for model, _ in loaded], [card for _, card in loaded]
     for url, model, card in zip(urls[1:], models[1:], cards[1:], strict=True):
         check_member(urls[0], models[0], cards[0], url, model, card)

@@ -13,6 +13,7 @@ Utterances the pipeline rejected keep their row, with an empty prediction.
 import argparse
 import dataclasses
 import datetime
+import json
 import logging
 import time
 from collections import Counter
@@ -23,15 +24,17 @@ from accelerate import Accelerator
 from accelerate.utils import gather_object
 
 from eval import leaderboard
-from eval.ensemble import Ensemble, Models, parameter_count
+from eval.ensemble import Ensemble, parameter_count, resolved
 from eval.model import chosen_weights, run_name
 from eval.options import (
     Decoding,
+    Models,
     Reading,
     Url,
     add_decoding_arguments,
     add_models_arguments,
     add_reading_arguments,
+    request_of,
 )
 from eval.ranks import forward, model_and_share, ranks
 from shards import manifest
@@ -104,7 +107,7 @@ class Decoded(NamedTuple):
 
 def evaluate(request: Evaluation) -> dict | None:
     """Decode, write and score on every rank; rank 0's leaderboard row (None on the others)."""
-    request = dataclasses.replace(request, models=request.models.resolved())
+    request = dataclasses.replace(request, models=resolved(request.models))
     with ranks() as accelerator:
         model, cards, stream = model_and_share(
             request.models, request.data, request.split, request.reading, accelerator
@@ -282,3 +285,10 @@ def leaderboard_row(
         "decode_seconds": round(evaluated.seconds, 2),
         **request.decoding.cells(),
     }
+
+
+def run(args: argparse.Namespace) -> int:
+    row = evaluate(request_of(Evaluation, args))
+    if row is not None:
+        print(json.dumps(row))
+    return 0

@@ -30,9 +30,9 @@ import warnings
 import torch
 from torch import nn
 
-from eval.ensemble import Ensemble, Models, parameter_count
+from eval.ensemble import Ensemble, load_models, parameter_count, resolved
 from eval.model import chosen_weights
-from eval.options import Url, add_models_arguments
+from eval.options import Models, Url, add_models_arguments, request_of
 from shards.store import Store
 from train.checkpoint import ModelCard
 from train.model import CTCModel, time_mask
@@ -154,8 +154,8 @@ def torchscript_bytes(deployable: Deployable, card: dict) -> bytes:
 
 def export(request: Exporting) -> dict:
     """Write the file and its card; what was written."""
-    models = request.models.resolved()
-    model, cards = models.load()
+    models = resolved(request.models)
+    model, cards = load_models(models)
     card = card_of(models, model, cards, request.format)
     deployable = Deployable(model, cards[0].stats).eval()
     with torch.no_grad():
@@ -177,3 +177,8 @@ def export(request: Exporting) -> dict:
         "bytes": len(data),
         "parameters": card["parameters"],
     }
+
+
+def run(args: argparse.Namespace) -> int:
+    print(json.dumps(export(request_of(Exporting, args))))
+    return 0

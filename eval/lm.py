@@ -14,12 +14,16 @@ query backs off exactly as the interpolated model prescribes and every history's
 sum to 1 (tested).
 """
 
+import argparse
+import dataclasses
+import json
 import math
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 
 from eval.arpa import END, NO_PROBABILITY, START, UNKNOWN, NgramModel, arpa_bytes
+from eval.options import Url, request_of
 from shards.errors import UserError
 from shards.reader import BatchStream
 from shards.store import publish_at
@@ -123,3 +127,22 @@ def build(data: str, order: int, out: str) -> dict:
         "dev_perplexity": round(model.perplexity(label_sequences(data, "dev")), 3),
         "seconds": round(time.monotonic() - started, 1),
     }
+
+
+@dataclasses.dataclass(frozen=True)
+class Estimation:
+    data: str  # a dataset: its train split is counted, its dev split measured
+    out: str  # where the ARPA file is published
+    order: int = 4
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", type=Url, required=True, help="dataset URL (its train and dev splits)")
+    parser.add_argument("--order", type=int, default=Estimation.order)
+    parser.add_argument("--out", type=Url, required=True, help="where to write the ARPA file (local or URL)")
+
+
+def run(args: argparse.Namespace) -> int:
+    request = request_of(Estimation, args)
+    print(json.dumps(build(request.data, request.order, request.out)))
+    return 0

@@ -30,9 +30,6 @@ def run_name(checkpoint: str) -> str:
     return folder.rsplit("/", 1)[-1] if stem == "model" and folder else stem
 
 
-WEIGHTS = ("auto", "live", "averaged")  # which of a model.pt's weights: auto = averaged where it has them
-
-
 def chosen_weights(card: ModelCard, weights: str, url: str) -> tuple[str, dict]:
     """The name and state_dict of the weights asked for: ``auto`` takes the averaged ones where the
     run averaged (train/average.py), else the live ones."""

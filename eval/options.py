@@ -1,6 +1,7 @@
 """What the eval commands share: arguments that name files or URLs, and the options of the
-requests every decoding command makes (which model: eval.ensemble's :class:`Models`; how to read a
-split: :class:`Reading`; how to decode it: eval.decode's :class:`Decoding`).
+requests every decoding command makes (which model: :class:`Models`, loaded by eval/ensemble.py; how
+to read a split: :class:`Reading`; how to decode it: eval.decode's :class:`Decoding`). Nothing here
+imports torch, so a command that runs without it (eval transcribe --model FILE.onnx) can parse.
 
 An argument declared ``type=Url`` is checked for access (credentials, bucket, endpoint) before the
 command does any work: :func:`urls_in` finds every one, so a new option cannot be missed. Each
@@ -14,8 +15,6 @@ import typing
 from typing import TypeVar
 
 from eval.decode import Decoding
-from eval.ensemble import COMBINE, Models
-from eval.model import WEIGHTS
 from shards.plan import DEFAULT_MAX_FRAMES
 from shards.retry import IO_DEADLINE_S
 
@@ -32,6 +31,30 @@ def urls_in(args: argparse.Namespace) -> list[str]:
             if isinstance(item, Url):
                 found.append(str(item))
     return found
+
+
+WEIGHTS = ("auto", "live", "averaged")  # which of a model.pt's weights: auto = averaged where it has them
+COMBINE = (
+    "probs",
+    "log_probs",
+)  # an ensemble's frame posteriors (eval/ensemble.py); the first is the default
+
+
+@dataclasses.dataclass(frozen=True)
+class Models:
+    """The model a command decodes with: one checkpoint, or several as an ensemble (eval/ensemble.py)."""
+
+    checkpoints: tuple[str, ...]  # each a model.pt, or a run folder (its latest)
+    weights: str = WEIGHTS[0]  # of every member
+    combine: str = COMBINE[0]  # how an ensemble's posteriors are combined
+    max_params: int | None = None  # refuse a model (all members) above this many parameters
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "checkpoints", tuple(self.checkpoints))  # the parser gives a list
+
+    @property
+    def ensemble(self) -> bool:
+        return len(self.checkpoints) > 1
 
 
 @dataclasses.dataclass(frozen=True)

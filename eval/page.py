@@ -1,4 +1,5 @@
-"""The leaderboard as one static page: ``python -m eval leaderboard URL --html FILE``, ``eval watch --html``.
+"""The leaderboard shown: ``python -m eval leaderboard URL`` prints it ranked, best first; with
+``--html FILE`` (and ``eval watch --html``) it is also one static page.
 
 Self-contained so that it opens offline and from object storage alike: inline CSS, the curves as
 an embedded PNG, no scripts, fonts or links to fetch (its Content-Security-Policy allows none).
@@ -7,7 +8,9 @@ from the run folder's metrics.csv, and the whole history, newest first. Every va
 run names and paths are user input. Published atomically, like the CSV.
 """
 
+import argparse
 import base64
+import dataclasses
 import datetime
 import html
 import logging
@@ -19,6 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from eval import leaderboard  # noqa: E402
 from eval.model import run_folder  # noqa: E402
+from eval.options import Url, request_of  # noqa: E402
 from shards.store import publish_at  # noqa: E402
 from train.report import figure_png, read_metrics  # noqa: E402
 
@@ -172,3 +176,29 @@ def render(rows: list[dict], source: str) -> str:
 def publish(board: str, url: str) -> None:
     """Render the leaderboard CSV at ``board`` and publish the page at ``url``."""
     publish_at(url, render(leaderboard.read(board), board).encode())
+
+
+@dataclasses.dataclass(frozen=True)
+class Board:
+    url: str
+    html: str | None = None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("url", type=Url)
+    parser.add_argument(
+        "--html", type=Url, help="also write the board as a self-contained page here (local or URL)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    request = request_of(Board, args)
+    rows = leaderboard.ranked(leaderboard.read(request.url))
+    columns = [c for c in leaderboard.COLUMNS if c not in ("time", "checkpoint", "step")] + ["time"]
+    print(" ".join(f"{c:>14}" for c in ["rank", *columns]))
+    for rank, row in enumerate(rows, start=1):
+        print(" ".join(f"{v:>14}" for v in [str(rank), *(str(row[c]) for c in columns)]))
+    if request.html:
+        publish(request.url, request.html)
+        print(f"page: {request.html}")
+    return 0

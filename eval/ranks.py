@@ -10,9 +10,9 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import InitProcessGroupKwargs
 
-from eval.ensemble import Ensemble, Models
+from eval.ensemble import Ensemble, load_models
 from eval.model import check_normalisation, place
-from eval.options import Reading
+from eval.options import Models, Reading
 from shards.batch import Batch
 from shards.progress import Progress
 from shards.reader import BatchStream
@@ -49,7 +49,7 @@ def model_and_share(
 ) -> tuple[CTCModel | Ensemble, list[ModelCard], BatchStream]:
     """The model (one checkpoint's, or an ensemble) on this rank's device, each member's input
     normalisation checked against the dataset's, its cards, and this rank's share of the split."""
-    model, cards = models.load()
+    model, cards = load_models(models)
     place(model, accelerator.device)
     dataset_stats = read_dataset_stats(data)
     for card, checkpoint in zip(cards, models.checkpoints, strict=True):

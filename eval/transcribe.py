@@ -32,9 +32,9 @@ import fsspec
 import numpy as np
 import torch
 
-from eval.ensemble import Models
+from eval.ensemble import load_models
 from eval.model import place
-from eval.options import Decoding, Url, add_decoding_arguments, add_models_arguments
+from eval.options import Decoding, Models, Url, add_decoding_arguments, add_models_arguments, request_of
 from pipeline.validate import Rejected, check_features
 from shards.errors import UserError
 from shards.frontend import FrontEnd, recorded_front_end_of
@@ -152,7 +152,7 @@ def _check_shift(inputs: dict[str, np.ndarray], stats: FeatureStats) -> None:
 
 def transcribe(request: Transcription) -> int:
     """Each input's line on stdout; 1 when an input was refused, 2 when the features do not fit the model."""
-    model, (card, *_) = request.models.load()  # an ensemble's members share what is read of card
+    model, (card, *_) = load_models(request.models)  # an ensemble's members share what is read of card
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     place(model, device)
     stats = FeatureStats(card.stats["frames"], np.asarray(card.stats["mean"]), np.asarray(card.stats["m2"]))
@@ -199,3 +199,7 @@ def transcribe(request: Transcription) -> int:
         print(json.dumps(record))
     decoder.close()
     return 1 if failed else 0
+
+
+def run(args: argparse.Namespace) -> int:
+    return transcribe(request_of(Transcription, args))

@@ -10,19 +10,21 @@ import argparse
 import csv
 import dataclasses
 import io
+import json
 import logging
 
 import numpy as np
 from accelerate.utils import gather_object
 
-from eval.ensemble import Models
 from eval.options import (
     Decoding,
+    Models,
     Reading,
     Url,
     add_decoding_arguments,
     add_models_arguments,
     add_reading_arguments,
+    request_of,
 )
 from eval.ranks import forward, model_and_share, ranks
 from shards.errors import UserError
@@ -172,3 +174,11 @@ def _heat_map(rows: list[dict], request: Tuning) -> bytes:
     )
     figure.colorbar(image, ax=axis, label="PER %")
     return figure_png(figure)
+
+
+def run(args: argparse.Namespace) -> int:
+    decoding = request_of(Decoding, args, alpha=Decoding.alpha, beta=Decoding.beta)  # the grid's instead
+    result = tune(request_of(Tuning, args, decoding=decoding))
+    if result is not None:
+        print(json.dumps(result))
+    return 0

@@ -14,15 +14,17 @@ import logging
 import time
 
 from eval import leaderboard, page
-from eval.ensemble import Models
+from eval.ensemble import resolved
 from eval.evaluate import Evaluation, evaluate
 from eval.options import (
     Decoding,
+    Models,
     Reading,
     Url,
     add_decoding_arguments,
     add_models_arguments,
     add_reading_arguments,
+    request_of,
 )
 from shards.errors import UserError
 from shards.retry import with_retries
@@ -76,7 +78,7 @@ def new_checkpoints(request: Watch) -> list[str]:
     row of either; how an ensemble combines), oldest run and epoch first."""
     found = glob_urls(f"{request.runs.rstrip('/')}/*/{CHECKPOINTS}/epoch-*/model.pt")
     cells = {k: str(v) for k, v in request.decoding.cells().items()}
-    partners = request.models.resolved().checkpoints  # their latest model.pt, read once per look
+    partners = resolved(request.models).checkpoints  # their latest model.pt, read once per look
     combine = request.models.combine if partners else ""
     wanted = (request.split, str(request.decoding.beam), cells["lm"], cells["alpha"], cells["beta"], combine)
     weights = request.models.weights
@@ -90,7 +92,7 @@ def new_checkpoints(request: Watch) -> list[str]:
 
 def models_of(request: Watch, checkpoint: str) -> Models:
     """The model a new checkpoint is evaluated as: alone, or first in the ensemble with the others."""
-    partners = request.models.resolved().checkpoints
+    partners = resolved(request.models).checkpoints
     return dataclasses.replace(request.models, checkpoints=(checkpoint, *partners))
 
 
@@ -125,3 +127,7 @@ def watch(request: Watch) -> int:
         if request.once:
             return 0
         time.sleep(request.every)
+
+
+def run(args: argparse.Namespace) -> int:
+    return watch(request_of(Watch, args))

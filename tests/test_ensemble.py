@@ -10,7 +10,8 @@ import torch
 
 from eval import leaderboard
 from eval.decode import Decoding
-from eval.ensemble import COMBINE, Ensemble, MembersDiffer, Models, combined, load_models, parameter_count
+from eval.ensemble import Ensemble, MembersDiffer, combined, load_models, parameter_count
+from eval.options import COMBINE, Models
 from eval.transcribe import Transcription, transcribe
 from shards.vocab import NUM_CLASSES, PHONEMES
 from tests.checkpoints import other_model
@@ -48,8 +49,8 @@ def test_the_two_ways_are_the_mixture_and_the_renormalised_product():
 def test_an_ensemble_runs_each_member_once_and_combines_their_posteriors(trained, tmp_path):
     data, model, _ = trained
     other = other_model(model, tmp_path)
-    ensemble, cards = load_models([model, other], combine="log_probs")
-    alone, second = load_models([model])[0], load_models([other])[0]
+    ensemble, cards = load_models(Models((model, other), combine="log_probs"))
+    alone, second = load_models(Models((model,)))[0], load_models(Models((other,)))[0]
     assert isinstance(ensemble, Ensemble) and len(cards) == 2
     assert parameter_count(ensemble) == 2 * parameter_count(alone)
     calls = []
@@ -120,7 +121,7 @@ def test_members_that_differ_in_what_their_numbers_mean_are_refused_naming_it(
     data, model, _ = trained
     other = other_model(model, tmp_path, **changes)
     with pytest.raises(MembersDiffer, match=f"{other}: cannot join an ensemble with {model}: its {named}"):
-        load_models([model, other])
+        load_models(Models((model, other)))
     line = _refusal("transcribe", "--checkpoint", model, "--checkpoint", other, data)
     assert named in line and other in line
 
@@ -130,12 +131,12 @@ def test_members_of_another_time_stride_are_refused(trained, tmp_path):
     card = ModelCard.load(model)
     other = other_model(model, tmp_path, config={**card.config, "strides": [1, 4]})
     with pytest.raises(MembersDiffer, match=r"its time stride \(4 against 2\) differ"):
-        load_models([model, other])
+        load_models(Models((model, other)))
 
 
 def test_an_ensemble_above_the_parameter_budget_is_refused_and_every_run_says_its_size(trained, tmp_path):
     data, model, _ = trained
-    single = parameter_count(load_models([model])[0])
+    single = parameter_count(load_models(Models((model,)))[0])
     features = str(Path(data).parent / "raw" / "test" / "mfcc" / "te00000.npy")
     command = ["transcribe", "--checkpoint", model, "--checkpoint", model, features, "--beam", "1"]
     line = _refusal(*command, "--max-params", str(2 * single - 1))

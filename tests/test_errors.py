@@ -90,7 +90,7 @@ COMMANDS = {
         "eval.ensemble.model_url",
         ["--checkpoint", "{tmp}/none", "--data", "{shards}"],
     ),
-    "score": ("eval.cli", "eval.cli.read_labels", ["score", "{tmp}/a.csv", "{tmp}/b.csv"]),
+    "score": ("eval.cli", "eval.score.read_labels", ["score", "{tmp}/a.csv", "{tmp}/b.csv"]),
     "leaderboard": ("eval.cli", "eval.leaderboard._parse", ["leaderboard", "{tmp}/b.csv"]),
     "lm": ("eval.cli", "eval.lm.label_sequences", ["lm", "--data", "{tmp}/none", "--out", "{tmp}/lm.arpa"]),
     "transcribe": (

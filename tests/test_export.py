@@ -15,6 +15,7 @@ import torch
 from eval.decode import Decoding
 from eval.ensemble import load_models, parameter_count
 from eval.export import FORMATS
+from eval.options import Models
 from shards.stats import FeatureStats
 from tests.checkpoints import other_model
 from tests.processes import why_failed
@@ -56,7 +57,7 @@ def _run(path: Path, format: str, features: np.ndarray, lengths: np.ndarray) -> 
 
 def _pytorch(checkpoints: list[str], features: np.ndarray) -> tuple[np.ndarray, int]:
     """One utterance as transcribe computes it: normalised on the host, then the model."""
-    model, (card, *_) = load_models(checkpoints)
+    model, (card, *_) = load_models(Models(tuple(checkpoints)))
     stats = FeatureStats(card.stats["frames"], np.asarray(card.stats["mean"]), np.asarray(card.stats["m2"]))
     with torch.no_grad():
         log_probs, lengths = model(
@@ -113,7 +114,7 @@ def test_the_card_is_beside_the_file_and_inside_it(trained, exported, format):
         with zipfile.ZipFile(exported[format]) as archive:
             (name,) = [n for n in archive.namelist() if n.endswith("extra/card.json")]
             inside = json.loads(archive.read(name))
-    model, (card, *_) = load_models([trained[1]])
+    model, (card, *_) = load_models(Models((trained[1],)))
     assert inside == beside and beside["format"] == format and beside["sources"] == [trained[1]]
     assert beside["phonemes"] == card.phonemes and beside["phoneme_map"] == card.phoneme_map
     assert beside["time_stride"] == model.time_stride and beside["parameters"] == parameter_count(model)
