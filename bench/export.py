@@ -37,7 +37,7 @@ else:
     from eval.model import load_model
     from shards.stats import FeatureStats
     model, card = load_model(path)
-    stats = FeatureStats(card.stats["frames"], np.asarray(card.stats["mean"]), np.asarray(card.stats["m2"]))
+    stats = FeatureStats.from_document(card.stats, "the card")
     with torch.no_grad():
         model(torch.from_numpy(stats.normalise(features[0]))[None], torch.from_numpy(lengths))
 """
@@ -75,7 +75,7 @@ def runner(runtime: str, path: str, threads: int):
     from shards.stats import FeatureStats
 
     model, card = load_model(path)
-    stats = FeatureStats(card.stats["frames"], np.asarray(card.stats["mean"]), np.asarray(card.stats["m2"]))
+    stats = FeatureStats.from_document(card.stats, "the card")
     return lambda features, lengths: model(
         torch.from_numpy(stats.normalise(features)), torch.from_numpy(lengths)
     )[0]

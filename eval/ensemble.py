@@ -23,7 +23,6 @@ from torch import nn
 
 from eval.model import interface_differences, load_model, model_url
 from eval.options import COMBINE, Models
-from shards.errors import UserError
 from train.checkpoint import CheckpointError, ModelCard
 from train.model import CTCModel
 
@@ -34,10 +33,6 @@ LENGTHS_COMPARED = torch.arange(1, 4097)  # input lengths whose output lengths m
 
 class MembersDiffer(CheckpointError):
     """An ensemble's checkpoints disagree on something their outputs or inputs depend on."""
-
-
-class TooManyParameters(UserError):
-    """The model (all members together) is above ``--max-params``."""
 
 
 def combined(log_probs: list[torch.Tensor], combine: str) -> torch.Tensor:
@@ -86,19 +81,14 @@ def parameter_count(model: nn.Module) -> int:
 def load_models(models: Models) -> tuple[CTCModel | Ensemble, list[ModelCard]]:
     """One checkpoint's model, or an :class:`Ensemble` of several (checked to agree), in eval mode,
     with each one's card; the total parameter count is logged and held to ``max_params``."""
-    urls, combine, max_params = list(resolved(models).checkpoints), models.combine, models.max_params
+    urls = list(resolved(models).checkpoints)
     loaded = [load_model(url, models.weights) for url in urls]
-    models, cards = [model for model, _ in loaded], [card for _, card in loaded]
-    for url, model, card in zip(urls[1:], models[1:], cards[1:], strict=True):
-        check_member(urls[0], models[0], cards[0], url, model, card)
-    model = models[0] if len(models) == 1 else Ensemble(models, combine).eval()
-    total = parameter_count(model)
-    how = "" if len(models) == 1 else f" (an ensemble of {len(models)}, combining {combine})"
-    log.info("model: %s parameters%s", f"{total:,}", how)
-    if max_params is not None and total > max_params:
-        raise TooManyParameters(
-            f"{' + '.join(urls)}: {total:,} parameters, above --max-params {max_params:,}"
-        )
+    members, cards = [member for member, _ in loaded], [card for _, card in loaded]
+    for url, member, card in zip(urls[1:], members[1:], cards[1:], strict=True):
+        check_member(urls[0], members[0], cards[0], url, member, card)
+    model = members[0] if len(members) == 1 else Ensemble(members, models.combine).eval()
+    how = "" if len(members) == 1 else f" (an ensemble of {len(members)}, combining {models.combine})"
+    models.check_size(parameter_count(model), " + ".join(urls), how)
     return model, cards
 
 

@@ -33,6 +33,7 @@ from torch import nn
 from eval.ensemble import Ensemble, load_models, parameter_count, resolved
 from eval.model import chosen_weights
 from eval.options import Models, Url, add_models_arguments, request_of
+from eval.recogniser import CARD_KEY, INPUTS, OUTPUTS
 from shards.store import Store
 from train.checkpoint import ModelCard
 from train.model import CTCModel, time_mask
@@ -40,10 +41,7 @@ from train.model import CTCModel, time_mask
 log = logging.getLogger("eval.export")
 
 FORMATS = ("onnx", "torchscript")
-INPUTS = ("features", "lengths")
-OUTPUTS = ("log_probs", "out_lengths")
 OPSET = 17
-CARD_KEY = "card"  # the ONNX metadata key; TorchScript's extra file is CARD_KEY + ".json"
 
 
 class Deployable(nn.Module):

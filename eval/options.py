@@ -11,10 +11,12 @@ defaults are the command line's.
 
 import argparse
 import dataclasses
+import logging
 import typing
 from typing import TypeVar
 
 from eval.decode import Decoding
+from shards.errors import UserError
 from shards.plan import DEFAULT_MAX_FRAMES
 from shards.retry import IO_DEADLINE_S
 
@@ -32,6 +34,8 @@ def urls_in(args: argparse.Namespace) -> list[str]:
                 found.append(str(item))
     return found
 
+
+log = logging.getLogger("eval.options")
 
 WEIGHTS = ("auto", "live", "averaged")  # which of a model.pt's weights: auto = averaged where it has them
 COMBINE = (
@@ -55,6 +59,18 @@ class Models:
     @property
     def ensemble(self) -> bool:
         return len(self.checkpoints) > 1
+
+    def check_size(self, parameters: int, source: str, how: str = "") -> None:
+        """Log the model's parameter count (``how``: what it counts), and refuse it above ``max_params``."""
+        log.info("model: %s parameters%s", f"{parameters:,}", how)
+        if self.max_params is not None and parameters > self.max_params:
+            raise TooManyParameters(
+                f"{source}: {parameters:,} parameters, above --max-params {self.max_params:,}"
+            )
+
+
+class TooManyParameters(UserError):
+    """The model (an ensemble: all its members) is above ``--max-params``."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,12 +1,14 @@
-"""``python -m eval transcribe --checkpoint URL INPUT...``: a trained model's phonemes for files
-(``--checkpoint`` repeated: an ensemble's, eval/ensemble.py).
+"""``python -m eval transcribe (--checkpoint URL | --model FILE.onnx) INPUT...``: a trained model's
+phonemes for files. ``--checkpoint`` runs PyTorch (repeated: an ensemble, eval/ensemble.py);
+``--model`` an exported ONNX file through ONNX Runtime, without importing torch (eval/recogniser.py).
 
 INPUT is an MFCC ``.npy`` file (raw, as HW3P2 ships them: the model's card holds the statistics it
 was trained under, and they are applied here), a folder of them (its ``*.npy``, sorted), or an audio
 file (``.wav``, ``.flac``, ...: any sample rate and channel count) when the card records the front
 end the model's features came from (shards/frontend.py): mixed down, resampled and put through that
 front end. Each is checked as the pipeline checks a training file, normalised, run through the model
-(on a GPU when there is one) and decoded greedy or with the beam (and LM) options evaluation has.
+(a checkpoint on a GPU when there is one) and decoded greedy or with the beam (and LM) options
+evaluation has. Both kinds of model give the same transcripts and the same refusals (tested).
 
 The ``.npy`` inputs are first checked against the model: when their folder (or one of the two above
 it, as in HW3P2's ``ROOT/SPLIT/mfcc/``) records its front end in a ``frontend.json`` and the card
@@ -30,10 +32,8 @@ from pathlib import Path
 
 import fsspec
 import numpy as np
-import torch
 
-from eval.ensemble import load_models
-from eval.model import place
+from eval import recogniser
 from eval.options import Decoding, Models, Url, add_decoding_arguments, add_models_arguments, request_of
 from pipeline.validate import Rejected, check_features
 from shards.errors import UserError
@@ -51,15 +51,21 @@ class FeatureShiftRefused(UserError):
 
 @dataclasses.dataclass(frozen=True)
 class Transcription:
-    models: Models  # one checkpoint, or an ensemble
+    models: Models  # one checkpoint, or an ensemble (none: ``model``)
     inputs: list[str]  # .npy files, folders of them, audio files
+    model: str | None = None  # an exported ONNX file (python -m eval export) instead of checkpoints
     decoding: Decoding = Decoding()
     format: str = "text"  # or jsonl
     accept_shift: bool = False  # transcribe .npy features that do not match the model's statistics anyway
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_models_arguments(parser)
+    add_models_arguments(parser, required=False)
+    parser.add_argument(
+        "--model",
+        type=Url,
+        help="an exported ONNX file (python -m eval export), run through ONNX Runtime without torch",
+    )
     parser.add_argument(
         "inputs",
         type=Url,
@@ -150,19 +156,31 @@ def _check_shift(inputs: dict[str, np.ndarray], stats: FeatureStats) -> None:
         )
 
 
+def recogniser_of(request: Transcription) -> recogniser.Recogniser:
+    """The ONNX file's, or the checkpoints'; exactly one of the two is given."""
+    if (request.model is None) == (not request.models.checkpoints):
+        raise UserError(
+            "give the model as --checkpoint URL (repeated: an ensemble) or as --model FILE.onnx, one of them"
+        )
+    if request.model is None:
+        return recogniser.of_checkpoints(request.models)
+    if not request.model.lower().endswith(".onnx"):
+        raise UserError(
+            f"{request.model}: --model takes an ONNX file (.onnx, python -m eval export --format onnx); "
+            "a checkpoint is given as --checkpoint"
+        )
+    return recogniser.of_onnx(request.model, request.models)
+
+
 def transcribe(request: Transcription) -> int:
     """Each input's line on stdout; 1 when an input was refused, 2 when the features do not fit the model."""
-    model, (card, *_) = load_models(request.models)  # an ensemble's members share what is read of card
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    place(model, device)
-    stats = FeatureStats(card.stats["frames"], np.asarray(card.stats["mean"]), np.asarray(card.stats["m2"]))
-    front_end = None if card.front_end is None else FrontEnd(**card.front_end)
-    stride = model.time_stride
+    model = recogniser_of(request)
+    stats, front_end = model.stats, model.front_end
     inputs: dict[str, np.ndarray] = {}
     failed = 0
     for url in input_files(request.inputs):
         try:
-            inputs[url] = _features(url, card.feature_dim, front_end)
+            inputs[url] = _features(url, model.feature_dim, front_end)
         except Rejected as rejected:
             print(f"error: {rejected}", file=sys.stderr)
             failed += 1
@@ -175,16 +193,14 @@ def transcribe(request: Transcription) -> int:
         return 2
     decoder = request.decoding.decoder()
     for url, features in inputs.items():
-        normalised = torch.from_numpy(stats.normalise(features))[None].to(device)
-        with torch.no_grad():
-            log_probs, lengths = model(normalised, torch.tensor([len(features)]))
-        (best, *_) = decoder.best(log_probs, lengths)[0]
+        log_probs = model.log_probs(features)
+        (best, *_) = decoder.best(log_probs[None], np.array([len(log_probs)]))[0]
         name = Path(fsspec.core.url_to_fs(url)[1]).name
         phonemes = " ".join(PHONEMES[k] for k in best.labels)
         if request.format == "text":
             print(f"{name}\t{phonemes}")
             continue
-        frames = [frame * stride for frame in best.frames] if best.frames else None
+        frames = [frame * model.time_stride for frame in best.frames] if best.frames else None
         seconds = None
         if frames is not None and front_end is not None:
             seconds = [round(frame * front_end.seconds_per_frame, 3) for frame in frames]

@@ -98,13 +98,21 @@ class FeatureStats:
     def from_json(cls, data: bytes, where: str) -> "FeatureStats":
         try:
             document = json.loads(data)
+        except ValueError as error:
+            raise DatasetError(f"{where}: not statistics ({error})") from error
+        return cls.from_document(document, where)
+
+    @classmethod
+    def from_document(cls, document: dict, where: str) -> "FeatureStats":
+        """The statistics of :meth:`document`'s dict (stats.json's, a model card's), checked."""
+        try:
             stats = cls(
                 int(document["frames"]),
                 np.array(document["mean"], dtype=np.float64),
                 np.array(document["m2"], dtype=np.float64),
             )
         except (ValueError, KeyError, TypeError) as error:
-            raise DatasetError(f"{where}: not a statistics file ({error})") from error
+            raise DatasetError(f"{where}: not statistics ({error})") from error
         if stats.count <= 0 or stats.mean.shape != stats.m2.shape or stats.mean.ndim != 1 or stats.dim == 0:
             raise DatasetError(f"{where}: statistics are empty or inconsistent")
         if not (np.isfinite(stats.mean).all() and np.isfinite(stats.m2).all() and (stats.m2 >= 0).all()):

@@ -128,3 +128,29 @@ def greedy_dev_row(checkpoint: str, data: str, *extra: str) -> dict:
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, why_failed(result.stderr)
     return json.loads(result.stdout.splitlines()[-1])
+
+
+TORCH_IMPORTED = 97  # the exit status of :func:`eval_command` when torch was imported where it must not be
+_WITHOUT_TORCH = f"""
+import sys
+from eval.cli import main
+status = main(sys.argv[1:])
+if "torch" in sys.modules:
+    print("error: torch was imported", file=sys.stderr)
+    sys.exit({TORCH_IMPORTED})
+sys.exit(status)
+"""
+
+
+def eval_command(*argv: str, without_torch: bool = False) -> subprocess.CompletedProcess:
+    """``python -m eval ARGV`` in a fresh interpreter, output captured; ``without_torch``: its exit
+    status is TORCH_IMPORTED when torch was imported by then."""
+    interpreter = [sys.executable, "-c", _WITHOUT_TORCH] if without_torch else [sys.executable, "-m", "eval"]
+    return subprocess.run([*interpreter, *argv], capture_output=True, text=True, cwd=REPO, timeout=600)
+
+
+def export_onnx(checkpoint: str | Path, out: Path) -> Path:
+    """``python -m eval export --format onnx`` of ``checkpoint`` to ``out``."""
+    result = eval_command("export", "--checkpoint", str(checkpoint), "--format", "onnx", "--out", str(out))
+    assert result.returncode == 0, why_failed(result.stderr)
+    return out

@@ -18,7 +18,7 @@ from eval.export import FORMATS
 from eval.options import Models
 from shards.stats import FeatureStats
 from tests.checkpoints import other_model
-from tests.processes import why_failed
+from tests.processes import eval_command, why_failed
 
 SUFFIX = {"onnx": "onnx", "torchscript": "pt"}
 
@@ -58,7 +58,7 @@ def _run(path: Path, format: str, features: np.ndarray, lengths: np.ndarray) -> 
 def _pytorch(checkpoints: list[str], features: np.ndarray) -> tuple[np.ndarray, int]:
     """One utterance as transcribe computes it: normalised on the host, then the model."""
     model, (card, *_) = load_models(Models(tuple(checkpoints)))
-    stats = FeatureStats(card.stats["frames"], np.asarray(card.stats["mean"]), np.asarray(card.stats["m2"]))
+    stats = FeatureStats.from_document(card.stats, "the card")
     with torch.no_grad():
         log_probs, lengths = model(
             torch.from_numpy(stats.normalise(features))[None], torch.tensor([len(features)])
@@ -131,3 +131,94 @@ def test_an_ensemble_exports_as_one_graph_of_its_members(trained, tmp_path):
     assert got_lengths.tolist() == [length]
     np.testing.assert_allclose(got[0], log_probs, rtol=0, atol=1e-4)
     assert json.loads(Path(f"{path}.json").read_text())["combine"] == "probs"
+
+
+def _transcripts_of(given: list[str], *args: str) -> list[dict]:
+    result = eval_command("transcribe", *given, "--format", "jsonl", *args, without_torch="--model" in given)
+    assert result.returncode == 0, why_failed(result.stderr)
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+@pytest.mark.parametrize("beam", [1, 50])
+def test_transcription_through_onnx_runtime_is_pytorch_s_without_importing_torch(
+    trained, exported, beam, tmp_path
+):
+    """The project's beam search and LM on ONNX Runtime's log-probabilities: PyTorch's transcripts."""
+    data, checkpoint, _ = trained
+    folder = str(Path(data).parent / "raw" / "test" / "mfcc")
+    decoding = ["--beam", str(beam)]
+    if beam > 1:
+        lm = eval_command("lm", "--data", data, "--order", "3", "--out", str(tmp_path / "lm.arpa"))
+        assert lm.returncode == 0, why_failed(lm.stderr)
+        decoding += ["--lm", str(tmp_path / "lm.arpa"), "--alpha", "0.5", "--beta", "1.0"]
+    onnx = _transcripts_of(["--model", str(exported["onnx"])], folder, *decoding)
+    pytorch = _transcripts_of(["--checkpoint", checkpoint], folder, *decoding)
+    assert len(onnx) == 9 and [r["input"] for r in onnx] == [r["input"] for r in pytorch]
+    for a, b in zip(onnx, pytorch, strict=True):
+        assert (a["phonemes"], a["frames"]) == (b["phonemes"], b["frames"])
+        assert a["score"] == pytest.approx(b["score"], abs=1e-3)
+    assert any(r["phonemes"] for r in onnx)
+
+
+def _error_lines(result: subprocess.CompletedProcess) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.startswith("error:")]
+
+
+def test_bad_inputs_get_the_same_one_line_errors_through_onnx_runtime(trained, exported, tmp_path):
+    data, checkpoint, _ = trained
+    (tmp_path / "garbage.npy").write_bytes(b"not a numpy file")
+    np.save(tmp_path / "wide.npy", np.zeros((50, 20), np.float32))
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    good = sorted((Path(data).parent / "raw" / "test" / "mfcc").glob("*.npy"))[0]
+    inputs = [str(tmp_path / n) for n in ("garbage.npy", "wide.npy", "objects.npy", "missing.npy")]
+    results = {
+        kind: eval_command("transcribe", *given, *inputs, str(good), without_torch=kind == "onnx")
+        for kind, given in (
+            ("onnx", ["--model", str(exported["onnx"])]),
+            ("pytorch", ["--checkpoint", checkpoint]),
+        )
+    }
+    errors = _error_lines(results["onnx"])
+    assert results["onnx"].returncode == results["pytorch"].returncode == 1
+    assert errors == _error_lines(results["pytorch"]) and len(errors) == 4
+    assert [line.split(": ")[1] for line in errors] == inputs
+    assert results["onnx"].stdout == results["pytorch"].stdout and results["onnx"].stdout.startswith(
+        good.name
+    )
+    normalised = tmp_path / "normalised"
+    normalised.mkdir()
+    stats = FeatureStats.from_json((Path(data) / "stats.json").read_bytes(), "stats.json")
+    for path in sorted((Path(data).parent / "raw" / "test" / "mfcc").glob("*.npy")):
+        np.save(normalised / path.name, stats.normalise(np.load(path)).astype(np.float32))
+    refused = {
+        kind: eval_command("transcribe", *given, str(normalised), without_torch=kind == "onnx")
+        for kind, given in (
+            ("onnx", ["--model", str(exported["onnx"])]),
+            ("pytorch", ["--checkpoint", checkpoint]),
+        )
+    }
+    assert refused["onnx"].returncode == refused["pytorch"].returncode == 2
+    assert _error_lines(refused["onnx"]) == _error_lines(refused["pytorch"])
+    assert "do not match the statistics the model was trained under" in refused["onnx"].stderr
+
+
+def test_a_model_that_is_not_an_exported_onnx_file_is_refused_in_one_line(trained, exported, tmp_path):
+    data, checkpoint, _ = trained
+    good = str(sorted((Path(data).parent / "raw" / "test" / "mfcc").glob("*.npy"))[0])
+    bare = onnx.load(str(exported["onnx"]))
+    del bare.metadata_props[:]
+    onnx.save(bare, str(tmp_path / "bare.onnx"))
+    (tmp_path / "broken.onnx").write_bytes(b"not a protobuf")
+    cases = {
+        ("--model", str(tmp_path / "bare.onnx")): "has no model card in its metadata",
+        ("--model", str(tmp_path / "broken.onnx")): "not an ONNX model ONNX Runtime can load",
+        ("--model", str(exported["torchscript"])): "--model takes an ONNX file",
+        ("--model", str(tmp_path / "missing.onnx")): "missing.onnx",
+        ("--model", str(exported["onnx"]), "--checkpoint", checkpoint): "--checkpoint URL",
+        (): "--checkpoint URL",
+    }
+    for given, message in cases.items():
+        result = eval_command("transcribe", *given, good, without_torch=True)
+        assert result.returncode == 2 and result.stdout == "", why_failed(result.stderr)
+        (line,) = _error_lines(result)
+        assert message in line, line

@@ -23,7 +23,7 @@ from pipeline.corpus.text import lexicon_words, random_sentence
 from pipeline.corpus.voices import Request, Spoken, synthesise, voice_by_name
 from pipeline.synthetic import write_hw3p2
 from shards.frontend import FILE, FrontEnd, read_front_end
-from tests.processes import pipeline_command, why_failed
+from tests.processes import TORCH_IMPORTED, eval_command, export_onnx, pipeline_command, why_failed
 from train import checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -180,13 +180,30 @@ def test_front_end_records_that_differ_are_refused_naming_the_settings(corpus, d
     assert "hop_length: 160 → 256; n_mels: 40 → 80" in result.stderr and "--accept-shift" in result.stderr
 
 
-def _transcribe(model: Path, *inputs: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "eval", "transcribe", "--checkpoint", str(model), "--beam", "4"]
-    return subprocess.run([*command, "--format", "jsonl", *inputs], capture_output=True, text=True, cwd=REPO)
+@pytest.fixture(scope="module")
+def exported(model, tmp_path_factory) -> Path:
+    return export_onnx(model, tmp_path_factory.mktemp("onnx") / "model.onnx")
+
+
+@pytest.fixture(params=["checkpoint", "onnx"])
+def given(request, model) -> list[str]:
+    """The model as transcribe's arguments: the checkpoint (PyTorch), or its ONNX export (ONNX Runtime)."""
+    if request.param == "checkpoint":
+        return ["--checkpoint", str(model)]
+    return ["--model", str(request.getfixturevalue("exported"))]
+
+
+def _transcribe(given: list[str], *inputs: str) -> subprocess.CompletedProcess:
+    """``eval transcribe`` on ``inputs``; through ONNX Runtime, its status tells whether torch was imported."""
+    result = eval_command(
+        "transcribe", *given, "--beam", "4", "--format", "jsonl", *inputs, without_torch="--model" in given
+    )
+    assert result.returncode != TORCH_IMPORTED, "transcription through ONNX Runtime imported torch"
+    return result
 
 
 def test_transcribe_on_audio_equals_transcribe_on_the_features_its_front_end_makes(
-    model, fresh_audio, tmp_path
+    model, given, fresh_audio, tmp_path
 ):
     """A WAV at 22.05 kHz in stereo and a FLAC at 16 kHz: mixed down and resampled to the card's front end."""
     import librosa
@@ -198,8 +215,8 @@ def test_transcribe_on_audio_equals_transcribe_on_the_features_its_front_end_mak
     front_end = FrontEnd(**checkpoint.ModelCard.load(str(model)).front_end)
     for audio in (wav, flac):
         np.save(tmp_path / f"{audio.stem}-{audio.suffix[1:]}.npy", front_end.features_of_file(str(audio)))
-    from_audio = _transcribe(model, str(wav), str(flac))
-    from_features = _transcribe(model, str(tmp_path / "spoken-wav.npy"), str(tmp_path / "spoken-flac.npy"))
+    from_audio = _transcribe(given, str(wav), str(flac))
+    from_features = _transcribe(given, str(tmp_path / "spoken-wav.npy"), str(tmp_path / "spoken-flac.npy"))
     assert from_audio.returncode == 0 and from_features.returncode == 0, why_failed(
         from_audio.stderr + from_features.stderr
     )
@@ -213,26 +230,26 @@ def test_transcribe_on_audio_equals_transcribe_on_the_features_its_front_end_mak
 
 
 def _is_log_line(line: str) -> bool:
-    """A logging line (``2026-12-05 22:22:51,068 eval.ensemble: model: ...``), not an error line."""
+    """A logging line (``2026-12-05 22:22:51,068 eval.options: model: ...``), not an error line."""
     return re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ ", line) is not None
 
 
-def test_transcribe_refuses_shifted_features_and_bad_audio_by_name(model, corpus, tmp_path):
+def test_transcribe_refuses_shifted_features_and_bad_audio_by_name(given, corpus, tmp_path):
     scaled = tmp_path / "scaled.npy"
     np.save(scaled, _corpus_test_features(corpus)[0] * np.float32(np.log(10) / 10))
-    refused = _transcribe(model, str(scaled))
+    refused = _transcribe(given, str(scaled))
     assert refused.returncode == 2 and refused.stdout == "", why_failed(refused.stderr)
     assert (
         "do not match the statistics the model was trained under" in refused.stderr
         and "--accept-shift" in refused.stderr
     )
-    accepted = _transcribe(model, str(scaled), "--accept-shift")
+    accepted = _transcribe(given, str(scaled), "--accept-shift")
     assert accepted.returncode == 0 and len(accepted.stdout.splitlines()) == 1
     garbage, silent = tmp_path / "garbage.wav", tmp_path / "empty.wav"
     garbage.write_bytes(b"RIFF not really a wave file")
     soundfile.write(silent, np.zeros(0, dtype=np.float32), 16_000)
     good = sorted((corpus / "test" / "mfcc").glob("*.npy"))[0]
-    result = _transcribe(model, str(garbage), str(silent), str(good))
+    result = _transcribe(given, str(garbage), str(silent), str(good))
     errors = [line for line in result.stderr.splitlines() if not _is_log_line(line)]
     assert result.returncode == 1 and [line.split(":")[1].strip() for line in errors] == [
         str(garbage),
@@ -243,19 +260,23 @@ def test_transcribe_refuses_shifted_features_and_bad_audio_by_name(model, corpus
     assert [json.loads(line)["input"] for line in result.stdout.splitlines()] == [good.name]
 
 
-def test_audio_needs_a_model_whose_card_records_its_front_end(model, tmp_path):
+@pytest.mark.parametrize("kind", ["checkpoint", "onnx"])
+def test_audio_needs_a_model_whose_card_records_its_front_end(model, tmp_path, kind):
     card = checkpoint.load(str(model))
     unknown = tmp_path / "unknown.pt"
     torch.save({**card, "front_end": None}, unknown)
     wav = tmp_path / "a.wav"
     soundfile.write(wav, np.zeros(8000, dtype=np.float32), 16_000)
-    result = _transcribe(unknown, str(wav))
+    given = ["--checkpoint", str(unknown)]
+    if kind == "onnx":
+        given = ["--model", str(export_onnx(unknown, tmp_path / "unknown.onnx"))]
+    result = _transcribe(given, str(wav))
     assert result.returncode == 1
     assert f"error: {wav}: the model's features are of unknown origin" in result.stderr
     assert "only MFCC .npy features can be given" in result.stderr
 
 
-def test_transcribe_refuses_a_folder_whose_record_names_another_front_end(model, corpus, tmp_path):
+def test_transcribe_refuses_a_folder_whose_record_names_another_front_end(given, corpus, tmp_path):
     """The corpus's own test features, under a record that differs from the card's: that alone is refused."""
     mfcc = tmp_path / "root" / "test" / "mfcc"
     mfcc.mkdir(parents=True)
@@ -263,11 +284,11 @@ def test_transcribe_refuses_a_folder_whose_record_names_another_front_end(model,
         (mfcc / source.name).write_bytes(source.read_bytes())
     record = tmp_path / "root" / FILE
     record.write_bytes((corpus / FILE).read_bytes())
-    same = _transcribe(model, str(mfcc))
+    same = _transcribe(given, str(mfcc))
     assert same.returncode == 0 and len(same.stdout.splitlines()) == 3, why_failed(same.stderr)
     record.write_bytes(dataclasses.replace(FrontEnd(), n_mels=80, log="ln").to_json())
     for inputs in ([str(mfcc)], [str(mfcc / "test-000001.npy")]):
-        refused = _transcribe(model, *inputs)
+        refused = _transcribe(given, *inputs)
         assert refused.returncode == 2 and refused.stdout == "", why_failed(refused.stderr)
         assert [line for line in refused.stderr.splitlines() if not _is_log_line(line)] == [
             f"error: {record}: the features were made by another front end than the model's card records "
@@ -275,7 +296,7 @@ def test_transcribe_refuses_a_folder_whose_record_names_another_front_end(model,
         ]
     # the nearest record is the one that counts: the mfcc folder's own, the same as the card's
     (mfcc / FILE).write_bytes((corpus / FILE).read_bytes())
-    assert _transcribe(model, str(mfcc)).returncode == 0
+    assert _transcribe(given, str(mfcc)).returncode == 0
     (mfcc / FILE).unlink()
-    accepted = _transcribe(model, str(mfcc), "--accept-shift")
+    accepted = _transcribe(given, str(mfcc), "--accept-shift")
     assert accepted.returncode == 0 and accepted.stdout == same.stdout, why_failed(accepted.stderr)

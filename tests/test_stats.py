@@ -43,5 +43,5 @@ def test_json_round_trip_is_exact():
 
 
 def test_not_a_stats_file_is_named():
-    with pytest.raises(ValueError, match="s3://b/stats.json: not a statistics file"):
+    with pytest.raises(ValueError, match="s3://b/stats.json: not statistics"):
         FeatureStats.from_json(b'{"mean": [1]}', "s3://b/stats.json")
