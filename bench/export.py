@@ -9,6 +9,11 @@ after it is the same for all three) over the first ``--utterances`` files, one a
 batches of 16 (length-sorted, as a service would batch), on one and on two threads. PyTorch's rows
 normalise on the host first, as ``eval transcribe`` does. Start-up is a fresh process's wall
 time to import the runtime, load the file and give the first utterance's log-probabilities.
+
+Then the whole command a user runs, ``python -m eval transcribe`` (beam 50, its default), with
+``--checkpoint`` (PyTorch) and with ``--model FILE.onnx`` (ONNX Runtime, no torch): wall time for one
+utterance and for all of them, the utterances per second past the first, and the process's peak
+resident memory.
 """
 
 import argparse
@@ -98,6 +103,25 @@ def start_up(runtime: str, path: str, features: Path) -> float:
     return time.perf_counter() - started
 
 
+PEAK_OF_CHILD = """
+import resource, subprocess, sys
+status = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+sys.exit(status)
+"""  # a small parent: Linux counts a forked child's peak from its parent's resident size at the fork
+
+
+def transcription(given: list[str], files: list[Path]) -> tuple[float, float]:
+    """Wall seconds and peak resident MB of one ``python -m eval transcribe`` over ``files``."""
+    command = [sys.executable, "-m", "eval", "transcribe", *given, *map(str, files)]
+    started = time.perf_counter()
+    result = subprocess.run([sys.executable, "-c", PEAK_OF_CHILD, *command], capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(command[:6])} ...: {result.stderr[-2000:]}")
+    return seconds, int(result.stdout) / 1024  # kilobytes on Linux
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -141,6 +165,16 @@ def main() -> None:
     for runtime in RUNTIMES[1:]:
         ratios = [v / p for v, p in zip(speeds[runtime], speeds["pytorch"], strict=True)]
         print(f"{runtime} / pytorch: " + " ".join(f"{r:.2f}x" for r in ratios))
+    print(
+        f"\n{'eval transcribe':30} {'1 utt s':>8} {f'{len(files)} utt s':>9} {'utt/s after':>11} {'peak MB':>8}"
+    )
+    for name, given in (
+        ("--checkpoint (PyTorch)", ["--checkpoint", checkpoint]),
+        ("--model FILE.onnx (no torch)", ["--model", paths["onnxruntime"]]),
+    ):
+        one, _ = transcription(given, files[:1])
+        every, peak = transcription(given, files)
+        print(f"{name:30} {one:8.2f} {every:9.2f} {(len(files) - 1) / (every - one):11.1f} {peak:8.0f}")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,23 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def default_work(voices: str, utterances: int) -> Path:
+    """Where the unseen voices' corpus and shards go: demo/unseen/<voices>-<utterances>."""
+    return ROOT / "demo" / "unseen" / f"{voices.replace('/', '-').replace(',', '+')}-{utterances}"
+
+
+def unseen_shards(data: str, voices: str, utterances: int, work: Path) -> str:
+    """The dev-only dataset of ``voices`` (seed 99), sharded with ``data``'s statistics, under ``work``
+    (both stages resume from what is there)."""
+    corpus = [sys.executable, "-m", "pipeline.corpus", "--dst", str(work / "corpus"), "--train", "0"]
+    corpus += ["--test", "0", "--dev", str(utterances), "--seed", "99", "--voices", voices]
+    subprocess.run(corpus, check=True, capture_output=True, cwd=ROOT)
+    shards = [sys.executable, "-m", "pipeline", "--src", str(work / "corpus"), "--dst", str(work / "shards")]
+    shards += ["--stats", f"{data}/stats.json"]
+    subprocess.run(shards, check=True, capture_output=True, cwd=ROOT)
+    return str(work / "shards")
+
+
 def _evaluate(run: str, data: str, beam: int, lm: list[str]) -> dict:
     command = [sys.executable, str(ROOT / "eval" / "main.py"), "--checkpoint", run, "--data", data]
     command += ["--split", "dev", "--beam", str(beam), "--decoders", "2", *lm]
@@ -40,26 +57,8 @@ def main() -> None:
     parser.add_argument("--beta", type=float, default=0.0)
     parser.add_argument("--work", help="where the corpus and shards go (default demo/unseen/<voices>-<n>)")
     args = parser.parse_args()
-    default = (
-        ROOT / "demo" / "unseen" / f"{args.voices.replace('/', '-').replace(',', '+')}-{args.utterances}"
-    )
-    work = Path(args.work) if args.work else default
-    corpus = [
-        sys.executable,
-        "-m",
-        "pipeline.corpus",
-        "--dst",
-        str(work / "corpus"),
-        "--train",
-        "0",
-        "--test",
-        "0",
-    ]
-    corpus += ["--dev", str(args.utterances), "--seed", "99", "--voices", args.voices]
-    subprocess.run(corpus, check=True, capture_output=True, cwd=ROOT)
-    shards = [sys.executable, "-m", "pipeline", "--src", str(work / "corpus"), "--dst", str(work / "shards")]
-    shards += ["--stats", f"{args.data}/stats.json"]
-    subprocess.run(shards, check=True, capture_output=True, cwd=ROOT)
+    work = Path(args.work) if args.work else default_work(args.voices, args.utterances)
+    unseen = unseen_shards(args.data, args.voices, args.utterances, work)
     decodings = [("1", 1, []), ("50", 50, [])]
     if args.lm:
         decodings.append(
@@ -68,7 +67,7 @@ def main() -> None:
     print(f"{'dev set':40} {'beam':>6} {'distance':>9} {'PER':>8}")
     for name, data in (
         (f"seen voices ({args.data})", args.data),
-        (f"unseen voices ({args.voices})", str(work / "shards")),
+        (f"unseen voices ({args.voices})", unseen),
     ):
         for label, beam, lm in decodings:
             row = _evaluate(args.run, data, beam, lm)
