@@ -64,7 +64,7 @@ def variants(runs: list[str], out: Path) -> list[tuple[str, list[str], list[str]
         kind = ModelCard.load(last[run]).config.get("average", "none")
         if kind != "none":
             found.append((f"{kind} weights ({Path(run).name})", [last[run]], ["--weights", "averaged"]))
-    for count in sorted({2, len(runs)}):
+    for count in sorted({2, len(runs)} if len(runs) > 1 else set()):
         for combine in ("probs", "log_probs"):  # each member's averaged weights where its run averaged
             members = [last[run] for run in runs[:count]]
             found.append((f"ensemble of {count} ({combine})", members, ["--combine", combine]))
@@ -91,10 +91,12 @@ def main() -> None:
     parser.add_argument("--alpha", type=float, default=0.1)
     parser.add_argument("--beta", type=float, default=0.5)
     parser.add_argument("--out", default="demo/best-model", type=Path)
+    parser.add_argument("--unseen", type=Path, help="the unseen voices' work folder (bench.unseen_voices)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     board = str(args.out / "leaderboard.csv")
-    unseen = unseen_shards(args.data, "flite/awb,flite/rms", 200, default_work("flite/awb,flite/rms", 200))
+    voices = "flite/awb,flite/rms"
+    unseen = unseen_shards(args.data, voices, 200, args.unseen or default_work(voices, 200))
     decodings = [("beam 50", [])]
     if args.lm:
         decodings.append(("+ LM", ["--lm", args.lm, "--alpha", str(args.alpha), "--beta", str(args.beta)]))
