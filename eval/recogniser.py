@@ -76,12 +76,18 @@ def of_checkpoints(models: Models) -> Recogniser:
 def of_onnx(url: str, models: Models) -> Recogniser:
     """An exported ONNX file, through ONNX Runtime on the CPU (held to ``models.max_params``)."""
     import onnxruntime  # the export extra
+    from onnxruntime.capi.onnxruntime_pybind11_state import (
+        Fail,
+        InvalidArgument,
+        InvalidGraph,
+        InvalidProtobuf,
+    )
 
     with fsspec.open(url, "rb") as handle:
         data = handle.read()
     try:
         session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
-    except Exception as error:  # ONNX Runtime raises its own classes for a file it cannot parse
+    except (Fail, InvalidArgument, InvalidGraph, InvalidProtobuf) as error:  # a file it cannot use
         raise NotAnExportedModel(f"{url}: not an ONNX model ONNX Runtime can load ({error})") from None
     card = _card(session, url)
     models.check_size(int(card.get("parameters", 0)), url, " (exported)")

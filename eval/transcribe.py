@@ -175,19 +175,18 @@ def recogniser_of(request: Transcription) -> recogniser.Recogniser:
 def transcribe(request: Transcription) -> int:
     """Each input's line on stdout; 1 when an input was refused, 2 when the features do not fit the model."""
     model = recogniser_of(request)
-    stats, front_end = model.stats, model.front_end
     inputs: dict[str, np.ndarray] = {}
     failed = 0
     for url in input_files(request.inputs):
         try:
-            inputs[url] = _features(url, model.feature_dim, front_end)
+            inputs[url] = _features(url, model.feature_dim, model.front_end)
         except Rejected as rejected:
             print(f"error: {rejected}", file=sys.stderr)
             failed += 1
     try:
         if not request.accept_shift:
-            _check_front_ends(list(inputs), front_end)
-            _check_shift(inputs, stats)
+            _check_front_ends(list(inputs), model.front_end)
+            _check_shift(inputs, model.stats)
     except FeatureShiftRefused as refused:
         print(f"error: {refused}", file=sys.stderr)
         return 2
@@ -202,8 +201,8 @@ def transcribe(request: Transcription) -> int:
             continue
         frames = [frame * model.time_stride for frame in best.frames] if best.frames else None
         seconds = None
-        if frames is not None and front_end is not None:
-            seconds = [round(frame * front_end.seconds_per_frame, 3) for frame in frames]
+        if frames is not None and model.front_end is not None:
+            seconds = [round(frame * model.front_end.seconds_per_frame, 3) for frame in frames]
         record = {
             "input": name,
             "phonemes": phonemes,
