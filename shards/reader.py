@@ -15,9 +15,11 @@ Transient read errors are retried with backoff; a corrupt shard is an error nami
 the worker's other batches (so the counts stay equal).
 """
 
+import contextlib
 import functools
 import itertools
 import logging
+import signal
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from operator import attrgetter
@@ -174,9 +176,30 @@ def _repeats(count: int, good: list[Batch]) -> list[Batch]:
     return [good[i % len(good)].as_repeat() for i in reversed(range(count))] if good else []
 
 
+# Preemption's signals (train/preemption.py) are the rank's to handle: it checkpoints, then ends its
+# loader. Slurm's scancel and its time-limit warning, and a kill of the process group, reach the
+# workers too, and a worker ended by one would end its rank before the checkpoint; so workers ignore
+# them, and hold them back from their birth (they inherit the rank's mask: _preemption_held) until then.
+PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+
+@contextlib.contextmanager
+def _preemption_held() -> Iterator[None]:
+    """Preemption's signals held back while loader workers start; one that arrives meanwhile reaches
+    this process after."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, PREEMPTION_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def _count_start(started, worker_id: int) -> None:
-    """A loader worker's first act: count itself as up (it has imported everything and unpickled its
-    dataset)."""
+    """A loader worker's first act: ignore preemption's signals (held back until now), and count
+    itself as up (it has imported everything and unpickled its dataset)."""
+    for signum in PREEMPTION_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, PREEMPTION_SIGNALS)
     with started.get_lock():
         started.value += 1
 
@@ -292,7 +315,9 @@ class BatchStream:
         up is a :class:`LoaderStartError` (torch raises a RuntimeError for a worker that died)."""
         delivered = False
         try:
-            for item in loader:
+            with _preemption_held():
+                items = iter(loader)  # starts the workers
+            for item in items:
                 delivered = True
                 yield item
         except RuntimeError as failure:

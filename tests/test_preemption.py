@@ -151,14 +151,17 @@ def _stops(output: str) -> list[tuple[int, int, int, int]]:
     return sorted(tuple(int(x) for x in stop) for stop in found)
 
 
-def _stop_mid_epoch_one(command: list[str], out: Path, rank: int, signum: int) -> str:
+def _stop_mid_epoch_one(command: list[str], out: Path, rank: int | None, signum: int) -> str:
     """Run ``command`` (2 ranks) until epoch 0 is checkpointed, then send ``signum`` to ``rank``
-    only (the other must hear of it): a checkpoint mid-epoch 1. The launcher's output."""
+    only (the other must hear of it), or to every process of the job (``None``: the launcher, the
+    ranks, their loader workers, as Slurm's scancel does): a checkpoint mid-epoch 1. The launcher's output."""
     with launched(command) as launcher:
         _wait_for_epoch_0(launcher, out)
         ranks = _ranks_of(launcher)
         assert len(ranks) == 2
-        ranks[rank].send_signal(signum)
+        job = [psutil.Process(launcher.pid), *psutil.Process(launcher.pid).children(recursive=True)]
+        for process in job if rank is None else [ranks[rank]]:
+            process.send_signal(signum)
         output, _ = launcher.communicate(timeout=300)
     stops = _stops(output)
     # Invariant: every rank stopped, at the same step, with the status the README documents (75,
@@ -180,6 +183,21 @@ def test_sigterm_to_one_rank_stops_both_at_one_step_and_the_rerun_finishes_the_s
     )
     assert result.returncode == 0, why_failed(result.stderr)
     _assert_same_weights(whole_two_ranks, out)
+
+
+def test_sigterm_to_every_process_of_the_job_still_checkpoints_every_rank(data, tmp_path):
+    """Slurm's scancel (and its time-limit warning) signals every process of a job, loader workers
+    included: the workers leave the signal to their rank, which checkpoints (a worker ended by it used
+    to end its rank first, with no checkpoint)."""
+    out = tmp_path / "run"
+    command = accelerate_command(_script(data, out, "num_workers=1"))
+    output = _stop_mid_epoch_one(command, out, rank=None, signum=signal.SIGTERM)
+    assert "killed by signal" not in output
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, why_failed(result.stderr)
+    history = checkpoint.load(str(out / checkpoint.epoch_folder(1) / "state.pt"))["history"]
+    utterances = len(read_split_metadata(data, "train")[1])
+    assert [row["train_utterances"] for row in history] == [utterances, utterances]
 
 
 def test_a_checkpoint_of_two_ranks_resumes_on_one_with_a_loader_worker(data, tmp_path):

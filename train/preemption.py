@@ -18,10 +18,12 @@ import time
 import torch
 from accelerate import Accelerator
 
+from shards.reader import PREEMPTION_SIGNALS
+
 log = logging.getLogger("train.preemption")
 
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: a checkpoint was written; start the same command again to continue
-SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+SIGNALS = PREEMPTION_SIGNALS  # the loader's workers ignore them (shards/reader.py)
 
 
 class Preempted(Exception):
