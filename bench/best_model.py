@@ -7,8 +7,8 @@
 For the first run: its best epoch (lowest dev distance of its live weights), its last, the mean of
 its last 3 and last 5 epoch checkpoints (``python -m eval average --weights live``), and its
 averaged weights (the run's ``average`` setting, EMA or cumulative); for every other run its own
-averaged weights where it averaged; then ensembles of the first 2 and of all runs' last
-checkpoints (each one's averaged weights where its run averaged), combined both ways. Each is decoded at beam 50 (with the LM too, given one) on the dev
+averaged weights where it averaged; for every other run its last epoch and its averaged weights;
+then ensembles of the first 2 and of all runs' last live weights, combined both ways. Each is decoded at beam 50 (with the LM too, given one) on the dev
 split, on the test split scored against the solution (Kaggle's public and private boards), and on
 the two voices ``bench.unseen_voices`` synthesises; every row goes to ``<out>/leaderboard.csv`` and
 the table is printed with each model's parameter count. Decodings already on that leaderboard are
@@ -61,13 +61,17 @@ def variants(runs: list[str], out: Path) -> list[tuple[str, list[str], list[str]
         ("mean of last 5 checkpoints", [averaged(first, 5, out)], []),
     ]
     for run in runs:
+        if run != first:
+            found.append((f"last epoch ({Path(run).name})", [last[run]], ["--weights", "live"]))
         kind = ModelCard.load(last[run]).config.get("average", "none")
         if kind != "none":
             found.append((f"{kind} weights ({Path(run).name})", [last[run]], ["--weights", "averaged"]))
     for count in sorted({2, len(runs)} if len(runs) > 1 else set()):
-        for combine in ("probs", "log_probs"):  # each member's averaged weights where its run averaged
+        for combine in ("probs", "log_probs"):  # the members' last live weights, as each run's own row
             members = [last[run] for run in runs[:count]]
-            found.append((f"ensemble of {count} ({combine})", members, ["--combine", combine]))
+            found.append(
+                (f"ensemble of {count} ({combine})", members, ["--weights", "live", "--combine", combine])
+            )
     return found
 
 

@@ -38,10 +38,8 @@ def urls_in(args: argparse.Namespace) -> list[str]:
 log = logging.getLogger("eval.options")
 
 WEIGHTS = ("auto", "live", "averaged")  # which of a model.pt's weights: auto = averaged where it has them
-COMBINE = (
-    "probs",
-    "log_probs",
-)  # an ensemble's frame posteriors (eval/ensemble.py); the first is the default
+# an ensemble's frame posteriors (eval/ensemble.py); the first, the default, measured the better (docs/results.md)
+COMBINE = ("probs", "log_probs")
 
 
 @dataclasses.dataclass(frozen=True)
