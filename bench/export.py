@@ -37,14 +37,10 @@ if runtime == "onnxruntime":
 elif runtime == "torchscript":
     import torch
     torch.jit.load(path)(torch.from_numpy(features), torch.from_numpy(lengths))
-else:
-    import torch
-    from eval.model import load_model
-    from shards.stats import FeatureStats
-    model, card = load_model(path)
-    stats = FeatureStats.from_document(card.stats, "the card")
-    with torch.no_grad():
-        model(torch.from_numpy(stats.normalise(features[0]))[None], torch.from_numpy(lengths))
+else:  # as eval transcribe --checkpoint does it
+    from eval.options import Models
+    from eval.recogniser import of_checkpoints
+    of_checkpoints(Models((path,))).log_probs(features[0])
 """
 
 

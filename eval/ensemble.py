@@ -16,7 +16,6 @@ statistics; otherwise one line names the first difference. docs/results.md measu
 """
 
 import dataclasses
-import logging
 
 import torch
 from torch import nn
@@ -25,8 +24,6 @@ from eval.model import interface_differences, load_model, model_url
 from eval.options import COMBINE, Models
 from train.checkpoint import CheckpointError, ModelCard
 from train.model import CTCModel
-
-log = logging.getLogger("eval.ensemble")
 
 LENGTHS_COMPARED = torch.arange(1, 4097)  # input lengths whose output lengths members must share
 

@@ -69,8 +69,7 @@ def of_checkpoints(models: Models) -> Recogniser:
             out, lengths = model(normalised, torch.tensor([len(features)]))
         return on_host(out[0, : int(lengths[0])])
 
-    front_end = None if card.front_end is None else FrontEnd(**card.front_end)
-    return Recogniser(log_probs, card.feature_dim, stats, front_end, model.time_stride)
+    return Recogniser(log_probs, card.feature_dim, stats, _front_end(card.front_end), model.time_stride)
 
 
 def of_onnx(url: str, models: Models) -> Recogniser:
@@ -101,7 +100,7 @@ def of_onnx(url: str, models: Models) -> Recogniser:
         return out[0, : int(lengths[0])]
 
     try:
-        front_end = None if card["front_end"] is None else FrontEnd(**card["front_end"])
+        front_end = _front_end(card["front_end"])
         stats = FeatureStats.from_document(card["stats"], f"{url} (its card)")
         return Recogniser(log_probs, int(card["feature_dim"]), stats, front_end, int(card["time_stride"]))
     except (KeyError, TypeError, ValueError) as error:
@@ -128,6 +127,11 @@ def _card(session, url: str) -> dict:
         )
     _check_vocabulary(card.get("phonemes"), card.get("phoneme_map"), url)
     return card
+
+
+def _front_end(record: dict | None) -> FrontEnd | None:
+    """A card's front-end record (None: features of unknown origin)."""
+    return None if record is None else FrontEnd(**record)
 
 
 def _check_vocabulary(phonemes: object, phoneme_map: object, source: str) -> None:

@@ -149,8 +149,10 @@ def eval_command(*argv: str, without_torch: bool = False) -> subprocess.Complete
     return subprocess.run([*interpreter, *argv], capture_output=True, text=True, cwd=REPO, timeout=600)
 
 
-def export_onnx(checkpoint: str | Path, out: Path) -> Path:
-    """``python -m eval export --format onnx`` of ``checkpoint`` to ``out``."""
-    result = eval_command("export", "--checkpoint", str(checkpoint), "--format", "onnx", "--out", str(out))
+def export_model(out: Path, *checkpoints: str | Path, format: str = "onnx") -> Path:
+    """``python -m eval export`` of ``checkpoints`` (several: an ensemble) to ``out``."""
+    given = [a for checkpoint in checkpoints for a in ("--checkpoint", str(checkpoint))]
+    result = eval_command("export", *given, "--format", format, "--out", str(out))
     assert result.returncode == 0, why_failed(result.stderr)
+    assert json.loads(result.stdout.splitlines()[-1])["out"] == str(out)
     return out

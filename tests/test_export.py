@@ -2,7 +2,6 @@
 
 import json
 import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -16,27 +15,18 @@ from eval.decode import Decoding
 from eval.ensemble import load_models, parameter_count
 from eval.export import FORMATS
 from eval.options import Models
+from eval.recogniser import of_checkpoints
 from shards.stats import FeatureStats
 from tests.checkpoints import other_model
-from tests.processes import eval_command, why_failed
+from tests.processes import eval_command, export_model, why_failed
 
 SUFFIX = {"onnx": "onnx", "torchscript": "pt"}
-
-
-def _export(out: Path, format: str, *checkpoints: str) -> Path:
-    command = [sys.executable, "-m", "eval", "export", "--format", format, "--out", str(out)]
-    for checkpoint in checkpoints:
-        command += ["--checkpoint", checkpoint]
-    result = subprocess.run(command, capture_output=True, text=True)
-    assert result.returncode == 0, why_failed(result.stderr)
-    assert json.loads(result.stdout.splitlines()[-1])["out"] == str(out)
-    return out
 
 
 @pytest.fixture(scope="module")
 def exported(trained, tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("export")
-    return {f: _export(folder / f"model.{SUFFIX[f]}", f, trained[1]) for f in FORMATS}
+    return {f: export_model(folder / f"model.{SUFFIX[f]}", trained[1], format=f) for f in FORMATS}
 
 
 def _raw_features(trained) -> list[np.ndarray]:
@@ -55,15 +45,15 @@ def _run(path: Path, format: str, features: np.ndarray, lengths: np.ndarray) -> 
     return log_probs.numpy(), out_lengths.numpy()
 
 
-def _pytorch(checkpoints: list[str], features: np.ndarray) -> tuple[np.ndarray, int]:
-    """One utterance as transcribe computes it: normalised on the host, then the model."""
-    model, (card, *_) = load_models(Models(tuple(checkpoints)))
-    stats = FeatureStats.from_document(card.stats, "the card")
-    with torch.no_grad():
-        log_probs, lengths = model(
-            torch.from_numpy(stats.normalise(features))[None], torch.tensor([len(features)])
-        )
-    return log_probs[0].numpy(), int(lengths[0])
+def _pytorch(checkpoints: list[str]):
+    """Utterances as transcribe computes them through PyTorch: normalised on the host, then the model."""
+    model = of_checkpoints(Models(tuple(checkpoints)))
+
+    def log_probs_and_length(features: np.ndarray) -> tuple[np.ndarray, int]:
+        log_probs = model.log_probs(features)
+        return log_probs, len(log_probs)
+
+    return log_probs_and_length
 
 
 def _padded(utterances: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -87,7 +77,8 @@ def test_the_exported_model_gives_pytorch_s_numbers_one_by_one_and_in_ragged_bat
     trained, exported, format
 ):
     utterances = _raw_features(trained)
-    expected = [_pytorch([trained[1]], features) for features in utterances]
+    pytorch = _pytorch([trained[1]])
+    expected = [pytorch(features) for features in utterances]
     alone = []
     for features, (log_probs, length) in zip(utterances, expected, strict=True):
         got, got_lengths = _run(exported[format], format, *_padded([features]))
@@ -124,9 +115,9 @@ def test_the_card_is_beside_the_file_and_inside_it(trained, exported, format):
 def test_an_ensemble_exports_as_one_graph_of_its_members(trained, tmp_path):
     data, model, _ = trained
     other = other_model(model, tmp_path)
-    path = _export(tmp_path / "pair.onnx", "onnx", model, other)
+    path = export_model(tmp_path / "pair.onnx", model, other)
     features = _raw_features(trained)[0]
-    log_probs, length = _pytorch([model, other], features)
+    log_probs, length = _pytorch([model, other])(features)
     got, got_lengths = _run(path, "onnx", *_padded([features]))
     assert got_lengths.tolist() == [length]
     np.testing.assert_allclose(got[0], log_probs, rtol=0, atol=1e-4)

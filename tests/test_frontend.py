@@ -23,7 +23,7 @@ from pipeline.corpus.text import lexicon_words, random_sentence
 from pipeline.corpus.voices import Request, Spoken, synthesise, voice_by_name
 from pipeline.synthetic import write_hw3p2
 from shards.frontend import FILE, FrontEnd, read_front_end
-from tests.processes import TORCH_IMPORTED, eval_command, export_onnx, pipeline_command, why_failed
+from tests.processes import TORCH_IMPORTED, eval_command, export_model, pipeline_command, why_failed
 from train import checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -182,7 +182,7 @@ def test_front_end_records_that_differ_are_refused_naming_the_settings(corpus, d
 
 @pytest.fixture(scope="module")
 def exported(model, tmp_path_factory) -> Path:
-    return export_onnx(model, tmp_path_factory.mktemp("onnx") / "model.onnx")
+    return export_model(tmp_path_factory.mktemp("onnx") / "model.onnx", model)
 
 
 @pytest.fixture(params=["checkpoint", "onnx"])
@@ -269,7 +269,7 @@ def test_audio_needs_a_model_whose_card_records_its_front_end(model, tmp_path, k
     soundfile.write(wav, np.zeros(8000, dtype=np.float32), 16_000)
     given = ["--checkpoint", str(unknown)]
     if kind == "onnx":
-        given = ["--model", str(export_onnx(unknown, tmp_path / "unknown.onnx"))]
+        given = ["--model", str(export_model(tmp_path / "unknown.onnx", unknown))]
     result = _transcribe(given, str(wav))
     assert result.returncode == 1
     assert f"error: {wav}: the model's features are of unknown origin" in result.stderr
