@@ -74,7 +74,7 @@ format: setup
 # The oldest Python the code needs, checked against requires-python (vermin reads the code, not a runtime).
 MIN_PYTHON = $(shell sed -n 's/^requires-python = ">=\([0-9.]*\)"/\1/p' pyproject.toml)
 # (--exclude str.decode: vermin reads bytes.decode calls as Python 2's str.decode)
-PYTHON_SOURCES ?= pipeline shards train eval bench tests
+PYTHON_SOURCES ?= pipeline shards train eval loopback bench tests
 python-version: setup
 	$(BIN)/vermin --no-tips --violations --eval-annotations --exclude str.decode -t=$(MIN_PYTHON)- $(PYTHON_SOURCES)
 

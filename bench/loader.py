@@ -22,10 +22,10 @@ import numpy as np
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
+from loopback.s3 import running_s3_server
 from pipeline.build import Settings, build
 from pipeline.synthetic import write_hw3p2
 from shards.reader import BatchStream
-from tests.s3server import running_s3_server
 
 
 class NotebookDataset(torch.utils.data.Dataset):

@@ -7,7 +7,7 @@ vs a plain copy; and what the driver's own work costs per million utterances.
 
 Writes a random HW3P2-layout set (13-dim, lengths uniform in --frames), starts SeaweedFS on
 loopback, and times each case end to end (scan, statistics, shards, manifests): 1 and 2 local
-worker processes, and a loopback Dask cluster (tests/dask_cluster.py: `dask scheduler` and
+worker processes, and a loopback Dask cluster (loopback/cluster.py: `dask scheduler` and
 `dask worker --nworkers K --nthreads 1`) of 1 and 2 worker processes, its start not counted.
 The plain copy moves the same raw files through the same file system client without any
 processing: it is the ceiling. MB/s counts raw input bytes. Every case's dataset must be
@@ -30,6 +30,8 @@ import fsspec
 import numpy as np
 import psutil
 
+from loopback.cluster import dask_cluster
+from loopback.s3 import running_s3_server
 from pipeline.layout import SourceUtterance
 from pipeline.scan import Scanned
 from pipeline.synthetic import write_hw3p2
@@ -37,8 +39,6 @@ from pipeline.write import plan_shards
 from shards.manifest import manifest_bytes, shard_name
 from shards.sample import sample_key
 from shards.stats import FeatureStats
-from tests.dask_cluster import dask_cluster
-from tests.s3server import running_s3_server
 
 STORES = {"local": "local", "s3": "S3"}
 PLACEMENTS = {

@@ -9,10 +9,10 @@ from pathlib import Path
 import fsspec
 import pytest
 
+from loopback.s3 import running_s3_server
 from pipeline.build import Settings, build
 from pipeline.synthetic import write_hw3p2
 from tests.processes import REPO
-from tests.s3server import running_s3_server
 from train.checkpoint import epoch_folder
 
 

@@ -11,7 +11,7 @@ import contextlib
 import socket
 import threading
 
-from tests.s3server import free_port
+from loopback.ports import free_port
 
 
 class CuttableProxy:

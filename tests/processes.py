@@ -1,7 +1,6 @@
 """Commands as tests run them: in process groups of their own, killed at a moment or a file-system
 step, launched as ranks; and what a failed one printed about its failure."""
 
-import contextlib
 import json
 import os
 import re
@@ -9,12 +8,9 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import psutil
-
-from tests.s3server import free_port
+from loopback.ports import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,29 +42,6 @@ def run_killed(
     return subprocess.run(
         command, env=env, start_new_session=True, capture_output=True, text=True, timeout=timeout
     )
-
-
-@contextlib.contextmanager
-def launched(command: list[str], output: Path | None = None, **options) -> Iterator[subprocess.Popen]:
-    """``command`` in a process group of its own, output captured (in ``process.stdout``, or in the
-    file ``output`` for a server that talks more than a pipe holds); whatever it started is killed
-    when the block ends, so a failed or timed-out test leaves no ranks or servers behind (torchrun
-    starts each rank in a session of its own: they are found as descendants, not by group)."""
-    with contextlib.ExitStack() as files:
-        stdout = subprocess.PIPE if output is None else files.enter_context(open(output, "w"))
-        process = subprocess.Popen(
-            command, start_new_session=True, stdout=stdout, stderr=subprocess.STDOUT, text=True, **options
-        )
-    try:
-        yield process
-    finally:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            for descendant in psutil.Process(process.pid).children(recursive=True):
-                with contextlib.suppress(psutil.NoSuchProcess):
-                    descendant.kill()
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
 
 
 def accelerate_command(

@@ -15,11 +15,11 @@ import fsspec
 import psutil
 import pytest
 
+from loopback.cluster import Cluster, dask_cluster
+from loopback.ports import free_port
 from pipeline.build import Settings, build
 from pipeline.synthetic import write_hw3p2
-from tests.dask_cluster import Cluster, dask_cluster
 from tests.processes import REPO, pipeline_command, run_killed, why_failed
-from tests.s3server import free_port
 from tests.throttle import throttling
 from tests.written import s3_tree_bytes, tree_bytes
 

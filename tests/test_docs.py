@@ -1,5 +1,6 @@
 """The README and docs/: short front page, links that resolve, commands that exist."""
 
+import ast
 import re
 import shlex
 import subprocess
@@ -114,3 +115,38 @@ def test_the_code_map_lists_every_module_and_nothing_else():
         if path.name != "__init__.py"
     }
     assert listed == modules, f"missing: {sorted(modules - listed)}, gone: {sorted(listed - modules)}"
+
+
+# What each floor may import (design.md, "Code map"): shards at the bottom, pipeline and train on it,
+# eval above both; the benchmarks on top, sharing only loopback/ (the development servers) with the
+# tests, which may also run a benchmark.
+FLOORS = {
+    "shards": {"shards"},
+    "pipeline": {"shards", "pipeline"},
+    "train": {"shards", "train"},
+    "eval": {"shards", "pipeline", "train", "eval"},
+    "loopback": {"loopback"},
+    "bench": {"shards", "pipeline", "train", "eval", "loopback", "bench"},
+    "tests": {"shards", "pipeline", "train", "eval", "loopback", "bench", "tests"},
+}
+
+
+def _project_imports(path: Path) -> set[str]:
+    """The project's top-level packages that ``path`` imports, at any depth of its code."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module.split(".")[0])
+    return found & set(FLOORS)
+
+
+def test_no_import_runs_back_up_a_floor():
+    wrong = [
+        f"{path.relative_to(REPO)} imports {sorted(imported - allowed)}"
+        for floor, allowed in FLOORS.items()
+        for path in sorted((REPO / floor).rglob("*.py"))
+        if (imported := _project_imports(path)) - allowed
+    ]
+    assert not wrong, "\n".join(wrong)

@@ -23,6 +23,7 @@ from eval import leaderboard, lm
 from eval.decode import CTCBeamDecoder
 from eval.evaluate import check_once
 from eval.model import load_model
+from loopback.processes import launched
 from pipeline.build import Settings, build
 from pipeline.synthetic import write_hw3p2
 from shards.kaggle import public_rows, read_labels
@@ -35,7 +36,6 @@ from tests.processes import (
     accelerate_launch,
     evaluated,
     evaluation_command,
-    launched,
     run_killed,
     started_ranks,
     why_failed,

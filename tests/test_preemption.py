@@ -22,12 +22,13 @@ import pytest
 import torch
 from accelerate import Accelerator
 
+from loopback.ports import free_port
+from loopback.processes import launched
 from pipeline.build import Settings, build
 from pipeline.synthetic import write_hw3p2
 from shards.manifest import read_split_metadata
 from tests.outage import CuttableProxy
-from tests.processes import accelerate_command, kill_when, launched, why_failed
-from tests.s3server import free_port
+from tests.processes import accelerate_command, kill_when, why_failed
 from train import checkpoint, resume
 from train.preemption import SIGNALS, PreemptionWatch
 

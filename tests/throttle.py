@@ -12,7 +12,7 @@ import http.client
 import http.server
 import threading
 
-from tests.s3server import free_port
+from loopback.ports import free_port
 
 SLOW_DOWN = (
     b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'

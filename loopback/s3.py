@@ -1,4 +1,4 @@
-"""A real S3-compatible server (SeaweedFS ``weed mini``) on loopback, for tests and benchmarks.
+"""A real S3-compatible server (SeaweedFS ``weed mini``) on loopback, for the tests and the benchmarks.
 
 Every port it opens is chosen free and bound to 127.0.0.1; telemetry and the extra
 front ends (WebDAV, admin UI, Iceberg, Lance) are off, and access needs credentials.
@@ -6,9 +6,7 @@ front ends (WebDAV, admin UI, Iceberg, Lance) are off, and access needs credenti
 
 import contextlib
 import json
-import random
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +14,8 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from loopback.ports import free_port
 
 ACCESS_KEY = "ci-access"
 SECRET_KEY = "ci-secret-key"
@@ -34,28 +34,6 @@ class S3Server:
             "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
             "AWS_EC2_METADATA_DISABLED": "true",
         }
-
-
-def _port_is_free(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port(taken: set[int] | None = None, offset: int = 0) -> int:
-    """A loopback port p (with p + offset) free now, drawn below the ephemeral range (32768-60999): there
-    the outgoing connections of other processes (the S3 server's, gloo's), which take ephemeral ports,
-    cannot grab it before whoever asked binds it."""
-    taken = set() if taken is None else taken
-    for _ in range(1000):
-        port = random.randint(20000, 29999)
-        if port not in taken and _port_is_free(port) and _port_is_free(port + offset):
-            taken.add(port)
-            return port
-    raise RuntimeError("no free loopback port found in 20000-29999")
 
 
 def _weed_binary() -> str:
