@@ -91,6 +91,7 @@ MODULES: dict[str, tuple[str, list[str]]] = {
             "tests/test_decode.py::test_an_lm_at_alpha_0_and_beta_0_is_no_lm",
         ],
     ),
+    "metric": ("train/metric.py", ["tests/test_metric.py"]),
     "hardware": (
         "train/hardware.py",
         [
