@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.best_model --run demo/run-s0-ema --run demo/run-s1-cum --run demo/run-s2 \\
         [--data demo/shards] [--solution demo/corpus/test_solution.csv] \\
-        [--lm demo/lm/phones-3.arpa --alpha 0.1 --beta 0.5] [--out demo/best-model]
+        [--lm demo/lm/phones-3.arpa --alpha 0.1 --beta 0.5] [--out demo/best-model] [--only 'ensemble of 3']
 
 For the first run: its best epoch (lowest dev distance of its live weights), its last, the mean of
 its last 3 and last 5 epoch checkpoints (``python -m eval average --weights live``), and its
@@ -96,6 +96,9 @@ def main() -> None:
     parser.add_argument("--beta", type=float, default=0.5)
     parser.add_argument("--out", default="demo/best-model", type=Path)
     parser.add_argument("--unseen", type=Path, help="the unseen voices' work folder (bench.unseen_voices)")
+    parser.add_argument(
+        "--only", nargs="+", metavar="WORDS", help="decode only the models whose name contains one of these"
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     board = str(args.out / "leaderboard.csv")
@@ -110,6 +113,8 @@ def main() -> None:
         f"{'model':36} {'parameters':>10} {'decoding':>8} {'dev PER':>8} {'test PER':>8} {'public':>7} {'private':>7} {'unseen PER':>10}"
     )
     for name, checkpoints, extra in variants(args.run, args.out):
+        if args.only and not any(word in name for word in args.only):
+            continue
         for label, lm in decodings:
             rows = {}
             for set_name, data, split, more in sets:
