@@ -57,9 +57,10 @@ def variants(runs: list[str], out: Path) -> list[tuple[str, list[str], list[str]
     found = [
         ("best epoch", [epoch_models(first)[best_epoch(first)]], ["--weights", "live"]),
         ("last epoch", [last[first]], ["--weights", "live"]),
-        ("mean of last 3 checkpoints", [averaged(first, 3, out)], []),
-        ("mean of last 5 checkpoints", [averaged(first, 5, out)], []),
     ]
+    for count in (3, 5):  # as many as the run keeps (its keep_last)
+        if count <= len(epoch_models(first)):
+            found.append((f"mean of last {count} checkpoints", [averaged(first, count, out)], []))
     for run in runs:
         if run != first:
             found.append((f"last epoch ({Path(run).name})", [last[run]], ["--weights", "live"]))

@@ -1,5 +1,9 @@
 """train/metric.py: the HW3P2 score, Levenshtein distance over PHONEME_MAP strings."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 import Levenshtein
 import numpy as np
 import pytest
@@ -8,6 +12,8 @@ import torch
 from shards.errors import UserError
 from shards.kaggle import public_rows
 from train.metric import Score, boards, collapse, greedy_decode, greedy_paths, score
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_scorer_is_levenshtein_over_phoneme_map_strings():
@@ -73,3 +79,21 @@ def test_the_two_boards_split_the_solution_s_rows_and_add_up_to_the_whole():
         UserError, match=r"here: 0 ids of the solution are missing .*, 1 are not in it \(e\.g\. \[20\]\)"
     ):
         boards({**predictions, 20: "."}, references, "here", 0.3)
+
+
+def test_a_refused_submission_names_what_is_missing_and_what_is_extra_three_of_each():
+    solution = {k: ".a." for k in range(10)}
+    predictions = {k: ".a." for k in range(5, 16)}  # 0-4 missing, 10-15 extra
+    expected = r"here: 5 ids of the solution are missing \(e\.g\. \[0, 1, 2\]\), 6 are not in it \(e\.g\. \[10, 11, 12\]\)"
+    with pytest.raises(UserError, match=expected):
+        score(predictions, solution, "here")
+
+
+def test_greedy_paths_refuse_lengths_of_another_batch():
+    with pytest.raises(ValueError):
+        greedy_paths(np.zeros((2, 3, 4)), np.array([3]))
+
+
+def test_the_metric_imports_no_torch():
+    probe = "import sys, train.metric; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", probe], cwd=REPO).returncode == 0

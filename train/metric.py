@@ -15,8 +15,6 @@ if TYPE_CHECKING:  # the metric runs on torch tensors and numpy arrays alike, wi
     import numpy as np
     import torch
 
-    Emissions = torch.Tensor | np.ndarray
-
 from shards.errors import UserError
 from shards.kaggle import public_rows
 from shards.vocab import BLANK, to_string
@@ -33,14 +31,18 @@ def collapse(path: Sequence[int], blank: int = BLANK) -> tuple[list[int], list[i
     return labels, frames
 
 
-def greedy_paths(log_probs: "Emissions", lengths: "Emissions") -> list[list[int]]:
+def greedy_paths(
+    log_probs: "torch.Tensor | np.ndarray", lengths: "torch.Tensor | np.ndarray"
+) -> list[list[int]]:
     """Best path per utterance of (B, T, C) log-probabilities, frame by frame within its length: a
     torch tensor's argmax is taken on its device, and only the labels are copied to the host."""
     best = log_probs.argmax(-1).tolist()
     return [path[:length] for path, length in zip(best, lengths.tolist(), strict=True)]
 
 
-def greedy_decode(log_probs: "Emissions", lengths: "Emissions") -> list[list[int]]:
+def greedy_decode(
+    log_probs: "torch.Tensor | np.ndarray", lengths: "torch.Tensor | np.ndarray"
+) -> list[list[int]]:
     """Best path per utterance of (B, T, C) log-probabilities, collapsed."""
     return [collapse(path)[0] for path in greedy_paths(log_probs, lengths)]
 
