@@ -5,7 +5,7 @@
         [--lm demo/lm/phones-3.arpa --alpha 0.1 --beta 0.5] [--out demo/best-model] [--only 'ensemble of 3']
 
 For the first run: its best epoch (lowest dev distance of its live weights), its last, the mean of
-its last 3 and last 5 epoch checkpoints (``python -m eval average --weights live``), and its
+its last 3 and last 5 epoch checkpoints (where it keeps that many) (``python -m eval average --weights live``), and its
 averaged weights (the run's ``average`` setting, EMA or cumulative); for every other run its own
 averaged weights where it averaged; for every other run its last epoch and its averaged weights;
 then ensembles of the first 2 and of all runs' last live weights, combined both ways. Each is decoded at beam 50 (with the LM too, given one) on the dev
@@ -53,13 +53,14 @@ def averaged(run: str, last: int, out: Path) -> str:
 
 def variants(runs: list[str], out: Path) -> list[tuple[str, list[str], list[str]]]:
     """(name, checkpoints, extra evaluate arguments) of each model to compare."""
-    first, last = runs[0], {run: epoch_models(run)[max(epoch_models(run))] for run in runs}
+    kept = {run: epoch_models(run) for run in runs}
+    first, last = runs[0], {run: models[max(models)] for run, models in kept.items()}
     found = [
-        ("best epoch", [epoch_models(first)[best_epoch(first)]], ["--weights", "live"]),
+        ("best epoch", [kept[first][best_epoch(first)]], ["--weights", "live"]),
         ("last epoch", [last[first]], ["--weights", "live"]),
     ]
     for count in (3, 5):  # as many as the run keeps (its keep_last)
-        if count <= len(epoch_models(first)):
+        if count <= len(kept[first]):
             found.append((f"mean of last {count} checkpoints", [averaged(first, count, out)], []))
     for run in runs:
         if run != first:
