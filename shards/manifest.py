@@ -115,7 +115,13 @@ def manifest_bytes(rows: list[dict]) -> bytes:
 
 
 def read_manifest(data: bytes) -> pa.Table:
-    return pq.read_table(io.BytesIO(data))
+    """The manifest table of Parquet bytes, read from a copy that Arrow owns. Handed a Python object
+    (a BytesIO, or bytes it wraps), Arrow's I/O threads may drop their last reference to it after
+    this returns; a thread that needs the GIL while the interpreter finalises aborts the process
+    ("terminate called without an active exception"): seen in training ranks and ``shards plan``."""
+    copy = pa.BufferOutputStream()
+    copy.write(data)
+    return pq.read_table(pa.BufferReader(copy.getvalue()))
 
 
 def read_split_metadata(url: str, split: str) -> tuple[SplitIndex, list[dict]]:
