@@ -117,6 +117,28 @@ def test_a_second_signal_to_the_watch_exits_at_once_with_128_plus_its_number():
     assert result.stdout == "noted True\n" and "SIGUSR1 received" in result.stderr
 
 
+def test_the_same_signal_again_at_once_is_an_echo_and_later_exits():
+    """scancel signals the launcher too, and torchrun's agent passes the SIGTERM on to its ranks: a rank
+    hears one stop twice. The repeat within ECHO_S is ignored (the rank still checkpoints); the same
+    signal after ECHO_S is a second request and exits at once."""
+    code = (
+        "import os, signal, time\n"
+        "from train import preemption\n"
+        "preemption.ECHO_S = 1.0\n"
+        "watch = preemption.PreemptionWatch()\n"
+        "os.kill(os.getpid(), signal.SIGTERM)\n"
+        "os.kill(os.getpid(), signal.SIGTERM)\n"
+        "print('echo ignored', flush=True)\n"
+        "time.sleep(1.5)\n"
+        "os.kill(os.getpid(), signal.SIGTERM)\n"
+        "time.sleep(60)\n"
+        "print('still running')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 128 + signal.SIGTERM, result.stderr
+    assert result.stdout == "echo ignored\n" and result.stderr.count("SIGTERM received") == 1
+
+
 def test_killed_mid_epoch_a_rerun_continues_from_the_step_checkpoint(data, whole_one_rank, tmp_path):
     out = tmp_path / "run"
     command = [sys.executable, *_script(data, out, "checkpoint_every_steps=3")]

@@ -3,7 +3,10 @@ or SIGUSR1 (Slurm's warning before a time limit) reaching any rank stops every r
 
 Each rank only notes the signal; once per optimiser step the ranks all-reduce their notes (together
 with rank 0's "a timed checkpoint is due", so they also agree on that), and if any rank was signalled
-they all write one checkpoint at that step and exit with EXIT_PREEMPTED. A second signal exits at once.
+they all write one checkpoint at that step and exit with EXIT_PREEMPTED. A second signal exits at once,
+unless it is the first one's echo: the same signal within ECHO_S of it. Slurm's scancel (or a kill of
+the process group) signals the launcher as well as the ranks, and torchrun's agent passes the signal
+it got on to its workers, so each rank hears one stop twice, milliseconds apart.
 
 The agreement never stalls a GPU: each step's flags are reduced and copied to the host behind that
 step's work, and read one step later, by when they have long arrived, so every rank acts on the
@@ -24,6 +27,7 @@ log = logging.getLogger("train.preemption")
 
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: a checkpoint was written; start the same command again to continue
 SIGNALS = PREEMPTION_SIGNALS  # the loader's workers ignore them (shards/reader.py)
+ECHO_S = 5.0  # the same signal again this soon after the first is its echo, not a second request
 
 
 class Preempted(Exception):
@@ -33,15 +37,19 @@ class Preempted(Exception):
 class PreemptionWatch:
     def __init__(self) -> None:
         self.signalled_at: float | None = None
+        self._first_signal: int | None = None
         self._flags: torch.Tensor | None = None  # the last call's reduced flags, on the host
         self._arrived: torch.cuda.Event | None = None  # marks their copy's arrival (CUDA)
         for signum in SIGNALS:
             signal.signal(signum, self._handle)
 
     def _handle(self, signum: int, _frame) -> None:
-        if self.signalled_at is not None:  # the second one: no more waiting
-            os._exit(128 + signum)
-        self.signalled_at = time.monotonic()
+        now = time.monotonic()
+        if self.signalled_at is not None:
+            if signum == self._first_signal and now - self.signalled_at < ECHO_S:
+                return  # the launcher passing on the stop this rank already heard
+            os._exit(128 + signum)  # a second request: no more waiting
+        self.signalled_at, self._first_signal = now, signum
         log.warning("%s received: checkpointing at the next step, then exiting", signal.Signals(signum).name)
 
     def agree(self, accelerator: Accelerator, checkpoint_due: bool) -> tuple[bool, bool]:
