@@ -32,14 +32,18 @@ class CuttableProxy:
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(("127.0.0.1", self.port))
         listener.listen(64)
-        self._listener = listener
+        with self._lock:
+            self._listener = listener
         threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
 
     def down(self) -> None:
-        with contextlib.suppress(OSError):
-            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread; close alone would not
-        self._listener.close()
         with self._lock:
+            listener, self._listener = self._listener, None
+            if listener is None:
+                return  # already down
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread; close alone would not
+            listener.close()
             for connection in self._connections:
                 with contextlib.suppress(OSError):
                     connection.shutdown(socket.SHUT_RDWR)
@@ -50,10 +54,17 @@ class CuttableProxy:
         while True:
             try:
                 client, _ = listener.accept()
-                upstream = socket.create_connection(("127.0.0.1", self.target))
             except OSError:
                 return  # the listener was closed: the link is down
             with self._lock:
+                if self._listener is not listener:  # the link went down while this one was accepted
+                    client.close()
+                    return
+                try:
+                    upstream = socket.create_connection(("127.0.0.1", self.target))
+                except OSError:
+                    client.close()
+                    return
                 self._connections |= {client, upstream}
             for source, sink, requests in ((client, upstream, True), (upstream, client, False)):
                 threading.Thread(target=self._pump, args=(source, sink, requests), daemon=True).start()
