@@ -40,6 +40,10 @@ MODULES: dict[str, tuple[str, list[str]]] = {
         ["tests/test_store.py", "tests/test_checkpoint.py", "tests/test_page.py", "tests/test_validate.py"],
     ),
     "kaggle": ("shards/kaggle.py", ["tests/test_kaggle.py"]),
+    "sample": ("shards/sample.py", ["tests/test_sample.py"]),
+    "writer": ("shards/writer.py", ["tests/test_writer.py"]),
+    "batch": ("shards/batch.py", ["tests/test_batch.py"]),
+    "retry": ("shards/retry.py", ["tests/test_retry.py"]),
     "progress": ("shards/progress.py", ["tests/test_progress.py"]),
     "validate": (
         "pipeline/validate.py",
@@ -58,6 +62,7 @@ MODULES: dict[str, tuple[str, list[str]]] = {
         [
             "tests/test_preemption.py::test_the_watch_reports_a_signal_and_a_due_checkpoint_one_step_later",
             "tests/test_preemption.py::test_a_second_signal_to_the_watch_exits_at_once_with_128_plus_its_number",
+            "tests/test_preemption.py::test_the_same_signal_again_at_once_is_an_echo_and_later_exits",
             "tests/test_preemption.py::test_sigterm_to_one_rank_stops_both_at_one_step_and_the_rerun_finishes_the_same",
             "tests/test_preemption.py::test_a_second_signal_to_a_training_rank_exits_at_once",
         ],

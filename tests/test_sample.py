@@ -1,0 +1,140 @@
+"""shards/sample.py: an utterance as a shard stores it and back, never unpickled, every malformed member named."""
+
+import io
+
+import numpy as np
+import pytest
+
+from shards import sample
+from shards.sample import Utterance
+from shards.vocab import NUM_CLASSES
+
+
+def _npy(array: np.ndarray, allow_pickle: bool = False) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=allow_pickle)
+    return buffer.getvalue()
+
+
+def _utterance(labels: bool = True, utterance_id: str = "103-1240-0000") -> Utterance:
+    features = np.arange(5 * 13, dtype=np.float32).reshape(5, 13) / 7
+    return Utterance(utterance_id, features, np.array([1, 40, 7], np.int16) if labels else None)
+
+
+@pytest.mark.parametrize("labels", [True, False], ids=["labelled", "unlabelled"])
+def test_an_utterance_comes_back_exactly(labels):
+    original = _utterance(labels, utterance_id="spk.1-ü")  # ids may hold dots and any UTF-8
+    members = sample.encode(original)
+    assert set(members) == (
+        {sample.ID, sample.FEATURES, sample.LABELS} if labels else {sample.ID, sample.FEATURES}
+    )
+    back = sample.decode(members)
+    assert back.id == original.id and back.features.dtype == np.float32
+    assert np.array_equal(back.features, original.features)
+    if labels:
+        assert back.labels.dtype == np.int16 and np.array_equal(back.labels, original.labels)
+    else:
+        assert back.labels is None
+
+
+def test_encoding_stores_float32_features_and_int16_labels_whatever_it_is_given():
+    given = Utterance("u", np.ones((4, 2), np.float64)[:, ::-1], np.array([3, 4], np.int64))  # not contiguous
+    stored = sample.decode(sample.encode(given))
+    assert stored.features.dtype == np.float32 and stored.labels.dtype == np.int16
+    assert np.array_equal(stored.features, np.ones((4, 2))) and stored.labels.tolist() == [3, 4]
+
+
+def test_a_key_is_the_position_zero_padded_to_nine_digits():
+    assert sample.sample_key(0) == "000000000" and sample.sample_key(123456) == "000123456"
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"\x80\x04\x95" + b"\x00" * 20, "pickled data, not a .npy array: refused"),
+        (b"PK\x03\x04 a zip", "unreadable .npy: no NUMPY header (10 bytes)"),
+        (_npy(np.array([{"a": 1}], dtype=object), allow_pickle=True), "pickled .npy (object array) refused"),
+        (
+            _npy(np.ones((4, 3), np.float32))[:-5],
+            "truncated or padded .npy: the header declares (4, 3) float32 (48 bytes), the file holds 43",
+        ),
+        (
+            _npy(np.ones(2, np.int16)) + b"\x00",
+            "truncated or padded .npy: the header declares (2,) int16 (4 bytes), the file holds 5",
+        ),
+        (
+            sample.NPY_MAGIC + b"\x03\x00" + b"\x00" * 10,
+            "unreadable .npy: format version 3.0 is not supported",
+        ),
+        (sample.NPY_MAGIC + b"\x01\x00\x04\x00{}  ", "unreadable .npy:"),
+    ],
+    ids=["pickle", "no-magic", "object-array", "truncated", "padded", "version-3", "bad-header"],
+)
+def test_a_bad_npy_is_refused_saying_why(data, message):
+    with pytest.raises(ValueError) as refused:
+        sample.load_npy(data)
+    assert message in str(refused.value)
+
+
+def test_a_small_file_declaring_a_huge_array_is_refused_before_anything_is_allocated():
+    forged = io.BytesIO()
+    np.lib.format.write_array_header_1_0(forged, {"descr": "<f8", "fortran_order": False, "shape": (10**12,)})
+    forged.write(b"\x00" * 8)  # one float64 where the header declares a trillion
+    with pytest.raises(
+        ValueError, match=r"declares \(1000000000000,\) float64 \(8000000000000 bytes\), the file holds 8"
+    ):
+        sample.load_npy(forged.getvalue())
+
+
+def _members(**changes: bytes | None) -> dict[str, bytes]:
+    members = sample.encode(_utterance())
+    for name, value in changes.items():
+        extension = {"features": sample.FEATURES, "labels": sample.LABELS, "id": sample.ID}[name]
+        if value is None:
+            del members[extension]
+        else:
+            members[extension] = value
+    return members
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"features": None}, "sample is malformed: 'feats.npy'"),
+        ({"id": None}, "sample is malformed: 'id.txt'"),
+        ({"id": b"\xff\xfe"}, "sample is malformed: 'utf-8' codec can't decode"),
+        ({"features": b"\x80\x04junk"}, "sample is malformed: pickled data"),
+        ({"features": _npy(np.ones((3, 2), np.float64))}, "sample is malformed: features are float64 (3, 2)"),
+        ({"features": _npy(np.ones(3, np.float32))}, "sample is malformed: features are float32 (3,)"),
+        (
+            {"features": _npy(np.ones((0, 13), np.float32))},
+            "sample is malformed: features are float32 (0, 13)",
+        ),
+        ({"labels": _npy(np.array([1, 2], np.int32))}, "labels are not phoneme indices 1..40"),
+        ({"labels": _npy(np.array([[1, 2]], np.int16))}, "labels are not phoneme indices 1..40"),
+        ({"labels": _npy(np.array([0, 2], np.int16))}, "labels are not phoneme indices 1..40"),
+        ({"labels": _npy(np.array([1, NUM_CLASSES], np.int16))}, "labels are not phoneme indices 1..40"),
+    ],
+    ids=[
+        "no-features",
+        "no-id",
+        "id-not-utf8",
+        "pickled-features",
+        "float64",
+        "1-d",
+        "empty",
+        "int32-labels",
+        "2-d-labels",
+        "blank-label",
+        "label-past-vocab",
+    ],
+)
+def test_a_malformed_sample_is_refused_naming_its_shard_and_member(changes, message):
+    with pytest.raises(ValueError) as refused:
+        sample.decode(_members(**changes), where="s3://b/train/shard-000003.tar")
+    assert str(refused.value).startswith("s3://b/train/shard-000003.tar: ") and message in str(refused.value)
+
+
+def test_the_edges_of_the_label_range_are_accepted():
+    members = _members(labels=_npy(np.array([1, NUM_CLASSES - 1], np.int16)))
+    assert sample.decode(members).labels.tolist() == [1, NUM_CLASSES - 1]
