@@ -76,6 +76,13 @@ def test_a_bad_npy_is_refused_saying_why(data, message):
     assert message in str(refused.value)
 
 
+def test_every_payload_size_reads_back_whatever_the_header_s_length():
+    """The bytes present are the file's length less the header's, for payloads that share bits with it."""
+    for size in range(0, 600, 7):
+        array = np.arange(size, dtype=np.uint8)
+        assert np.array_equal(sample.load_npy(_npy(array)), array)
+
+
 def test_a_small_file_declaring_a_huge_array_is_refused_before_anything_is_allocated():
     forged = io.BytesIO()
     np.lib.format.write_array_header_1_0(forged, {"descr": "<f8", "fortran_order": False, "shape": (10**12,)})
@@ -97,42 +104,51 @@ def _members(**changes: bytes | None) -> dict[str, bytes]:
     return members
 
 
+LABELS_REFUSED = "labels are not phoneme indices 1..40"
+
+
 @pytest.mark.parametrize(
     "changes, message",
     [
-        ({"features": None}, "sample is malformed: 'feats.npy'"),
-        ({"id": None}, "sample is malformed: 'id.txt'"),
-        ({"id": b"\xff\xfe"}, "sample is malformed: 'utf-8' codec can't decode"),
-        ({"features": b"\x80\x04junk"}, "sample is malformed: pickled data"),
-        ({"features": _npy(np.ones((3, 2), np.float64))}, "sample is malformed: features are float64 (3, 2)"),
-        ({"features": _npy(np.ones(3, np.float32))}, "sample is malformed: features are float32 (3,)"),
-        (
-            {"features": _npy(np.ones((0, 13), np.float32))},
-            "sample is malformed: features are float32 (0, 13)",
+        pytest.param({"features": None}, "sample is malformed: 'feats.npy'", id="no-features"),
+        pytest.param({"id": None}, "sample is malformed: 'id.txt'", id="no-id"),
+        pytest.param(
+            {"id": b"\xff\xfe"}, "sample is malformed: 'utf-8' codec can't decode", id="id-not-utf8"
         ),
-        ({"labels": _npy(np.array([1, 2], np.int32))}, "labels are not phoneme indices 1..40"),
-        ({"labels": _npy(np.array([[1, 2]], np.int16))}, "labels are not phoneme indices 1..40"),
-        ({"labels": _npy(np.array([0, 2], np.int16))}, "labels are not phoneme indices 1..40"),
-        ({"labels": _npy(np.array([1, NUM_CLASSES], np.int16))}, "labels are not phoneme indices 1..40"),
-    ],
-    ids=[
-        "no-features",
-        "no-id",
-        "id-not-utf8",
-        "pickled-features",
-        "float64",
-        "1-d",
-        "empty",
-        "int32-labels",
-        "2-d-labels",
-        "blank-label",
-        "label-past-vocab",
+        pytest.param(
+            {"features": b"\x80\x04junk"}, "sample is malformed: pickled data", id="pickled-features"
+        ),
+        pytest.param(
+            {"features": _npy(np.ones((3, 2), np.float64))}, "features are float64 (3, 2)", id="float64"
+        ),
+        pytest.param(
+            {"features": _npy(np.ones((3, 2), np.float16))}, "features are float16 (3, 2)", id="float16"
+        ),
+        pytest.param({"features": _npy(np.ones(3, np.float32))}, "features are float32 (3,)", id="1-d"),
+        pytest.param(
+            {"features": _npy(np.ones((2, 3, 4), np.float32))}, "features are float32 (2, 3, 4)", id="3-d"
+        ),
+        pytest.param(
+            {"features": _npy(np.ones((0, 13), np.float32))}, "features are float32 (0, 13)", id="empty"
+        ),
+        pytest.param({"labels": _npy(np.array([1, 2], np.int32))}, LABELS_REFUSED, id="int32-labels"),
+        pytest.param({"labels": _npy(np.array([1, 2], np.int8))}, LABELS_REFUSED, id="int8-labels"),
+        pytest.param({"labels": _npy(np.array([[1, 2]], np.int16))}, LABELS_REFUSED, id="2-d-labels"),
+        pytest.param({"labels": _npy(np.array(3, np.int16))}, LABELS_REFUSED, id="0-d-labels"),
+        pytest.param({"labels": _npy(np.array([0, 2], np.int16))}, LABELS_REFUSED, id="blank-label"),
+        pytest.param(
+            {"labels": _npy(np.array([1, NUM_CLASSES], np.int16))}, LABELS_REFUSED, id="past-the-vocabulary"
+        ),
+        pytest.param(
+            {"labels": _npy(np.array([300, 1], np.int16))}, LABELS_REFUSED, id="far-past-the-vocabulary"
+        ),
     ],
 )
 def test_a_malformed_sample_is_refused_naming_its_shard_and_member(changes, message):
     with pytest.raises(ValueError) as refused:
         sample.decode(_members(**changes), where="s3://b/train/shard-000003.tar")
-    assert str(refused.value).startswith("s3://b/train/shard-000003.tar: ") and message in str(refused.value)
+    where = "s3://b/train/shard-000003.tar: sample is malformed: "
+    assert str(refused.value).startswith(where) and message in str(refused.value)
 
 
 def test_the_edges_of_the_label_range_are_accepted():
