@@ -3,6 +3,7 @@
 The clock is the test's: ``time.monotonic`` and ``time.sleep`` are replaced by a clock that only moves
 when slept on, so the pauses and the deadline are checked exactly, in no time."""
 
+import inspect
 import logging
 import pickle
 
@@ -17,7 +18,7 @@ URL = "s3://bucket/run/checkpoints/epoch-0003"
 
 class Clock:
     def __init__(self):
-        self.now, self.pauses = 100.0, []
+        self.now, self.pauses = 3.0, []  # small: a clock read as a remainder of the start would show
 
     def monotonic(self) -> float:
         return self.now
@@ -116,6 +117,18 @@ def test_past_the_deadline_the_last_error_is_raised_naming_the_url_and_the_time_
     assert clock.pauses == [0.5, 1, 2, 4] and len(calls) == 5
     assert str(failed.value) == f"{URL}: still failing after 8 s of retries: outage 4"
     assert failed.value.__cause__ is errors[4] and isinstance(failed.value, OSError)
+
+
+def test_a_pause_that_ends_exactly_at_the_deadline_is_still_taken(clock, monkeypatch):
+    monkeypatch.setattr(retry.random, "uniform", lambda low, high: high)
+    action, calls = _failing([OSError("outage")] * 5)
+    assert with_retries(action, URL, deadline_s=15.5) == "done"  # 0.5 + 1 + 2 + 4 + 8 = 15.5
+    assert clock.pauses == [0.5, 1, 2, 4, 8] and len(calls) == 6
+
+
+def test_an_outage_is_waited_out_for_five_minutes_by_default():
+    """The default docs/design.md and docs/reliability.md state, and io_deadline_s's."""
+    assert inspect.signature(with_retries).parameters["deadline_s"].default == 300
 
 
 def test_still_failing_crosses_a_process_boundary_whole():
