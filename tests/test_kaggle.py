@@ -5,6 +5,7 @@ import sys
 
 import pytest
 
+from shards.errors import UserError
 from shards.kaggle import ids_name, public_rows, read_labels
 
 PINNED_PUBLIC_OF_10 = [0, 2, 7]  # the rule's answer for rows 0-9, pinned
@@ -60,6 +61,17 @@ def test_the_public_board_is_a_fixed_share_of_the_rows_whatever_their_order(rows
     assert len(public) == round(0.3 * rows) and public <= set(numbers)
     assert public_rows(list(reversed(numbers))) == public  # the rows' numbers decide, not their order
     assert len(public_rows(numbers, 0.5)) == round(0.5 * rows)
+
+
+@pytest.mark.parametrize("share", [0, 1, -0.5, 1.5, 2])
+def test_a_public_share_that_is_not_a_fraction_of_the_board_is_refused(share):
+    with pytest.raises(UserError, match=f"public share {share}: expected a fraction between 0 and 1"):
+        public_rows(list(range(10)), share)
+
+
+@pytest.mark.parametrize("share", [0.001, 0.999])
+def test_the_edges_of_the_public_share_are_accepted(share):
+    assert len(public_rows(list(range(1000)), share)) == round(share * 1000)
 
 
 def test_the_public_board_is_pinned_so_a_score_never_changes_between_runs():

@@ -83,6 +83,15 @@ def test_every_payload_size_reads_back_whatever_the_header_s_length():
         assert np.array_equal(sample.load_npy(_npy(array)), array)
 
 
+@pytest.mark.parametrize("version", [(1, 0), (2, 0)])
+def test_both_npy_format_versions_numpy_writes_for_numbers_read_back(version):
+    array = np.arange(12, dtype=np.float32).reshape(3, 4)
+    written = io.BytesIO()
+    np.lib.format.write_array(written, array, version=version, allow_pickle=False)
+    assert written.getvalue()[6:8] == bytes(version)
+    assert np.array_equal(sample.load_npy(written.getvalue()), array)
+
+
 def test_a_small_file_declaring_a_huge_array_is_refused_before_anything_is_allocated():
     forged = io.BytesIO()
     np.lib.format.write_array_header_1_0(forged, {"descr": "<f8", "fortran_order": False, "shape": (10**12,)})
