@@ -63,6 +63,7 @@ MODULES: dict[str, tuple[str, list[str]]] = {
             "tests/test_preemption.py::test_the_watch_reports_a_signal_and_a_due_checkpoint_one_step_later",
             "tests/test_preemption.py::test_a_second_signal_to_the_watch_exits_at_once_with_128_plus_its_number",
             "tests/test_preemption.py::test_the_same_signal_again_at_once_is_an_echo_and_later_exits",
+            "tests/test_preemption.py::test_only_the_same_signal_within_five_seconds_is_an_echo",
             "tests/test_preemption.py::test_sigterm_to_one_rank_stops_both_at_one_step_and_the_rerun_finishes_the_same",
             "tests/test_preemption.py::test_a_second_signal_to_a_training_rank_exits_at_once",
         ],

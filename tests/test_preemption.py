@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import fsspec
 import psutil
@@ -29,7 +30,7 @@ from pipeline.synthetic import write_hw3p2
 from shards.manifest import read_split_metadata
 from tests.outage import CuttableProxy
 from tests.processes import accelerate_command, kill_when, why_failed
-from train import checkpoint, resume
+from train import checkpoint, preemption, resume
 from train.preemption import SIGNALS, PreemptionWatch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -137,6 +138,37 @@ def test_the_same_signal_again_at_once_is_an_echo_and_later_exits():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 128 + signal.SIGTERM, result.stderr
     assert result.stdout == "echo ignored\n" and result.stderr.count("SIGTERM received") == 1
+
+
+@pytest.mark.parametrize(
+    "first, then, after_s, exits",
+    [
+        (signal.SIGTERM, signal.SIGTERM, 4.999, False),  # the launcher's echo
+        (signal.SIGTERM, signal.SIGTERM, 5.0, True),  # the window is 5 s, its end not in it
+        (signal.SIGTERM, signal.SIGUSR1, 0.0, True),  # another signal is another request, whichever
+        (signal.SIGUSR1, signal.SIGTERM, 0.0, True),
+    ],
+)
+def test_only_the_same_signal_within_five_seconds_is_an_echo(monkeypatch, first, then, after_s, exits):
+    """On the watch's own clock: the window's length and edge, and the signals it spans."""
+    clock = [1000.0]
+
+    def leave(status: int) -> NoReturn:
+        raise SystemExit(status)
+
+    monkeypatch.setattr(preemption.signal, "signal", lambda *_: None)  # the test process keeps its handlers
+    monkeypatch.setattr(preemption.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(preemption.os, "_exit", leave)
+    watch = PreemptionWatch()
+    watch._handle(first, None)
+    clock[0] += after_s
+    if exits:
+        with pytest.raises(SystemExit) as left:
+            watch._handle(then, None)
+        assert left.value.code == 128 + then
+    else:
+        watch._handle(then, None)  # returns: ignored
+    assert watch.signalled_at == 1000.0  # an echo is no new signal
 
 
 def test_killed_mid_epoch_a_rerun_continues_from_the_step_checkpoint(data, whole_one_rank, tmp_path):
