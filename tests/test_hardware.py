@@ -12,10 +12,12 @@ import torch
 from train.config import load_config
 from train.hardware import (
     DeviceError,
+    LauncherPrecision,
     allow_tf32,
     check_lstm_path,
     describe,
     native_bf16,
+    refuse_launcher_precision,
     resolve_precision,
     use_cuda,
 )
@@ -156,3 +158,17 @@ def test_the_padded_lstm_path_is_refused_on_a_gpu_only(gpu, impl):
         DeviceError, match=r"^lstm_impl=padded on a GPU: .* use lstm_impl=auto or packed there"
     ):
         check_lstm_path(setting, device)
+
+
+@pytest.mark.parametrize("launcher", ["no", "fp16", "bf16", "fp8"])
+def test_a_precision_from_the_launcher_is_refused_naming_the_one_authority(launcher):
+    """accelerate launch's own mixed precision would autocast inside the run's: only "no" passes.
+    (The whole command, two ranks each printing the line, is test_train.py's.)"""
+    launcher = launcher.encode().decode()  # made at run time, as Accelerate's environment gives it
+    if launcher == "no":
+        refuse_launcher_precision(launcher)
+        return
+    with pytest.raises(LauncherPrecision) as refused:
+        refuse_launcher_precision(launcher)
+    assert str(refused.value).startswith(f"accelerate launch was given mixed_precision {launcher} (")
+    assert "launch with --mixed_precision no and set precision=auto|bf16|fp16|fp32" in str(refused.value)
