@@ -44,6 +44,7 @@ MODULES: dict[str, tuple[str, list[str]]] = {
     "writer": ("shards/writer.py", ["tests/test_writer.py"]),
     "batch": ("shards/batch.py", ["tests/test_batch.py"]),
     "retry": ("shards/retry.py", ["tests/test_retry.py"]),
+    "layout": ("pipeline/layout.py", ["tests/test_layout.py"]),
     "progress": ("shards/progress.py", ["tests/test_progress.py"]),
     "validate": (
         "pipeline/validate.py",
