@@ -4,7 +4,7 @@ destination, which a rerun clears of what a killed run left there."""
 
 import tempfile
 
-from shards.store import Store
+from shards.store import Store, glob_urls
 
 
 def test_a_local_store_stages_inside_its_root_and_publishes_in_one_step(tmp_path):
@@ -43,3 +43,17 @@ def test_an_s3_store_stages_per_destination_and_a_rerun_clears_a_killed_runs_lef
         assert Store(url).list("train") == ["index.json"]
     finally:
         Store(f"{s3_bucket}/other").clear_staging()
+
+
+def test_a_glob_gives_sorted_urls_with_the_pattern_s_own_protocol(tmp_path, s3_bucket):
+    """fsspec's glob drops the protocol: the URLs must open again (watch, average and transcribe use them)."""
+    for name in ("run-b/model.pt", "run-a/model.pt", "run-a/notes.txt"):
+        Store(str(tmp_path)).publish_bytes(b"x", name)
+        Store(s3_bucket).publish_bytes(b"x", name)
+    assert glob_urls(f"{tmp_path}/*/model.pt") == [f"{tmp_path}/run-a/model.pt", f"{tmp_path}/run-b/model.pt"]
+    bucket = s3_bucket.removeprefix("s3://")
+    assert glob_urls(f"{s3_bucket}/*/model.pt") == [
+        f"s3://{bucket}/run-a/model.pt",
+        f"s3://{bucket}/run-b/model.pt",
+    ]
+    assert glob_urls(f"{tmp_path}/*/none.pt") == []
