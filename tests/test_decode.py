@@ -14,7 +14,7 @@ import torch
 
 from eval import token_lm
 from eval.arpa import END, arpa_bytes
-from eval.decode import CTCBeamDecoder, DecoderState, Decoding, GreedyDecoder, OnlineCTCBeamDecoder
+from eval.decode import CTCBeamDecoder, DecoderState, Decoding, GreedyDecoder, OnlineCTCBeamDecoder, on_host
 from eval.lm import estimate
 from eval.prefix_beam import _candidates
 from eval.token_lm import LMError
@@ -257,6 +257,38 @@ def test_evaluations_decoder_is_greedy_below_beam_2_and_the_beam_takes_log_probs
     plain = beam.decode(log_probs, lengths)  # log-probabilities: no "negative values" refusal
     with_bonus = Decoding(2, 10, beta=5.0).decoder().best(log_probs, lengths)[0][0]
     assert len(with_bonus.labels) > int(plain[3][0, 0])  # a per-phoneme bonus without an LM
+
+
+def test_evaluations_defaults_are_beam_50_of_the_10_likeliest_on_one_thread_without_an_lm():
+    """Decoding is the one home of evaluate's, watch's, tune's and transcribe's decoding defaults."""
+    default = Decoding()
+    assert (default.beam, default.top_n, default.decoders, default.lm, default.alpha, default.beta) == (
+        50,
+        10,
+        1,
+        None,
+        0.0,
+        0.0,
+    )
+    beam = default.decoder()
+    assert (beam._beam_width, beam._cutoff_top_n, beam._threads.count) == (50, 10, 1)
+
+
+def test_the_leaderboard_records_the_lm_and_its_weights_only_where_they_were_used():
+    assert Decoding().cells() == {"lm": "", "alpha": "", "beta": ""}
+    assert Decoding(beta=0.5).cells() == {"lm": "", "alpha": "", "beta": 0.5}  # a bonus without an LM
+    assert Decoding(lm="lm.arpa", alpha=0.3, beta=0.0).cells() == {"lm": "lm.arpa", "alpha": 0.3, "beta": 0.0}
+
+
+def test_emissions_reach_the_host_as_float32_whatever_their_tensor_s_precision():
+    values = [[[0.25, 0.75], [0.5, 0.5]]]
+    for dtype in (torch.float32, torch.bfloat16, torch.float16):
+        on_cpu = on_host(torch.tensor(values, dtype=dtype, requires_grad=dtype == torch.float32))
+        assert on_cpu.dtype == np.float32 and on_cpu.tolist() == values
+    assert on_host(torch.tensor([3, 1])).dtype == np.int64  # lengths keep their integers
+    assert on_host([[1, 2]]).tolist() == [[1, 2]]
+    array = np.zeros((1, 2, 2), np.float32)
+    assert on_host(array) is array  # numpy is taken as it is, not copied
 
 
 def _labelling_log_probs(log_probs: torch.Tensor, blank: int = 0) -> dict[tuple[int, ...], float]:
