@@ -91,6 +91,7 @@ MODULES: dict[str, tuple[str, list[str]]] = {
             "tests/test_decode.py::test_beam_search_never_loses_to_greedy",
             "tests/test_decode.py::test_greedy_matches_a_straightforward_reference",
             "tests/test_decode.py::test_threads_give_what_one_thread_gives",
+            "tests/test_decode.py::test_num_processes_utterances_are_decoded_at_once_on_up_to_a_thread_per_core",
             "tests/test_decode.py::test_a_script_without_a_main_guard_decodes_on_threads",
             "tests/test_decode.py::test_online_decoding_needs_a_state_per_item_and_is_empty_until_the_end",
             "tests/test_decode.py::test_without_an_lm_alpha_and_beta_change_nothing_as_in_ctcdecode",

@@ -5,6 +5,7 @@ import itertools
 import math
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import fsspec
@@ -383,6 +384,26 @@ def test_threads_give_what_one_thread_gives():
             for a, b in zip(one.decode(probs, lengths), threaded.decode(probs, lengths), strict=True)
         )
     assert threaded._threads.pool is None  # closed by the with block
+
+
+@pytest.mark.parametrize(
+    "asked, items, on_threads",
+    [(1, 3, False), (4, 1, False), (4, 2, True), (4, 3, True), (0, 3, False), (10**6, 3, True)],
+)
+def test_num_processes_utterances_are_decoded_at_once_on_up_to_a_thread_per_core(
+    monkeypatch, asked, items, on_threads
+):
+    """num_processes threads (at least one, at most the cores) decode a batch of two or more; one
+    utterance, or one thread, is decoded on the caller's thread."""
+    monkeypatch.setattr("os.cpu_count", lambda: 4)
+    caller = threading.current_thread()
+    with CTCBeamDecoder(PHONEME_MAP, num_processes=asked) as decoder:
+        assert decoder._threads.count == max(1, min(asked, 4))
+        callers = decoder._threads.map(lambda _: threading.current_thread(), range(items))
+    if on_threads:
+        assert caller not in callers
+    else:
+        assert callers == [caller] * items
 
 
 UNGUARDED = """
