@@ -256,6 +256,11 @@ def main() -> int:
         parser.error(f"unknown module(s) {', '.join(unknown)}; known: {', '.join(MODULES)}")
     args.out.mkdir(parents=True, exist_ok=True)
     if args.recheck:
+        unrun = [name for name in names if not (args.out / f"{name}.survivors.txt").exists()]
+        if unrun:
+            parser.error(
+                f"no run of {', '.join(unrun)} in {args.out} to recheck: run it first (without --recheck)"
+            )
         rows = [recheck_module(name, args.out.resolve()) for name in names]
     else:
         tree = _worktree(args.out.resolve())

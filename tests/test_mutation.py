@@ -32,3 +32,14 @@ def test_each_selection_names_its_module_and_tests_that_exist(name, collected):
     assert tests and not any(t.startswith("-") for t in tests), "files or node ids, never -k or options"
     for test in tests:  # every file or node id given collects at least one test
         assert any(i == test or i.startswith((test + "::", test + "[")) for i in collected), test
+
+
+def test_a_recheck_of_a_module_never_run_says_so_in_one_line(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.mutation", "--recheck", "--modules", "kaggle", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"error: no run of kaggle in {tmp_path} to recheck: run it first" in result.stderr
