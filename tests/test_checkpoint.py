@@ -196,3 +196,17 @@ def test_loading_never_runs_code_and_a_foreign_dict_is_named(tmp_path):
     torch.save({"weights": {}}, tmp_path / "other.pt")  # readable, but not this project's
     with pytest.raises(checkpoint.CheckpointError, match="other.pt: not a ModelCard of this project"):
         checkpoint.ModelCard.load(str(tmp_path / "other.pt"))
+
+
+def test_a_model_card_is_published_where_its_url_says(tmp_path, monkeypatch):
+    """eval average writes its model.pt to a URL of the user's: in that folder, or here for a bare name."""
+    card = _card(7, torch.arange(3.0))
+    card.publish(f"{tmp_path}/averaged/model.pt")
+    assert checkpoint.load(str(tmp_path / "averaged" / "model.pt"))["step"] == 7
+    monkeypatch.chdir(tmp_path / "averaged")
+    _card(8, torch.ones(2)).publish("bare.pt")
+    assert checkpoint.load(str(tmp_path / "averaged" / "bare.pt"))["step"] == 8
+    assert sorted(p.name for p in (tmp_path / "averaged").iterdir() if p.suffix == ".pt") == [
+        "bare.pt",
+        "model.pt",
+    ]
