@@ -100,6 +100,16 @@ def test_an_id_missing_a_part_is_still_an_utterance_for_the_caller_to_report(tmp
     assert test.order == ["t1", "only-ordered"]
 
 
+def test_an_id_with_only_a_transcript_and_a_place_in_the_order_is_kept_for_the_caller(tmp_path):
+    root = _tree(tmp_path, ["dev/mfcc/a.npy", "dev/transcript/a.npy", "dev/transcript/b.npy"])
+    (tmp_path / "dev" / "test_order.csv").write_text("file\na.npy\nb.npy\n")
+    (dev,) = discover(FS, root)
+    assert [(u.id, u.has_features, u.has_transcript) for u in dev.utterances] == [
+        ("a", True, True),
+        ("b", False, True),
+    ]
+
+
 def test_what_is_not_a_regular_file_is_refused_without_being_opened(tmp_path):
     root = _tree(tmp_path, ["train/mfcc/a.npy", "train/transcript/a.npy", "train/transcript/p.npy"])
     os.mkfifo(tmp_path / "train" / "mfcc" / "p.npy")  # opening it would wait forever
@@ -124,14 +134,18 @@ def test_an_order_file_that_is_not_a_file_or_not_text_is_refused_naming_it(tmp_p
     with pytest.raises(LayoutError, match=rf"^{order}: not UTF-8 text"):
         discover(FS, root)
     order.unlink()
+    os.mkfifo(order)  # reading it would wait forever
+    with pytest.raises(LayoutError, match=rf"^{order}: not a regular file"):
+        discover(FS, root)
+    order.unlink()
     order.mkdir()
     with pytest.raises(LayoutError, match=rf"^{order}: not a regular file"):
         discover(FS, root)
 
 
 def test_the_order_file_s_header_is_skipped_npy_dropped_and_quotes_read():
-    text = 'file\n"a,1.npy"\nb.npy\n\nc\n'
-    assert parse_order(text, "order.csv") == ["a,1", "b", "c"]
+    text = 'file\n"a,1.npy"\nb.npy,a second column\n\nc\n'
+    assert parse_order(text, "order.csv") == ["a,1", "b", "c"]  # the first column names the file
     with pytest.raises(LayoutError, match=r"^order.csv: lists an utterance more than once$"):
         parse_order("file\nb.npy\nb\n", "order.csv")
 
