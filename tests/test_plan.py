@@ -5,13 +5,14 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from shards.manifest import ShardEntry, SplitIndex
+from shards.manifest import DatasetError, ShardEntry, SplitIndex
 from shards.plan import (
     DEFAULT_MAX_FRAMES,
     PlannedBatch,
     PlanRecipe,
     Utt,
     _even_out,
+    from_sources,
     plan_epoch,
     rest_of_epoch,
 )
@@ -189,3 +190,30 @@ def test_padding_efficiency_at_the_default_budget():
         index, rows, world_size=4, num_workers=4, max_frames=DEFAULT_MAX_FRAMES, seed=0, epoch=0
     )
     assert plan.padding_efficiency() >= 0.97
+
+
+def test_training_can_be_told_which_source_folders_to_read():
+    rows = [
+        {"id": f"u{i}", "source": source}
+        for i, source in enumerate(["train-clean-100", "train-clean-360"] * 3)
+    ]
+    assert from_sources(rows, (), "train") == rows  # no choice: every row
+    chosen = from_sources(rows, ("train-clean-360",), "train")
+    assert [row["id"] for row in chosen] == ["u1", "u3", "u5"]
+    assert from_sources(rows, ("train-clean-360", "train-clean-100"), "train") == rows
+    with pytest.raises(DatasetError) as refused:
+        from_sources(rows, ("train-clean-360", "train-other-500"), "train")
+    assert str(refused.value) == (
+        "split 'train': no utterance from ['train-other-500']; its sources are ['train-clean-100', 'train-clean-360']"
+    )
+    older = [{"id": "u0"}, {"id": "u1", "source": "train-clean-100"}]  # a manifest from before the column
+    with pytest.raises(
+        DatasetError, match=r"^split 'train': its manifest does not record each utterance's source"
+    ):
+        from_sources(older, ("train-clean-100",), "train")
+
+
+def test_the_default_frame_budget_is_40_000_padded_frames():
+    """About 40 of HW3P2's ~1,000-frame utterances: the one home of the reader's and the training
+    config's default, as the README's reader example spells it."""
+    assert DEFAULT_MAX_FRAMES == 40_000
