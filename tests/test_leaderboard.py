@@ -142,3 +142,10 @@ def test_rows_with_a_public_board_rank_by_it_as_kaggle_ranks_a_running_competiti
         {"run": "dev", "distance": "3.1", "public_distance": "", "private_distance": "", "time": "3"},
     ]
     assert [r["run"] for r in leaderboard.ranked(rows)] == ["public-better", "dev", "private-better"]
+
+
+def test_an_ensemble_s_members_share_one_cell_and_a_single_checkpoint_keeps_its_value():
+    joined = leaderboard.joined
+    assert joined([7]) == 7 and joined(iter(["s3://b/run"])) == "s3://b/run"  # not turned into text
+    assert joined(["run-a", "run-b", "run-c"]) == "run-a + run-b + run-c"
+    assert joined(["s3://b/a/model.pt", "s3://b/b/model.pt"]) == "s3://b/a/model.pt + s3://b/b/model.pt"
