@@ -98,15 +98,10 @@ kenlm: $(BIN)/build_binary
 # TEST_PROCESSES pytest processes (pytest-xdist), each taking whole test files, so a module's fixtures
 # are built once: most tests wait on subprocesses, servers and files, so 2 on 2 cores finish in about
 # two thirds of the time of 1 (docs/design.md, "Tests and CI"). TEST_PROCESSES=0: one process, in file order.
-# Each process, and what it starts, computes on WORKERS / TEST_PROCESSES threads (OMP_NUM_THREADS, unless
-# set): two processes of two OpenMP threads each spin against each other on two cores (a tiny model's 60
-# training steps beside a demo run: 26 s on 2 threads, 5 s on 1; the whole suite on a quiet machine: 473 s
-# against 807 s).
 TEST_SELECTION ?= -m "not slow"
 TEST_PROCESSES ?= $(WORKERS)
-TEST_THREADS = $(shell p=$(TEST_PROCESSES); [ "$$p" -gt 0 ] || p=1; echo $$(( $(WORKERS) / p > 0 ? $(WORKERS) / p : 1 )))
 test: lint python-version system-packages $(BIN)/build_binary
-	@OMP_NUM_THREADS=$${OMP_NUM_THREADS:-$(TEST_THREADS)} $(BIN)/python -m pytest $(TEST_SELECTION) -n $(TEST_PROCESSES) --dist loadfile $(PYTEST_ARGS); status=$$?; \
+	@$(BIN)/python -m pytest $(TEST_SELECTION) -n $(TEST_PROCESSES) --dist loadfile $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$status
 test-all:
 	@$(MAKE) --no-print-directory test TEST_SELECTION=
