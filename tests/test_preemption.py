@@ -102,18 +102,28 @@ def test_the_watch_reports_a_signal_and_a_due_checkpoint_one_step_later(signum):
         assert watch.agree(accelerator, False) == (True, False)  # noted until the process exits
 
 
-def test_a_second_signal_to_the_watch_exits_at_once_with_128_plus_its_number():
-    code = (
-        "import os, signal, time\n"
-        "from train.preemption import PreemptionWatch\n"
-        "watch = PreemptionWatch()\n"
-        "os.kill(os.getpid(), signal.SIGUSR1)\n"
-        "print('noted', watch.signalled_at is not None, flush=True)\n"
-        "os.kill(os.getpid(), signal.SIGTERM)\n"
-        "time.sleep(60)\n"
-        "print('still running')\n"
+def _watch_in_a_process(*lines: str) -> subprocess.CompletedProcess:
+    """A process that runs ``lines`` (``os``, ``signal``, ``time`` and ``preemption`` imported), then
+    waits 60 s and prints 'still running': a watch that exits at once never gets there."""
+    code = "\n".join(
+        [
+            "import os, signal, time",
+            "from train import preemption",
+            *lines,
+            "time.sleep(60)",
+            "print('still running')",
+        ]
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+
+
+def test_a_second_signal_to_the_watch_exits_at_once_with_128_plus_its_number():
+    result = _watch_in_a_process(
+        "watch = preemption.PreemptionWatch()",
+        "os.kill(os.getpid(), signal.SIGUSR1)",
+        "print('noted', watch.signalled_at is not None, flush=True)",
+        "os.kill(os.getpid(), signal.SIGTERM)",
+    )
     assert result.returncode == 128 + signal.SIGTERM, result.stderr
     assert result.stdout == "noted True\n" and "SIGUSR1 received" in result.stderr
 
@@ -122,20 +132,15 @@ def test_the_same_signal_again_at_once_is_an_echo_and_later_exits():
     """scancel signals the launcher too, and torchrun's agent passes the SIGTERM on to its ranks: a rank
     hears one stop twice. The repeat within ECHO_S is ignored (the rank still checkpoints); the same
     signal after ECHO_S is a second request and exits at once."""
-    code = (
-        "import os, signal, time\n"
-        "from train import preemption\n"
-        "preemption.ECHO_S = 1.0\n"
-        "watch = preemption.PreemptionWatch()\n"
-        "os.kill(os.getpid(), signal.SIGTERM)\n"
-        "os.kill(os.getpid(), signal.SIGTERM)\n"
-        "print('echo ignored', flush=True)\n"
-        "time.sleep(1.5)\n"
-        "os.kill(os.getpid(), signal.SIGTERM)\n"
-        "time.sleep(60)\n"
-        "print('still running')\n"
+    result = _watch_in_a_process(
+        "preemption.ECHO_S = 1.0",
+        "watch = preemption.PreemptionWatch()",
+        "os.kill(os.getpid(), signal.SIGTERM)",
+        "os.kill(os.getpid(), signal.SIGTERM)",
+        "print('echo ignored', flush=True)",
+        "time.sleep(1.5)",
+        "os.kill(os.getpid(), signal.SIGTERM)",
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 128 + signal.SIGTERM, result.stderr
     assert result.stdout == "echo ignored\n" and result.stderr.count("SIGTERM received") == 1
 
