@@ -99,6 +99,26 @@ def test_one_process_writes_checkpoints_metrics_curves_and_tensorboard(data, tmp
     assert kept == sorted({f"epoch-{e:04d}" for e in (1, best)} | {"latest.json"})
 
 
+def test_a_training_process_leaves_without_the_interpreter_s_finalisation(data, tmp_path):
+    """gloo's threads outlive the process group and can abort a rank in finalisation (SIGABRT instead
+    of its status), so every way out skips it (``os._exit``) once everything is written: an exit
+    handler never runs, while the log's last line and the run's files are all there."""
+    out, marker = tmp_path / "run", tmp_path / "finalised"
+    script = _train(data, str(out), "epochs=1")
+    wrapper = (
+        "import atexit, pathlib, runpy, sys\n"
+        f"atexit.register(pathlib.Path({str(marker)!r}).touch)\n"
+        f"sys.argv = {script[1:]!r}\n"
+        "runpy.run_path(sys.argv[0], run_name='__main__')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", wrapper], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert not marker.exists()
+    last = result.stderr.splitlines()[-1]  # the checkpoint writer's line, after the epoch's
+    assert "epoch 0: {" in result.stderr and f"{checkpoint.epoch_folder(0)} written in" in last
+    assert checkpoint.load(str(out / checkpoint.epoch_folder(0) / "model.pt"))["epoch"] == 0
+
+
 def test_interrupted_after_epoch_one_resumes_to_the_same_weights(data, tmp_path):
     whole, interrupted = str(tmp_path / "whole"), tmp_path / "interrupted"
     subprocess.run(_train(data, whole, "epochs=2"), check=True, capture_output=True)
