@@ -8,7 +8,8 @@ frames, nothing downloaded), shards it with the pipeline, and trains medium.yaml
 real training step (train.main.Trainer: augmentation, autocast, GradScaler, clipping) for each
 precision the device offers natively (bf16 from compute capability 8.0, and on older GPUs a row that
 says why it is skipped; fp16; fp32) and each LSTM path the device runs (packed on GPUs, where padded
-is refused; packed and padded on CPUs). Per case: real frames/s, the dtype the LSTMs actually
+is refused; packed and padded on CPUs), then the first of those again with an EMA of the weights
+(``average=ema``: its update must add no host synchronisation). Per case: real frames/s, the dtype the LSTMs actually
 computed in (read with a forward hook), host synchronisations per optimiser step
 (torch.cuda.set_sync_debug_mode), peak GPU memory, and whether the loss stayed finite over --steps
 batches, each run as training runs it (Trainer.train_step: the schedule, the records, the ranks'
@@ -82,18 +83,18 @@ def _synchronise(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure_case(
-    data: str, out: Path, precision: str, impl: str, steps: int, seconds: float, tiny: bool
-) -> dict:
-    """Train ``steps`` steps (or ``seconds``, whichever ends first) of one precision × LSTM path."""
-    overrides = [f"precision={precision}", f"lstm_impl={impl}", "report_to=none"]
+def measure_case(data: str, out: Path, case: dict, steps: int, seconds: float, tiny: bool) -> dict:
+    """Train ``steps`` steps (or ``seconds``, whichever ends first) of one case: precision × LSTM
+    path × weight average (whose update must add no host synchronisation)."""
+    precision, impl, average = case["precision"], case["lstm_impl"], case["average"]
+    overrides = [f"precision={precision}", f"lstm_impl={impl}", f"average={average}", "report_to=none"]
     overrides += [
         "checkpoint_every_minutes=0",
         "scheduler=cosine",
         "warmup_steps=20",
         *(TINY if tiny else []),
     ]
-    trainer = _trainer(data, out / f"{precision}-{impl}", overrides)
+    trainer = _trainer(data, out / f"{precision}-{impl}-{average}", overrides)
     device = trainer.device
     dtypes = _lstm_dtypes(trainer)
     trainer.model.train()
@@ -128,6 +129,7 @@ def measure_case(
     return {
         "precision": trainer.precision,
         "lstm_impl": impl,
+        "average": average,
         "steps": optimiser_steps,
         "real_frames_per_s": round(frames / elapsed, 1),
         "lstm_dtype": ",".join(sorted(dtypes)),
@@ -141,12 +143,12 @@ def measure_case(
 
 
 def run_cases(cases: list[dict], measure, results: dict, json_path: Path) -> None:
-    """Each case measured (``measure(precision, impl)``), or kept as skipped, or failed with its
+    """Each case measured (``measure(case)``), or kept as skipped, or failed with its
     reason, into ``results["cases"]``; the JSON written after every one."""
     for case in cases:
         if "skipped" not in case:
             try:
-                case = measure(case["precision"], case["lstm_impl"])
+                case = measure(case)
             except Exception as error:  # out of memory, a CUDA error: the row says so, the next runs
                 first_line = (str(error).splitlines() or [""])[0]
                 case = {**case, "error": f"{type(error).__name__}: {first_line}"}
@@ -200,16 +202,23 @@ def two_nccl_ranks(data: str, out: Path) -> dict | None:
 
 
 def cases_for(device: torch.device) -> list[dict]:
-    """The precision × LSTM path cases this device runs; bf16 on a GPU without it natively is a row
-    that says so (cuDNN and cuBLAS would only emulate it)."""
+    """The precision × LSTM path cases this device runs, then the first of them again with an EMA of
+    the weights; bf16 on a GPU without it natively is a row that says so (cuDNN and cuBLAS would
+    only emulate it)."""
     if device.type == "cuda":
         major, minor = torch.cuda.get_device_capability(device)
-        cases = [{"precision": p, "lstm_impl": "packed"} for p in ("bf16", "fp16", "fp32")]
+        cases = [{"precision": p, "lstm_impl": "packed", "average": "none"} for p in ("bf16", "fp16", "fp32")]
         if not native_bf16(device):
             cases[0]["skipped"] = f"no native bf16 (compute capability {major}.{minor} < 8.0)"
-        return cases
-    precisions = ["bf16", "fp32"] if native_bf16(device) else ["fp32"]
-    return [{"precision": p, "lstm_impl": i} for p in precisions for i in ("packed", "padded")]
+    else:
+        precisions = ["bf16", "fp32"] if native_bf16(device) else ["fp32"]
+        cases = [
+            {"precision": p, "lstm_impl": i, "average": "none"}
+            for p in precisions
+            for i in ("packed", "padded")
+        ]
+    first = next(case for case in cases if "skipped" not in case)
+    return [*cases, {**first, "average": "ema"}]
 
 
 def print_table(results: dict) -> None:
@@ -217,6 +226,7 @@ def print_table(results: dict) -> None:
     columns = (
         "precision",
         "lstm_impl",
+        "average",
         "real_frames_per_s",
         "lstm_dtype",
         "host_syncs_per_step",
@@ -229,7 +239,7 @@ def print_table(results: dict) -> None:
     for case in results["cases"]:
         reason = case.get("skipped") or case.get("error")
         if reason:
-            print(f"{case['precision']} | {case['lstm_impl']} | {reason}")
+            print(f"{case['precision']} | {case['lstm_impl']} | {case['average']} | {reason}")
         else:
             print(" | ".join(str(case[c]) for c in columns))
     print(
@@ -257,8 +267,8 @@ def main(argv: list[str] | None = None) -> int:
         results: dict = {"cases": []}
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
-        def measure(precision: str, impl: str) -> dict:
-            return measure_case(data, root / "runs", precision, impl, steps, args.seconds_per_case, args.tiny)
+        def measure(case: dict) -> dict:
+            return measure_case(data, root / "runs", case, steps, args.seconds_per_case, args.tiny)
 
         run_cases(cases_for(device), measure, results, Path(args.json))
         probe = _trainer(data, root / "runs" / "probe", ["report_to=none", *(TINY if args.tiny else [])])
