@@ -578,11 +578,9 @@ def main(argv: list[str] | None = None) -> int:
         if message is None:
             raise
         write_error_lines([message])
-        distributed = torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1
-        if distributed and isinstance(
-            error, hardware.LauncherPrecision
-        ):  # on every rank: all have written it
-            torch.distributed.barrier()
+        every_rank = isinstance(error, hardware.LauncherPrecision)  # raised on every rank alike
+        if every_rank and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+            torch.distributed.barrier()  # all have written it before any leaves
         return 2
     return 0
 
