@@ -46,6 +46,13 @@ MODULES: dict[str, tuple[str, list[str]]] = {
     "retry": ("shards/retry.py", ["tests/test_retry.py"]),
     "layout": ("pipeline/layout.py", ["tests/test_layout.py"]),
     "progress": ("shards/progress.py", ["tests/test_progress.py"]),
+    "s3": ("shards/s3.py", ["tests/test_s3.py"]),
+    "scan": ("pipeline/scan.py", ["tests/test_scan.py"]),
+    "source": ("pipeline/source.py", ["tests/test_source.py"]),
+    "report": ("train/report.py", ["tests/test_report.py"]),
+    "rendezvous": ("train/rendezvous.py", ["tests/test_rendezvous.py"]),
+    "options": ("eval/options.py", ["tests/test_options.py"]),
+    "score": ("eval/score.py", ["tests/test_score.py"]),
     "validate": (
         "pipeline/validate.py",
         [
