@@ -123,7 +123,8 @@ TIMEOUT_S = 600.0  # per mutant: a mutant that hangs a collective is killed by i
 
 def _worktree(out: Path, name: str = "tree") -> Path:
     tree = out / name
-    if not tree.exists():
+    if not tree.exists():  # an OUT deleted by hand leaves its worktrees registered: forget them first
+        subprocess.run(["git", "-C", str(REPO), "worktree", "prune"], check=True)
         subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(tree), "HEAD"], check=True)
     return tree
 
