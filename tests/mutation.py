@@ -46,7 +46,13 @@ MODULES: dict[str, tuple[str, list[str]]] = {
     "retry": ("shards/retry.py", ["tests/test_retry.py"]),
     "layout": ("pipeline/layout.py", ["tests/test_layout.py"]),
     "progress": ("shards/progress.py", ["tests/test_progress.py"]),
-    "s3": ("shards/s3.py", ["tests/test_s3.py"]),
+    "s3": (
+        "shards/s3.py",
+        [
+            "tests/test_s3.py",
+            "tests/test_pipeline.py::test_a_store_that_answers_slow_down_is_retried_and_counted",
+        ],
+    ),
     "scan": ("pipeline/scan.py", ["tests/test_scan.py"]),
     "source": ("pipeline/source.py", ["tests/test_source.py"]),
     "report": ("train/report.py", ["tests/test_report.py"]),

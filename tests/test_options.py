@@ -18,6 +18,8 @@ from eval.options import (
     request_of,
     urls_in,
 )
+from shards.plan import DEFAULT_MAX_FRAMES
+from shards.retry import IO_DEADLINE_S
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,15 +73,42 @@ def test_a_request_takes_each_field_from_its_argument_nested_ones_too_and_given_
     assert request.submission == "given.csv"
 
 
-def test_one_checkpoint_is_no_ensemble():
+def test_one_checkpoint_is_no_ensemble_and_none_either():
     assert not Models(["m.pt"]).ensemble and Models(["m.pt"]).checkpoints == ("m.pt",)
+    assert not Models([]).ensemble  # transcribe --model FILE.onnx: no checkpoint at all
+
+
+def test_the_defaults_are_the_measured_and_documented_ones():
+    # probs: the better combination on every set (docs/results.md); auto: averaged weights where a run has them
+    assert (Models(("a",)).combine, Models(("a",)).weights, Models(("a",)).max_params) == (
+        "probs",
+        "auto",
+        None,
+    )
+    assert Reading() == Reading(max_frames=DEFAULT_MAX_FRAMES, num_workers=1, io_deadline_s=IO_DEADLINE_S)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Models(("a",)).max_params = 5
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Reading().num_workers = 4
+
+
+def test_the_checkpoint_is_required_unless_a_command_says_otherwise(capsys):
+    with pytest.raises(SystemExit):
+        _parser().parse_args([])
+    assert "--checkpoint" in capsys.readouterr().err
+    optional = argparse.ArgumentParser()
+    add_models_arguments(optional, required=False, help="a checkpoint, or none with --model")
+    assert optional.parse_args([]).checkpoints == []
+    assert "a checkpoint, or none with --model" in optional.format_help()
+    assert "repeat it for an ensemble" in _parser().format_help()
 
 
 def test_check_size_logs_the_count_and_refuses_only_above_the_budget(caplog):
     budget = Models(("a", "b"), max_params=1_000)
     with caplog.at_level(logging.INFO, logger="eval.options"):
         budget.check_size(1_000, "a + b", " (2 members)")  # at the budget: accepted
-    assert "model: 1,000 parameters (2 members)" in caplog.text
+        budget.check_size(999, "a + b")  # and below it
+    assert "model: 1,000 parameters (2 members)" in caplog.text and "model: 999 parameters" in caplog.text
     with pytest.raises(TooManyParameters, match=r"^a \+ b: 1,001 parameters, above --max-params 1,000$"):
         budget.check_size(1_001, "a + b")
     Models(("a",)).check_size(10**9, "a")  # no budget: anything goes

@@ -45,3 +45,23 @@ def test_publishing_again_replaces_both_files_whole(tmp_path):
     # no temporaries left beside them or in the store's staging folder
     assert sorted(p.name for p in tmp_path.iterdir() if p.name != ".staging") == ["curves.png", "metrics.csv"]
     assert not any((tmp_path / ".staging").iterdir())
+
+
+@pytest.mark.parametrize("averaged", [False, True])
+def test_the_curves_show_the_averaged_weights_beside_the_live_ones_when_the_run_averages(
+    tmp_path, monkeypatch, averaged
+):
+    drawn = {}
+
+    def keep(figure) -> bytes:
+        loss, distance = figure.axes
+        drawn["loss"] = [list(line.get_ydata()) for line in loss.get_lines()]
+        drawn["distance"] = {line.get_label(): list(line.get_ydata()) for line in distance.get_lines()}
+        return b"png"
+
+    monkeypatch.setattr("train.report.figure_png", keep)
+    publish(Store(str(tmp_path)), [_row(0, averaged), _row(1, averaged)])
+    assert drawn["loss"] == [[3.0, 2.0]]
+    assert drawn["distance"] == (
+        {"live": [40.0, 39.0], "averaged": [41.0, 40.0]} if averaged else {"live": [40.0, 39.0]}
+    )

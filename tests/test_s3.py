@@ -2,6 +2,7 @@
 the URL, what failed and what to check (the real server's answers: test_s3_errors.py)."""
 
 import pickle
+from types import SimpleNamespace
 
 import botocore.exceptions
 import pytest
@@ -18,13 +19,16 @@ def _endpoint(monkeypatch):
     monkeypatch.setenv(s3.ENDPOINT_VARIABLE, "http://127.0.0.1:9000")
 
 
-def _raised_from(cause: BaseException, outer: BaseException) -> BaseException:
-    """``outer`` as s3fs raises it: with ``cause`` behind it."""
+def _raised_from(cause: BaseException, outer: BaseException, explicitly: bool = True) -> BaseException:
+    """``outer`` as s3fs raises it: with ``cause`` behind it (``raise ... from``, or raised while
+    handling it)."""
     try:
         try:
             raise cause
         except BaseException as inner:
-            raise outer from inner
+            if explicitly:
+                raise outer from inner
+            raise outer  # noqa: B904 - the implicit chain is what is tested
     except BaseException as error:
         return error
 
@@ -53,7 +57,8 @@ def _raised_from(cause: BaseException, outer: BaseException) -> BaseException:
     ],
 )
 def test_each_failure_is_one_line_naming_the_remote_urls_and_what_to_check(error, problem):
-    for raised in (error, _raised_from(error, OSError("s3fs's own wrapper"))):
+    wrapped = [_raised_from(error, OSError("s3fs's own wrapper"), explicitly) for explicitly in (True, False)]
+    for raised in (error, *wrapped):
         line = s3.explain(raised, URLS)
         assert line is not None and line.startswith("s3://bucket/shards: ") and problem in line
         assert "\n" not in line and "demo/run" not in line  # a local path is no store's
@@ -111,3 +116,13 @@ def test_local_urls_need_no_access_check_and_count_nothing(tmp_path):
     before = s3.throttled()
     s3.count_throttling(str(tmp_path))
     assert s3.throttled() == before
+
+
+@pytest.mark.parametrize(("status", "counted"), [(503, 1), (502, 0), (504, 0), (500, 0), (200, 0)])
+def test_only_a_503_answer_counts_as_throttling_and_once(status, counted):
+    before = s3.throttled()
+    s3._count_if_throttled(response=(SimpleNamespace(status_code=status), {}), attempts=1)
+    s3._count_if_throttled(
+        response=None, caught=ConnectionError()
+    )  # no answer at all: not the store pushing back
+    assert s3.throttled() - before == counted

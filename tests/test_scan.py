@@ -26,6 +26,24 @@ def test_a_scan_task_is_whole_chunks_within_its_bounds_about_eight_per_worker(ut
         assert -(-utterances // (size - SCAN_CHUNK)) > SCAN_TASKS_PER_WORKER * workers
 
 
+@pytest.mark.parametrize(
+    ("utterances", "workers", "size"),
+    [(1, 1, 256), (2_000, 2, 256), (100_000, 8, 1_600), (102_432, 8, 1_664), (10**7, 8, 4_096)],
+)
+def test_scan_task_sizes_by_example(utterances, workers, size):
+    """About 8 tasks per worker (100,000 / 64 = 1,562.5 → 1,600; 1,600.5 → 1,664), 256 at least, 4,096 at most."""
+    assert scan_task_size(utterances, workers) == size
+
+
+def test_a_split_of_several_tasks_is_scanned_whole_in_order(tmp_path):
+    raw = write_hw3p2(tmp_path / "raw", counts=(600, 2, 2), frames=(60, 80), seed=5)
+    fs, root = fsspec.core.url_to_fs(str(raw))
+    (train,) = [split for split in discover(fs, root) if split.name == "train"]
+    assert scan_task_size(600, 1) == 256  # three tasks
+    scan = scan_split(TaskRunner(str(raw), str(tmp_path / "dst")), train)
+    assert not scan.rejected and [k.source for k in scan.kept] == train.utterances
+
+
 def test_every_utterance_is_kept_with_its_figures_or_rejected_with_its_file(tmp_path):
     raw = write_hw3p2(tmp_path / "raw", counts=(70, 4, 5), frames=(60, 200), seed=4)
     fs, root = fsspec.core.url_to_fs(str(raw))
