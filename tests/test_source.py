@@ -124,3 +124,25 @@ def test_a_store_that_fails_fails_the_run_naming_the_url_not_the_utterance(remot
     )
     with pytest.raises(OSError, match=rf"^memory://{root}/train/mfcc/a.npy: cannot be read: timed out$"):
         list(reader.checked([a]))
+
+
+def test_whatever_a_check_raises_beyond_its_own_refusals_is_that_utterance_s_reject(
+    remote, tmp_path, monkeypatch
+):
+    """A numpy or parsing failure the checks did not foresee rejects one utterance, naming the error,
+    instead of ending the scan."""
+    fs, root = remote
+    a, b = _utterance(root, "a"), _utterance(root, "b")
+    _put(fs, a, 50)
+    _put(fs, b, 60)
+
+    def check(source, features, transcript):
+        if source.id == "a":
+            raise MemoryError("cannot allocate 8 EiB")
+        return CheckedUtterance(source, np.zeros((60, 13), np.float32), [1], "digest")
+
+    monkeypatch.setattr("pipeline.source.check_utterance", check)
+    results = {u.id: checked for u, checked in SourceReader(f"memory://{root}", tmp_path).checked([a, b])}
+    assert isinstance(results["a"], Rejected) and results["a"].file == a.features
+    assert results["a"].reason == "unreadable: MemoryError: cannot allocate 8 EiB"
+    assert isinstance(results["b"], CheckedUtterance)
