@@ -2,6 +2,8 @@
 the URL, what failed and what to check (the real server's answers: test_s3_errors.py)."""
 
 import pickle
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import botocore.exceptions
@@ -126,3 +128,12 @@ def test_only_a_503_answer_counts_as_throttling_and_once(status, counted):
         response=None, caught=ConnectionError()
     )  # no answer at all: not the store pushing back
     assert s3.throttled() - before == counted
+
+
+def test_a_process_starts_with_nothing_counted():
+    """The summaries add up what each process counted: every process starts from zero."""
+    script = "from shards import s3; print(s3.throttled())"
+    assert (
+        subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+        == "0\n"
+    )
