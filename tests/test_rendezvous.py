@@ -10,10 +10,11 @@ import torch.distributed as dist
 
 from train.rendezvous import JoinTimeout, agree_on_generation
 
-MINUTE = datetime.timedelta(seconds=60)
+TIMEOUT = datetime.timedelta(seconds=20)  # threads on an in-memory store agree in milliseconds
+pytestmark = pytest.mark.timeout(60)  # an agreement that never ends fails here, not after 15 minutes
 
 
-def _attempt(store, world_size: int, ranks: list[int] | None = None, timeout=MINUTE) -> list[int]:
+def _attempt(store, world_size: int, ranks: list[int] | None = None, timeout=TIMEOUT) -> list[int]:
     """Every worker of one attempt (threads, as the workers of several machines), each with its own
     client of the shared store; the generation each returned."""
     ranks = list(range(world_size)) if ranks is None else ranks
