@@ -177,6 +177,9 @@ def run_module(name: str, tree: Path, out: Path) -> dict:
     env = {**os.environ, "PYTHONPATH": str(tree)}
     config, session = out / f"{name}.toml", out / f"{name}.sqlite"
     config.write_text(_config(tree, module, tests))
+    subprocess.run(
+        ["git", "-C", str(tree), "checkout", "--", module], check=True
+    )  # a killed run left a mutant
     _check_baseline(name, tree, tests, env)
     if not session.exists():
         _cosmic_ray("init", str(config), str(session), cwd=tree, env=env)
