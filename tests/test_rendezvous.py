@@ -11,7 +11,8 @@ import torch.distributed as dist
 from train.rendezvous import JoinTimeout, agree_on_generation
 
 TIMEOUT = datetime.timedelta(seconds=20)  # threads on an in-memory store agree in milliseconds
-pytestmark = pytest.mark.timeout(60)  # an agreement that never ends fails here, not after 15 minutes
+pytestmark = pytest.mark.timeout(60, method="thread")  # an agreement that never ends ends the process:
+# its workers are threads, which no signal stops
 
 
 def _attempt(store, world_size: int, ranks: list[int] | None = None, timeout=TIMEOUT) -> list[int]:
