@@ -135,6 +135,13 @@ def _worktree(out: Path, name: str = "tree") -> Path:
     return tree
 
 
+def _check_out_head(tree: Path) -> None:
+    head = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "HEAD"], check=True, capture_output=True, text=True
+    )
+    subprocess.run(["git", "-C", str(tree), "checkout", "-q", "--detach", head.stdout.strip()], check=True)
+
+
 def _test_command(tests: list[str]) -> str:
     return f"{sys.executable} -m pytest -x -q -p no:cacheprovider {' '.join(tests)}"
 
@@ -177,9 +184,10 @@ def run_module(name: str, tree: Path, out: Path) -> dict:
     env = {**os.environ, "PYTHONPATH": str(tree)}
     config, session = out / f"{name}.toml", out / f"{name}.sqlite"
     config.write_text(_config(tree, module, tests))
-    subprocess.run(
-        ["git", "-C", str(tree), "checkout", "--", module], check=True
-    )  # a killed run left a mutant
+    # a run killed mid-mutant leaves the mutant in the tree
+    subprocess.run(["git", "-C", str(tree), "checkout", "--", module], check=True)
+    if not session.exists():  # a new session mutates today's code; a resumed one the code it began on
+        _check_out_head(tree)
     _check_baseline(name, tree, tests, env)
     if not session.exists():
         _cosmic_ray("init", str(config), str(session), cwd=tree, env=env)
@@ -212,10 +220,7 @@ def recheck_module(name: str, out: Path) -> dict:
     """Each survivor of an earlier run applied to the current HEAD, against the current tests."""
     module, tests = MODULES[name]
     tree = _worktree(out, "recheck")
-    head = subprocess.run(
-        ["git", "-C", str(REPO), "rev-parse", "HEAD"], check=True, capture_output=True, text=True
-    )
-    subprocess.run(["git", "-C", str(tree), "checkout", "-q", "--detach", head.stdout.strip()], check=True)
+    _check_out_head(tree)
     env = {**os.environ, "PYTHONPATH": str(tree)}
     _check_baseline(name, tree, tests, env)
     text = (out / f"{name}.survivors.txt").read_text()
