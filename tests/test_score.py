@@ -6,11 +6,11 @@ import re
 import pytest
 
 from eval.cli import main
-from shards.kaggle import public_rows
+from shards.kaggle import labels_bytes, public_rows
 
 
 def _write(path, labels: list[str], header: str = "id,label") -> str:
-    path.write_text("\n".join([header, *(f"{row},{label}" for row, label in enumerate(labels))]) + "\n")
+    path.write_bytes(labels_bytes(labels, header))
     return str(path)
 
 

@@ -2,7 +2,6 @@
 reads the scan's copy), a local one simply twice; a store that fails fails the run, a bad file is
 its utterance's reject."""
 
-import io
 import uuid
 
 import fsspec
@@ -14,10 +13,9 @@ from pipeline.source import SourceReader
 from pipeline.validate import CheckedUtterance, Rejected
 
 
-def _npy(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, array, allow_pickle=False)
-    return buffer.getvalue()
+def _save(fs, path: str, array: np.ndarray) -> None:
+    with fs.open(path, "wb") as handle:
+        np.save(handle, array, allow_pickle=False)
 
 
 def _utterance(root: str, name: str, labelled: bool = True) -> SourceUtterance:
@@ -32,11 +30,11 @@ def _utterance(root: str, name: str, labelled: bool = True) -> SourceUtterance:
     )
 
 
-def _put(fs, utterance: SourceUtterance, frames: int, labels: list[str] | None = None) -> np.ndarray:
+def _put(fs, utterance: SourceUtterance, frames: int) -> np.ndarray:
     features = np.random.default_rng(frames).standard_normal((frames, 13)).astype(np.float32)
-    fs.pipe(utterance.features, _npy(features))
+    _save(fs, utterance.features, features)
     if utterance.transcript is not None:
-        fs.pipe(utterance.transcript, _npy(np.array(labels or ["SIL", "AA", "B", "SIL"])))
+        _save(fs, utterance.transcript, np.array(["SIL", "AA", "B", "SIL"]))
     return features
 
 
@@ -90,7 +88,7 @@ def test_a_bad_or_missing_file_is_its_utterance_s_reject_and_the_rest_are_read(r
     good, garbage, absent = _utterance(root, "good"), _utterance(root, "garbage"), _utterance(root, "absent")
     _put(fs, good, 50)
     fs.pipe(garbage.features, b"not a numpy file")
-    fs.pipe(garbage.transcript, _npy(np.array(["SIL"])))
+    _save(fs, garbage.transcript, np.array(["SIL"]))
     reader = SourceReader(f"memory://{root}", tmp_path)
     results = {u.id: checked for u, checked in reader.checked([good, garbage, absent])}
     assert isinstance(results["good"], CheckedUtterance)
